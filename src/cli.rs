@@ -1,0 +1,246 @@
+//! Every applet's flags, in one place.
+//!
+//! The daemon's flags keep the AWS IoT SDK sample's names (`--client_id`,
+//! `--ca_file`, `--port_override`, ...) so that existing command lines work
+//! unchanged. argh allows neither underscores in flag names nor aliases nor
+//! `--flag=value`, so its flags are declared with dashes, [`normalize`]
+//! rewrites the sample's spellings before argh sees them (both spellings
+//! work), and [`sample_spelling`] turns the usage text back.
+
+use crate::error::Error;
+use argh::FromArgs;
+use std::path::PathBuf;
+
+/// `iotbox pubsub` / `mqtt5_pubsub`: keep one MQTT 5 connection to the broker
+/// and bridge it to two UNIX sockets.
+#[derive(FromArgs, Debug, Default)]
+pub struct PubsubArgs {
+    /// broker host name (AWS: xxxx-ats.iot.REGION.amazonaws.com)
+    #[argh(option)]
+    pub endpoint: Option<String>,
+    /// device certificate, PEM (a chain is allowed)
+    #[argh(option)]
+    pub cert: Option<PathBuf>,
+    /// private key, PEM (PKCS#8, PKCS#1 RSA or SEC1 EC)
+    #[argh(option)]
+    pub key: Option<PathBuf>,
+    /// trust anchors, PEM (default: /etc/ssl/certs/ca-certificates.crt if it
+    /// exists, else the built-in Amazon Root CA 1 and 3)
+    #[argh(option, long = "ca-file")]
+    pub ca_file: Option<PathBuf>,
+    /// MQTT client id (default: test- and 16 random hex digits)
+    #[argh(option, long = "client-id")]
+    pub client_id: Option<String>,
+    /// topic filter to subscribe to; repeatable, + and # allowed
+    /// (default: test/topic)
+    #[argh(option)]
+    pub topic: Vec<String>,
+    /// broker port (alias --port_override; default 443, with ALPN
+    /// x-amzn-mqtt-ca; 8883 is classic MQTT over TLS)
+    #[argh(option)]
+    pub port: Option<u16>,
+    /// stop after N publishes from the socket (default 0: run forever)
+    #[argh(option, default = "0")]
+    pub count: u64,
+    /// accepted for compatibility with the SDK sample; ignored
+    #[argh(option)]
+    pub message: Option<String>,
+    /// HTTP CONNECT proxy host (not supported yet)
+    #[argh(option, long = "proxy-host")]
+    pub proxy_host: Option<String>,
+    /// HTTP CONNECT proxy port (not supported yet)
+    #[argh(option, long = "proxy-port")]
+    pub proxy_port: Option<u16>,
+    /// one of None, Fatal, Error, Warn, Info (default), Debug, Trace;
+    /// RUST_LOG overrides
+    #[argh(option)]
+    pub verbosity: Option<String>,
+    /// append log lines to this file instead of stderr
+    #[argh(option, long = "log-file")]
+    pub log_file: Option<PathBuf>,
+    /// publish socket to listen on (default /tmp/aws_socket_smsg)
+    #[argh(
+        option,
+        long = "pub-socket",
+        default = "PathBuf::from(\"/tmp/aws_socket_smsg\")"
+    )]
+    pub pub_socket: PathBuf,
+    /// delivery socket to push received messages to (default
+    /// /tmp/aws_socket_rmsg)
+    #[argh(
+        option,
+        long = "sub-socket",
+        default = "PathBuf::from(\"/tmp/aws_socket_rmsg\")"
+    )]
+    pub sub_socket: PathBuf,
+    /// permissions of the publish socket, octal (default 0660)
+    #[argh(option, long = "socket-mode")]
+    pub socket_mode: Option<String>,
+    /// quality of service of subscriptions and publishes: 0 or 1
+    /// (default 1)
+    #[argh(option, default = "1")]
+    pub qos: u8,
+    /// MQTT keep-alive in seconds (default 60; AWS accepts 30..1200)
+    #[argh(option, long = "keep-alive", default = "60")]
+    pub keep_alive: u16,
+    /// seconds the broker keeps the session after a disconnect (default 0)
+    #[argh(option, long = "session-expiry", default = "0")]
+    pub session_expiry: u32,
+    /// publishes per second to the broker (not supported yet)
+    #[argh(option, long = "max-rate")]
+    pub max_rate: Option<u32>,
+    /// largest payload accepted from the publish socket (default 131072)
+    #[argh(option, long = "max-payload", default = "131072")]
+    pub max_payload: usize,
+    /// write topic\npayload to the delivery socket instead of the payload only
+    #[argh(switch, long = "deliver-topic")]
+    pub deliver_topic: bool,
+    /// plain TCP without TLS, for local test brokers only
+    #[argh(switch)]
+    pub plaintext: bool,
+}
+
+/// `iotbox send SOCKET FILE`: publish one message file through the daemon.
+#[derive(FromArgs, Debug)]
+pub struct SendArgs {
+    /// seconds to wait for the broker's confirmation (default 10)
+    #[argh(option, default = "10")]
+    pub timeout: u64,
+    /// the daemon's publish socket, e.g. /tmp/aws_socket_smsg
+    #[argh(positional)]
+    pub socket: PathBuf,
+    /// message file: topic on the first line, payload after it; - for stdin
+    #[argh(positional)]
+    pub file: PathBuf,
+}
+
+/// `iotbox recv SOCKET COUNT`: listen on SOCKET and print COUNT messages.
+#[derive(FromArgs, Debug)]
+pub struct RecvArgs {
+    /// the delivery socket to listen on, e.g. /tmp/aws_socket_rmsg
+    #[argh(positional)]
+    pub socket: PathBuf,
+    /// how many messages to print, 0 for no limit
+    #[argh(positional)]
+    pub count: u64,
+}
+
+/// Rewrites the SDK sample's spellings that argh cannot express:
+/// `--client_id` becomes `--client-id`, `--flag=value` becomes
+/// `--flag value`, `--port_override` becomes `--port`, and `--is_ci` (with
+/// or without a value) is dropped.
+pub fn normalize(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.iter().peekable();
+    while let Some(arg) = iter.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value)),
+            _ => (arg.as_str(), None),
+        };
+        match flag {
+            "--is_ci" | "--is-ci" => {
+                log::debug!("--is_ci is accepted for compatibility and ignored");
+                if inline.is_none() && iter.peek().is_some_and(|next| !next.starts_with("--")) {
+                    iter.next();
+                }
+                continue;
+            }
+            "--port_override" | "--port-override" => out.push("--port".to_owned()),
+            _ if flag.starts_with("--") => out.push(flag.replace('_', "-")),
+            _ => out.push(flag.to_owned()),
+        }
+        if let Some(value) = inline {
+            out.push(value.to_owned());
+        }
+    }
+    out
+}
+
+/// argh's usage text with the SDK sample's underscore spellings, the ones
+/// users type: `--client-id` is shown as `--client_id`.
+pub fn sample_spelling(usage: &str) -> String {
+    usage
+        .split_inclusive(char::is_whitespace)
+        .map(|word| match word.strip_prefix("--") {
+            Some(rest) => format!("--{}", rest.replace('-', "_")),
+            None => word.to_owned(),
+        })
+        .collect()
+}
+
+/// Parses an applet's arguments with argh.
+///
+/// # Returns
+/// `Ok(None)` when `--help` was asked for (the usage is already printed),
+/// the flags otherwise, or a usage error (exit 2) with argh's message.
+pub fn parse<T: FromArgs>(command: &str, args: &[&str]) -> Result<Option<T>, Error> {
+    match T::from_args(&[command], args) {
+        Ok(flags) => Ok(Some(flags)),
+        Err(early) if early.status.is_ok() => {
+            crate::say(sample_spelling(&early.output).trim_end());
+            Ok(None)
+        }
+        Err(early) => Err(Error::Usage(format!(
+            "{}
+Run '{command} --help' for the flags.",
+            early.output.trim_end()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn sample_spellings_are_normalized() {
+        let got = normalize(&strings(&[
+            "--port_override=8883",
+            "--is_ci",
+            "true",
+            "--client_id",
+            "x",
+            "--is_ci",
+            "--topic=a/b",
+        ]));
+        assert_eq!(
+            got,
+            strings(&["--port", "8883", "--client-id", "x", "--topic", "a/b"])
+        );
+    }
+
+    #[test]
+    fn usage_shows_underscores() {
+        assert_eq!(
+            sample_spelling("  --client-id   MQTT id\n  --ca-file x"),
+            "  --client_id   MQTT id\n  --ca_file x"
+        );
+    }
+
+    #[test]
+    fn howto_command_line_parses() {
+        let args = normalize(&strings(&[
+            "--endpoint",
+            "aqxxxx-ats.iot.ap-northeast-1.amazonaws.com",
+            "--cert",
+            "raspi2-test.cert.pem",
+            "--key",
+            "raspi2-test.private.key",
+            "--client_id",
+            "basicPubSub",
+            "--topic",
+            "sdk/test/python",
+        ]));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let parsed = PubsubArgs::from_args(&["mqtt5_pubsub"], &refs).unwrap();
+        assert_eq!(parsed.client_id.as_deref(), Some("basicPubSub"));
+        assert_eq!(parsed.topic, vec!["sdk/test/python"]);
+        assert_eq!(parsed.qos, 1);
+        assert_eq!(parsed.pub_socket, PathBuf::from("/tmp/aws_socket_smsg"));
+        assert_eq!(parsed.sub_socket, PathBuf::from("/tmp/aws_socket_rmsg"));
+    }
+}

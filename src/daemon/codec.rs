@@ -1,0 +1,536 @@
+//! The only user of rumqttc's MQTT 5 codec (`rumqttc::v5::mqttbytes::v5`).
+//!
+//! rumqttc 0.25's codec has bugs a daemon meets; this adapter is where each is
+//! worked around, with a regression test below:
+//!
+//! 1. `Connect::write` into a non-empty buffer writes its flags byte at an
+//!    offset counted from the buffer's start: CONNECT is encoded into a fresh
+//!    buffer.
+//! 2. A QoS 1 PUBLISH with packet id 0 fails after writing 7 bytes, and
+//!    `size()` is 2 bytes short then: packet ids are always assigned by the
+//!    session (never 0), checked here, and the buffer is truncated on error.
+//! 3. The maximum packet size is checked on the remaining length, and on error
+//!    the input is left as is (a read loop spins): framing is done here, on the
+//!    whole packet, and "too large" is an error that ends the connection.
+//! 4. The short DISCONNECT forms (`E0 00`, `E0 01 rc`) do not decode, or
+//!    report "insufficient bytes" after consuming them: decoded here.
+//! 5. An unknown property consumes the packet and returns an error: any error
+//!    after framing is a malformed packet, never "need more bytes".
+//! 6. `Filter::new` leaves no-local off: the daemon receives its own publishes
+//!    on overlapping topics, as the SDK sample does. Kept on purpose.
+
+use bytes::{BufMut, Bytes, BytesMut};
+pub use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{
+    ConnAck, Connect, ConnectProperties, Filter, Packet, PubAckReason, Publish, SubAck, Subscribe,
+};
+pub use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, SubscribeReasonCode};
+use std::fmt;
+
+/// A packet from the broker, reduced to what the session acts on.
+#[derive(Debug, PartialEq)]
+pub enum Inbound {
+    ConnAck(ConnAck),
+    Publish(Publish),
+    PubAck { pkid: u16, reason: PubAckReason },
+    SubAck(SubAck),
+    PingResp,
+    Disconnect { reason: u8, text: Option<String> },
+}
+
+/// Why the input cannot be decoded. Every variant ends the connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Larger than the maximum packet size we told the broker.
+    TooLarge { size: usize, max: usize },
+    /// Framed, but not a valid packet.
+    Malformed(String),
+    /// A valid packet a broker must not send to a client (or QoS 2, which we
+    /// never ask for).
+    Unexpected(&'static str),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::TooLarge { size, max } => write!(
+                f,
+                "the broker sent a {size}-byte packet, larger than our maximum of {max}"
+            ),
+            DecodeError::Malformed(why) => write!(f, "malformed packet from the broker: {why}"),
+            DecodeError::Unexpected(what) => write!(f, "unexpected {what} packet from the broker"),
+        }
+    }
+}
+
+/// Reads the fixed header: `(header length, remaining length)`, or `None`
+/// when more bytes are needed to know.
+fn frame(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
+    let mut remaining = 0usize;
+    for i in 0..4 {
+        let Some(&byte) = buf.get(1 + i) else {
+            return Ok(None);
+        };
+        remaining |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(Some((2 + i, remaining)));
+        }
+    }
+    Err(DecodeError::Malformed(
+        "remaining length longer than 4 bytes".into(),
+    ))
+}
+
+/// Takes one packet off the front of `buf`.
+///
+/// # Returns
+/// `Ok(None)` when `buf` does not hold a whole packet yet (call again with
+/// more bytes); the packet otherwise. An error is final for the connection:
+/// the input is not consumed, and must not be decoded further.
+pub fn decode(buf: &mut BytesMut, max_packet: usize) -> Result<Option<Inbound>, DecodeError> {
+    let Some((header, remaining)) = frame(buf)? else {
+        return Ok(None);
+    };
+    let size = header + remaining;
+    if size > max_packet {
+        return Err(DecodeError::TooLarge {
+            size,
+            max: max_packet,
+        });
+    }
+    if buf.len() < size {
+        return Ok(None);
+    }
+    let mut packet = buf.split_to(size);
+    if packet[0] >> 4 == 14 {
+        return decode_disconnect(&packet, header, remaining).map(Some);
+    }
+    let packet =
+        Packet::read(&mut packet, None).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    match packet {
+        Packet::ConnAck(ack) => Ok(Some(Inbound::ConnAck(ack))),
+        Packet::Publish(p) if p.qos == QoS::ExactlyOnce => {
+            Err(DecodeError::Unexpected("QoS 2 PUBLISH"))
+        }
+        Packet::Publish(p) => Ok(Some(Inbound::Publish(p))),
+        Packet::PubAck(ack) => Ok(Some(Inbound::PubAck {
+            pkid: ack.pkid,
+            reason: ack.reason,
+        })),
+        Packet::SubAck(ack) => Ok(Some(Inbound::SubAck(ack))),
+        Packet::PingResp(_) => Ok(Some(Inbound::PingResp)),
+        Packet::Auth(_) => Err(DecodeError::Unexpected("AUTH")),
+        Packet::UnsubAck(_) => Err(DecodeError::Unexpected("UNSUBACK")),
+        Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
+            Err(DecodeError::Unexpected("QoS 2 acknowledgement"))
+        }
+        Packet::Connect(..)
+        | Packet::Subscribe(_)
+        | Packet::Unsubscribe(_)
+        | Packet::PingReq(_)
+        | Packet::Disconnect(_) => Err(DecodeError::Unexpected("client-to-broker")),
+    }
+}
+
+/// DISCONNECT, all three forms: `E0 00`, `E0 01 rc`, and with properties
+/// (from which only the reason string is kept, if rumqttc can read it).
+fn decode_disconnect(
+    packet: &[u8],
+    header: usize,
+    remaining: usize,
+) -> Result<Inbound, DecodeError> {
+    if packet[0] != 0xE0 {
+        return Err(DecodeError::Malformed("DISCONNECT with flags set".into()));
+    }
+    let reason = if remaining == 0 { 0 } else { packet[header] };
+    let text = if remaining >= 2 {
+        match Packet::read(&mut BytesMut::from(packet), None) {
+            Ok(Packet::Disconnect(d)) => d.properties.and_then(|p| p.reason_string),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    Ok(Inbound::Disconnect { reason, text })
+}
+
+/// Appends CONNECT. Encoded into a fresh buffer first (trap 1).
+pub fn encode_connect(
+    out: &mut BytesMut,
+    client_id: &str,
+    keep_alive: u16,
+    clean_start: bool,
+    session_expiry: u32,
+    max_packet: u32,
+) {
+    let connect = Connect {
+        keep_alive,
+        client_id: client_id.to_owned(),
+        clean_start,
+        properties: Some(ConnectProperties {
+            session_expiry_interval: (session_expiry > 0).then_some(session_expiry),
+            max_packet_size: Some(max_packet),
+            ..ConnectProperties::new()
+        }),
+    };
+    let mut fresh = BytesMut::with_capacity(connect.size(&None, &None));
+    // Cannot fail: the only error is a remaining length over 256 MiB, and the
+    // client id is bounded (128 bytes, checked at start-up).
+    if connect.write(&None, &None, &mut fresh).is_ok() {
+        out.extend_from_slice(&fresh);
+    }
+}
+
+/// The error for a packet we refuse to encode.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EncodeError(pub String);
+
+/// The encoded size of a PUBLISH, for the broker's maximum packet size.
+pub fn publish_size(topic: &Bytes, payload: &Bytes, qos: QoS) -> usize {
+    let publish = Publish {
+        qos,
+        pkid: 1,
+        topic: topic.clone(),
+        payload: payload.clone(),
+        ..Publish::default()
+    };
+    publish.size()
+}
+
+/// Appends a PUBLISH. A QoS 1 publish needs a packet id from the session
+/// (never 0, trap 2); on any error `out` is left as it was.
+pub fn encode_publish(
+    out: &mut BytesMut,
+    topic: &Bytes,
+    payload: &Bytes,
+    qos: QoS,
+    pkid: u16,
+    dup: bool,
+) -> Result<(), EncodeError> {
+    if qos != QoS::AtMostOnce && pkid == 0 {
+        return Err(EncodeError("QoS 1 PUBLISH without a packet id".into()));
+    }
+    let publish = Publish {
+        dup,
+        qos,
+        retain: false,
+        topic: topic.clone(),
+        pkid: if qos == QoS::AtMostOnce { 0 } else { pkid },
+        payload: payload.clone(),
+        properties: None,
+    };
+    let before = out.len();
+    out.reserve(publish.size());
+    publish.write(out).map(drop).map_err(|e| {
+        out.truncate(before);
+        EncodeError(e.to_string())
+    })
+}
+
+/// Appends a SUBSCRIBE for `filters` (at most 8, AWS's limit per packet).
+pub fn encode_subscribe(
+    out: &mut BytesMut,
+    pkid: u16,
+    filters: &[String],
+    qos: QoS,
+) -> Result<(), EncodeError> {
+    if pkid == 0 || filters.is_empty() {
+        return Err(EncodeError("SUBSCRIBE without packet id or filters".into()));
+    }
+    let subscribe = Subscribe {
+        pkid,
+        // No-local stays off (trap 6): like the SDK sample, the daemon also
+        // receives what it publishes to a topic it subscribes to.
+        filters: filters
+            .iter()
+            .map(|f| Filter::new(f.as_str(), qos))
+            .collect(),
+        properties: None,
+    };
+    let before = out.len();
+    subscribe.write(out).map(drop).map_err(|e| {
+        out.truncate(before);
+        EncodeError(e.to_string())
+    })
+}
+
+/// Appends PUBACK (success) for an inbound QoS 1 publish.
+pub fn encode_puback(out: &mut BytesMut, pkid: u16) {
+    out.put_slice(&[0x40, 0x02]);
+    out.put_u16(pkid);
+}
+
+/// Appends PINGREQ.
+pub fn encode_pingreq(out: &mut BytesMut) {
+    out.put_slice(&[0xC0, 0x00]);
+}
+
+/// Appends DISCONNECT with reason "normal disconnection" (the short form).
+pub fn encode_disconnect(out: &mut BytesMut) {
+    out.put_slice(&[0xE0, 0x00]);
+}
+
+/// MQTT 5 reason codes in words, for logs and `ERR` replies.
+pub fn reason_words(code: u8) -> &'static str {
+    match code {
+        0x00 => "normal disconnection",
+        0x04 => "disconnect with will message",
+        0x10 => "no matching subscribers",
+        0x80 => "unspecified error",
+        0x81 => "malformed packet",
+        0x82 => "protocol error",
+        0x83 => "implementation specific error",
+        0x84 => "unsupported protocol version",
+        0x85 => "client identifier not valid",
+        0x86 => "bad user name or password",
+        0x87 => "not authorized",
+        0x88 => "server unavailable",
+        0x89 => "server busy",
+        0x8A => "banned",
+        0x8B => "server shutting down",
+        0x8C => "bad authentication method",
+        0x8D => "keep alive timeout",
+        0x8E => "session taken over",
+        0x8F => "topic filter invalid",
+        0x90 => "topic name invalid",
+        0x91 => "packet identifier in use",
+        0x93 => "receive maximum exceeded",
+        0x94 => "topic alias invalid",
+        0x95 => "packet too large",
+        0x96 => "message rate too high",
+        0x97 => "quota exceeded",
+        0x98 => "administrative action",
+        0x99 => "payload format invalid",
+        0x9A => "retain not supported",
+        0x9B => "QoS not supported",
+        0x9C => "use another server",
+        0x9D => "server moved",
+        0x9E => "shared subscriptions not supported",
+        0x9F => "connection rate exceeded",
+        0xA0 => "maximum connect time",
+        0xA1 => "subscription identifiers not supported",
+        0xA2 => "wildcard subscriptions not supported",
+        _ => "unknown reason code",
+    }
+}
+
+/// CONNACK refusals in words.
+pub fn connack_words(code: &ConnectReturnCode) -> &'static str {
+    use ConnectReturnCode::*;
+    match code {
+        Success => "success",
+        RefusedProtocolVersion | UnsupportedProtocolVersion => "unsupported protocol version",
+        BadClientId | ClientIdentifierNotValid => "client identifier not valid",
+        ServiceUnavailable | ServerUnavailable => "server unavailable",
+        UnspecifiedError => "unspecified error",
+        MalformedPacket => "malformed packet",
+        ProtocolError => "protocol error",
+        ImplementationSpecificError => "implementation specific error",
+        BadUserNamePassword => "bad user name or password",
+        NotAuthorized => "not authorized",
+        ServerBusy => "server busy",
+        Banned => "banned",
+        BadAuthenticationMethod => "bad authentication method",
+        TopicNameInvalid => "topic name invalid",
+        PacketTooLarge => "packet too large",
+        QuotaExceeded => "quota exceeded",
+        PayloadFormatInvalid => "payload format invalid",
+        RetainNotSupported => "retain not supported",
+        QoSNotSupported => "QoS not supported",
+        UseAnotherServer => "use another server",
+        ServerMoved => "server moved",
+        ConnectionRateExceeded => "connection rate exceeded",
+    }
+}
+
+/// SUBACK refusals in words; `None` for a granted subscription.
+pub fn suback_refusal(code: &SubscribeReasonCode) -> Option<&'static str> {
+    use SubscribeReasonCode::*;
+    Some(match code {
+        Success(_) => return None,
+        Failure | Unspecified => "unspecified error",
+        ImplementationSpecific => "implementation specific error",
+        NotAuthorized => {
+            "not authorized (on AWS IoT: the policy does not allow iot:Subscribe on this filter)"
+        }
+        TopicFilterInvalid => "topic filter invalid",
+        PkidInUse => "packet identifier in use",
+        QuotaExceeded => "quota exceeded",
+        SharedSubscriptionsNotSupported => "shared subscriptions not supported",
+        SubscriptionIdNotSupported => "subscription identifiers not supported",
+        WildcardSubscriptionsNotSupported => "wildcard subscriptions not supported",
+    })
+}
+
+/// Whether a PUBACK reason means the broker took the message.
+pub fn puback_ok(reason: &PubAckReason) -> bool {
+    matches!(
+        reason,
+        PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+    )
+}
+
+/// PUBACK refusals in words.
+pub fn puback_words(reason: &PubAckReason) -> &'static str {
+    match reason {
+        PubAckReason::Success => "success",
+        PubAckReason::NoMatchingSubscribers => "no matching subscribers",
+        PubAckReason::UnspecifiedError => "unspecified error",
+        PubAckReason::ImplementationSpecificError => "implementation specific error",
+        PubAckReason::NotAuthorized => {
+            "not authorized (on AWS IoT: the policy does not allow iot:Publish on this topic)"
+        }
+        PubAckReason::TopicNameInvalid => "topic name invalid",
+        PubAckReason::PacketIdentifierInUse => "packet identifier in use",
+        PubAckReason::QuotaExceeded => "quota exceeded",
+        PubAckReason::PayloadFormatInvalid => "payload format invalid",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 1 << 20;
+
+    fn one(bytes: &[u8]) -> Result<Option<Inbound>, DecodeError> {
+        decode(&mut BytesMut::from(bytes), MAX)
+    }
+
+    #[test]
+    fn trap1_connect_after_other_bytes_is_intact() {
+        let mut out = BytesMut::new();
+        encode_pingreq(&mut out);
+        encode_connect(&mut out, "basicPubSub", 60, true, 0, 4096);
+        assert_eq!(&out[..2], &[0xC0, 0x00], "earlier bytes untouched");
+        let mut rest = out.split_off(2);
+        match Packet::read(&mut rest, None).unwrap() {
+            Packet::Connect(c, None, None) => {
+                assert_eq!(c.client_id, "basicPubSub");
+                assert!(c.clean_start, "flags byte at the right offset");
+                assert_eq!(c.keep_alive, 60);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn trap2_publish_without_packet_id_leaves_buffer_unchanged() {
+        let mut out = BytesMut::from(&b"xy"[..]);
+        let (t, p) = (Bytes::from_static(b"a/b"), Bytes::from_static(b"hi"));
+        assert!(encode_publish(&mut out, &t, &p, QoS::AtLeastOnce, 0, false).is_err());
+        assert_eq!(&out[..], b"xy");
+        encode_publish(&mut out, &t, &p, QoS::AtLeastOnce, 7, false).unwrap();
+        assert_eq!(out.len() - 2, publish_size(&t, &p, QoS::AtLeastOnce));
+        let mut subscribe = BytesMut::new();
+        assert!(encode_subscribe(&mut subscribe, 0, &["a".into()], QoS::AtLeastOnce).is_err());
+        assert!(subscribe.is_empty());
+    }
+
+    #[test]
+    fn trap3_oversized_packet_is_an_error_not_a_wait() {
+        // A PUBLISH header announcing 2 MiB: refused before the body arrives.
+        let mut buf = BytesMut::from(&[0x30, 0x80, 0x80, 0x80, 0x01][..]);
+        assert!(matches!(
+            decode(&mut buf, MAX),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        // The whole packet counts, not just the remaining length.
+        let mut small = BytesMut::from(&[0xD0, 0x00][..]);
+        assert!(matches!(
+            decode(&mut small, 1),
+            Err(DecodeError::TooLarge { size: 2, max: 1 })
+        ));
+    }
+
+    #[test]
+    fn trap4_short_disconnects_decode() {
+        assert_eq!(
+            one(&[0xE0, 0x00]),
+            Ok(Some(Inbound::Disconnect {
+                reason: 0,
+                text: None
+            }))
+        );
+        assert_eq!(
+            one(&[0xE0, 0x01, 0x8E]),
+            Ok(Some(Inbound::Disconnect {
+                reason: 0x8E,
+                text: None
+            }))
+        );
+        // Incomplete is a wait, not a loss.
+        assert_eq!(one(&[0xE0, 0x01]), Ok(None));
+        // With a reason string property (0x1F).
+        let mut long = vec![0xE0, 0x00, 0x98, 0x00, 0x1F, 0x00, 0x02, b'h', b'i'];
+        long[1] = (long.len() - 2) as u8;
+        long[3] = 5;
+        assert_eq!(
+            one(&long),
+            Ok(Some(Inbound::Disconnect {
+                reason: 0x98,
+                text: Some("hi".into())
+            }))
+        );
+    }
+
+    #[test]
+    fn trap5_unknown_property_is_malformed_not_incomplete() {
+        // CONNACK, session present 0, success, properties: id 0x7F (unknown).
+        let bytes = [0x20, 0x05, 0x00, 0x00, 0x02, 0x7F, 0x00];
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert!(matches!(
+            decode(&mut buf, MAX),
+            Err(DecodeError::Malformed(_))
+        ));
+        // Truncated inside the packet (length says 3, body too short for
+        // properties) is malformed too, not "need more bytes".
+        let mut buf = BytesMut::from(&[0x20, 0x03, 0x00, 0x00, 0x05][..]);
+        assert!(matches!(
+            decode(&mut buf, MAX),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn trap6_subscribe_keeps_no_local_off() {
+        let mut out = BytesMut::new();
+        encode_subscribe(&mut out, 1, &["sdk/test/python".into()], QoS::AtLeastOnce).unwrap();
+        // Last byte is the subscription options: QoS 1, no-local bit (0x04) clear.
+        assert_eq!(*out.last().unwrap(), 0x01);
+    }
+
+    #[test]
+    fn partial_input_waits_and_whole_packets_decode_in_order() {
+        let mut buf = BytesMut::from(&[0xD0][..]);
+        assert_eq!(decode(&mut buf, MAX), Ok(None));
+        buf.extend_from_slice(&[0x00, 0x40, 0x03, 0x00, 0x05, 0x00]);
+        assert_eq!(decode(&mut buf, MAX), Ok(Some(Inbound::PingResp)));
+        assert_eq!(
+            decode(&mut buf, MAX),
+            Ok(Some(Inbound::PubAck {
+                pkid: 5,
+                reason: PubAckReason::Success
+            }))
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn five_byte_remaining_length_is_malformed() {
+        assert!(matches!(
+            one(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn puback_and_ping_encodings() {
+        let mut out = BytesMut::new();
+        encode_puback(&mut out, 0x1234);
+        encode_pingreq(&mut out);
+        encode_disconnect(&mut out);
+        assert_eq!(&out[..], &[0x40, 0x02, 0x12, 0x34, 0xC0, 0x00, 0xE0, 0x00]);
+    }
+}

@@ -1,0 +1,327 @@
+//! The `pubsub` applet (`mqtt5_pubsub`): flags become a validated [`Config`]
+//! before any network traffic, logging is set up, and the event loop runs.
+
+mod backoff;
+mod codec;
+mod delivery;
+mod event_loop;
+mod publish_socket;
+mod resolve;
+mod session;
+mod tls;
+mod transport;
+
+use crate::cli::{self, PubsubArgs};
+use crate::error::{Error, runtime, usage};
+use crate::message;
+use log::LevelFilter;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// AWS IoT Core's limit on client id length.
+const MAX_CLIENT_ID: usize = 128;
+
+/// AWS IoT Core's limit on subscriptions per connection.
+const MAX_FILTERS: usize = 50;
+
+/// Publishes that may wait for the broker: SPEC's 1000 messages / 1 MiB.
+const QUEUE_MESSAGES: usize = 1000;
+const QUEUE_BYTES: usize = 1 << 20;
+
+/// Everything the daemon needs, checked.
+#[derive(Debug)]
+pub struct Config {
+    pub endpoint: String,
+    pub port: u16,
+    /// `None` with `--plaintext`.
+    pub tls: Option<tls::Files>,
+    pub session: session::Config,
+    pub pub_socket: PathBuf,
+    pub sub_socket: PathBuf,
+    pub socket_mode: u32,
+    /// Stop after this many publishes from the socket; 0 = never.
+    pub count: u64,
+    pub deliver_topic: bool,
+    /// Random bits for the backoff jitter.
+    pub seed: u64,
+}
+
+pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
+    let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let normalized = cli::normalize(&owned);
+    let refs: Vec<&str> = normalized.iter().map(String::as_str).collect();
+    let Some(flags) = cli::parse::<PubsubArgs>(command, &refs)? else {
+        return Ok(());
+    };
+    init_logging(&flags)?;
+    let config = Config::from_flags(flags)?;
+    event_loop::run(config)
+}
+
+impl Config {
+    /// Checks every flag and reads every file.
+    ///
+    /// # Returns
+    /// A usage error (exit 2) for a bad flag, a runtime error (exit 1) for a
+    /// file that cannot be used.
+    pub fn from_flags(flags: PubsubArgs) -> Result<Config, Error> {
+        let endpoint = flags.endpoint.clone().ok_or_else(|| {
+            usage!(
+                "missing --endpoint HOST (for AWS IoT: the device data endpoint, xxxx-ats.iot.REGION.amazonaws.com, shown in the IoT console under Settings)"
+            )
+        })?;
+        if endpoint.is_empty() {
+            return Err(usage!("--endpoint is empty"));
+        }
+        if flags.proxy_host.is_some() || flags.proxy_port.is_some() {
+            return Err(usage!(
+                "--proxy_host/--proxy_port are not supported yet; connect without a proxy"
+            ));
+        }
+        if flags.max_rate.is_some() {
+            return Err(usage!("--max_rate is not supported yet; leave it out"));
+        }
+        if let Some(text) = &flags.message {
+            log::debug!("--message {text:?} is accepted for compatibility and ignored");
+        }
+        let qos = match flags.qos {
+            0 => codec::QoS::AtMostOnce,
+            1 => codec::QoS::AtLeastOnce,
+            n => {
+                return Err(usage!(
+                    "--qos {n}: only 0 and 1 are supported (AWS IoT Core has no QoS 2)"
+                ));
+            }
+        };
+        if flags.max_payload == 0 {
+            return Err(usage!("--max_payload must be at least 1"));
+        }
+        let socket_mode = match &flags.socket_mode {
+            None => 0o660,
+            Some(text) => u32::from_str_radix(text.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    usage!("--socket_mode {text:?}: expected octal permissions such as 0660")
+                })?,
+        };
+        let client_id = match flags.client_id.clone() {
+            Some(id) if id.is_empty() || id.len() > MAX_CLIENT_ID => {
+                return Err(usage!("--client_id must be 1 to {MAX_CLIENT_ID} bytes"));
+            }
+            Some(id) => id,
+            None => format!("test-{:016x}", random_u64()),
+        };
+        let filters = if flags.topic.is_empty() {
+            vec!["test/topic".to_owned()]
+        } else {
+            flags.topic.clone()
+        };
+        if filters.len() > MAX_FILTERS {
+            return Err(usage!(
+                "{} topics: AWS IoT Core allows {MAX_FILTERS} subscriptions per connection",
+                filters.len()
+            ));
+        }
+        for filter in &filters {
+            message::validate_filter(filter).map_err(|e| usage!("--topic: {e}"))?;
+        }
+        let port = flags.port.unwrap_or(443);
+        if endpoint.ends_with(".amazonaws.com") && !(30..=1200).contains(&flags.keep_alive) {
+            log::warn!(
+                "--keep_alive {}: AWS IoT Core accepts 30..1200 seconds",
+                flags.keep_alive
+            );
+        }
+
+        let tls = if flags.plaintext {
+            log::warn!("--plaintext: no TLS; use this only with a local test broker");
+            None
+        } else {
+            let (Some(cert), Some(key)) = (flags.cert.clone(), flags.key.clone()) else {
+                return Err(usage!(
+                    "--cert and --key are required (the device certificate and private key from the AWS IoT console); --plaintext only for a local test broker"
+                ));
+            };
+            let files = tls::Files {
+                cert,
+                key,
+                ca: tls::CaSource::choose(flags.ca_file.clone()),
+                alpn: port == 443,
+            };
+            // Read now, so a bad file fails before any traffic.
+            files.load().map_err(|e| runtime!("{e}"))?;
+            log::debug!("trust anchors: {}", files.ca_description());
+            Some(files)
+        };
+
+        Ok(Config {
+            endpoint,
+            port,
+            tls,
+            session: session::Config {
+                client_id,
+                keep_alive: flags.keep_alive,
+                session_expiry: flags.session_expiry,
+                filters,
+                qos,
+                max_payload: flags.max_payload,
+                queue_messages: QUEUE_MESSAGES,
+                queue_bytes: QUEUE_BYTES,
+            },
+            pub_socket: flags.pub_socket,
+            sub_socket: flags.sub_socket,
+            socket_mode,
+            count: flags.count,
+            deliver_topic: flags.deliver_topic,
+            seed: random_u64(),
+        })
+    }
+}
+
+/// Random bits from the system (through ring, already linked for TLS).
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    let provider = rustls::crypto::ring::default_provider();
+    if provider.secure_random.fill(&mut bytes).is_err() {
+        // No entropy source: fall back to the clock, good enough for an id
+        // suffix and jitter.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return nanos ^ u64::from(std::process::id()) << 32;
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// `--verbosity` (the SDK sample's names) to a level.
+fn parse_verbosity(text: &str) -> Option<LevelFilter> {
+    Some(match text.to_ascii_lowercase().as_str() {
+        "none" => LevelFilter::Off,
+        "fatal" | "error" => LevelFilter::Error,
+        "warn" | "warning" => LevelFilter::Warn,
+        "info" => LevelFilter::Info,
+        "debug" => LevelFilter::Debug,
+        "trace" => LevelFilter::Trace,
+        _ => return None,
+    })
+}
+
+/// Log lines go to stderr or `--log_file` (appended), never to stdout:
+/// `2026-11-28 09:25:16 UTC WARN message`. `RUST_LOG` overrides the level.
+fn init_logging(flags: &PubsubArgs) -> Result<(), Error> {
+    let level = match &flags.verbosity {
+        None => LevelFilter::Info,
+        Some(text) => parse_verbosity(text).ok_or_else(|| {
+            usage!("--verbosity {text:?}: expected None, Fatal, Error, Warn, Info, Debug or Trace")
+        })?,
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    // rustls logs every alert at warn and more at debug: keep it quieter
+    // than our own lines unless asked for by RUST_LOG.
+    builder.filter_module("rustls", level.min(LevelFilter::Error));
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder.format(|out, record| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        writeln!(
+            out,
+            "{} {} {}",
+            tls::utc_date(secs),
+            record.level(),
+            record.args()
+        )
+    });
+    if let Some(path) = &flags.log_file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| runtime!("cannot open --log_file {}: {e}", path.display()))?;
+        builder.target(env_logger::Target::Pipe(Box::new(file)));
+    }
+    // Only fails if a logger is already set (never, in this process).
+    let _ = builder.try_init();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argh::FromArgs;
+
+    fn flags(args: &[&str]) -> PubsubArgs {
+        let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let normalized = cli::normalize(&owned);
+        let refs: Vec<&str> = normalized.iter().map(String::as_str).collect();
+        PubsubArgs::from_args(&["pubsub"], &refs).unwrap()
+    }
+
+    #[test]
+    fn verbosity_names_of_the_sdk() {
+        assert_eq!(parse_verbosity("None"), Some(LevelFilter::Off));
+        assert_eq!(parse_verbosity("Fatal"), Some(LevelFilter::Error));
+        assert_eq!(parse_verbosity("Info"), Some(LevelFilter::Info));
+        assert_eq!(parse_verbosity("TRACE"), Some(LevelFilter::Trace));
+        assert_eq!(parse_verbosity("loud"), None);
+    }
+
+    #[test]
+    fn usage_errors_before_any_file_is_read() {
+        let err = Config::from_flags(flags(&[])).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--endpoint"));
+        let err = Config::from_flags(flags(&["--endpoint", "h"])).unwrap_err();
+        assert!(err.to_string().contains("--cert"), "{err}");
+        let err = Config::from_flags(flags(&["--endpoint", "h", "--plaintext", "--qos", "2"]))
+            .unwrap_err();
+        assert!(err.to_string().contains("QoS 2"), "{err}");
+        let err = Config::from_flags(flags(&[
+            "--endpoint",
+            "h",
+            "--plaintext",
+            "--topic",
+            "a/#/b",
+        ]))
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let err = Config::from_flags(flags(&[
+            "--endpoint",
+            "h",
+            "--plaintext",
+            "--socket_mode",
+            "999",
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("octal"), "{err}");
+    }
+
+    #[test]
+    fn missing_certificate_is_a_runtime_error_naming_the_file() {
+        let err = Config::from_flags(flags(&[
+            "--endpoint",
+            "h",
+            "--cert",
+            "/nonexistent/c.pem",
+            "--key",
+            "/nonexistent/k",
+        ]))
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert!(err.to_string().contains("/nonexistent/c.pem"), "{err}");
+    }
+
+    #[test]
+    fn defaults_follow_the_sdk_sample() {
+        let c = Config::from_flags(flags(&["--endpoint", "h", "--plaintext"])).unwrap();
+        assert_eq!(c.port, 443);
+        assert_eq!(c.session.filters, vec!["test/topic"]);
+        assert!(c.session.client_id.starts_with("test-"));
+        assert_eq!(c.session.client_id.len(), 5 + 16);
+        assert_eq!(c.socket_mode, 0o660);
+    }
+}

@@ -1,0 +1,1118 @@
+//! The MQTT 5 session as a sans-IO state machine.
+//!
+//! [`Session`] never touches a socket and never reads the clock. The event
+//! loop drives it with four kinds of calls, in the style of quinn-proto's
+//! `Connection`:
+//!
+//! - getters on `&self` ([`Session::is_connected`], [`Session::is_settled`], ...);
+//! - `handle_*` for input: the transport came up ([`Session::handle_connected`]),
+//!   bytes arrived ([`Session::handle_input`]), it went down
+//!   ([`Session::handle_transport_lost`]), or a deadline passed
+//!   ([`Session::handle_timeout`]);
+//! - commands: [`Session::publish`], [`Session::close`];
+//! - `poll_*` for output, drained after every input or command:
+//!   [`Session::pending_output`] / [`Session::advance_output`] (bytes for the
+//!   transport), [`Session::poll_timeout`] (when to call `handle_timeout`
+//!   next) and [`Session::poll_event`] (until `None`).
+//!
+//! Every `now` must be monotonic. A lost connection is an
+//! [`Event::ConnectionLost`], never an `Err`; after it the session is idle
+//! until the event loop reports a new transport with `handle_connected`.
+//!
+//! What survives a lost connection: QoS 1 publishes not yet acknowledged
+//! (sent again with DUP when the broker resumed the session, as new
+//! otherwise) and publishes waiting for a connection, in order.
+
+use super::codec::{self, Inbound, QoS};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Opaque id the caller gives each publish, returned in its outcome event.
+pub type RequestId = u64;
+
+/// The CONNACK must arrive this long after the transport came up. It covers
+/// the TLS handshake too: CONNECT is queued before the handshake ends.
+pub const CONNACK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Largest packet we accept from the broker (told in CONNECT). AWS IoT's
+/// messages are at most 128 KiB; this leaves room for other brokers while
+/// bounding what one packet can make us buffer.
+pub const MAX_INBOUND_PACKET: usize = 1 << 20;
+
+/// AWS IoT Core takes at most 8 filters per SUBSCRIBE.
+pub const FILTERS_PER_SUBSCRIBE: usize = 8;
+
+/// Settings that do not change for the life of the daemon.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub client_id: String,
+    /// Seconds; 0 turns keep-alive off.
+    pub keep_alive: u16,
+    /// Seconds the broker keeps the session after a disconnect; 0 = none.
+    pub session_expiry: u32,
+    pub filters: Vec<String>,
+    /// QoS of subscriptions and of publishes.
+    pub qos: QoS,
+    /// Largest payload accepted by [`Session::publish`].
+    pub max_payload: usize,
+    /// Publishes that may wait for a connection (count, total payload bytes).
+    pub queue_messages: usize,
+    pub queue_bytes: usize,
+}
+
+/// What happened, for the event loop to act on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// CONNACK accepted; `client_id` is the broker-assigned one if any.
+    Connected {
+        client_id: String,
+        session_present: bool,
+    },
+    /// Every filter is subscribed (or the resumed session still has them).
+    Subscribed,
+    /// The broker refused the connection in its CONNACK.
+    ConnectRefused { reason: String },
+    /// The broker refused a subscription in its SUBACK.
+    SubscribeRefused { filter: String, reason: String },
+    /// The broker has the publish (PUBACK, or written for QoS 0).
+    Published(RequestId),
+    /// The publish will never be sent; `reason` is for the `ERR` reply.
+    PublishFailed(RequestId, String),
+    /// A message arrived on a subscription (already acknowledged).
+    Message { topic: Bytes, payload: Bytes },
+    /// The connection is gone; drop the transport and reconnect later.
+    ConnectionLost {
+        reason: String,
+        /// The broker said another client connected with our client id.
+        taken_over: bool,
+    },
+}
+
+/// Why [`Session::publish`] refused a message at once.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejected {
+    TooLarge { size: usize, max: usize },
+    QueueFull { messages: usize },
+    Closed,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejected::TooLarge { size, max } => {
+                write!(f, "payload is {size} bytes; the limit is {max}")
+            }
+            Rejected::QueueFull { messages } => write!(
+                f,
+                "queue full: {messages} messages wait for the broker; try again later"
+            ),
+            Rejected::Closed => write!(f, "the daemon is shutting down"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No transport.
+    Idle,
+    /// CONNECT queued, waiting for CONNACK.
+    Connecting,
+    /// CONNACK accepted.
+    Connected,
+    /// DISCONNECT queued by [`Session::close`]; nothing more is produced.
+    Closed,
+}
+
+/// The deadlines the session keeps; the earliest is `poll_timeout`.
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    ConnAck = 0,
+    KeepAlive = 1,
+    PingResp = 2,
+}
+
+const TIMERS: [Timer; 3] = [Timer::ConnAck, Timer::KeepAlive, Timer::PingResp];
+
+/// A publish on its way: waiting, or sent and not yet acknowledged.
+#[derive(Debug)]
+struct Outgoing {
+    id: RequestId,
+    topic: Bytes,
+    payload: Bytes,
+    /// 0 until sent at QoS 1.
+    pkid: u16,
+}
+
+/// Limits the broker set in its CONNACK.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    receive_maximum: usize,
+    max_packet: usize,
+    max_qos: QoS,
+    keep_alive: u16,
+}
+
+/// See the module documentation for the calling contract.
+#[derive(Debug)]
+pub struct Session {
+    config: Config,
+    state: State,
+    limits: Limits,
+    out: BytesMut,
+    inbuf: BytesMut,
+    timers: [Option<Instant>; 3],
+    events: VecDeque<Event>,
+    /// Waiting to be sent, in order.
+    pending: VecDeque<Outgoing>,
+    pending_bytes: usize,
+    /// Sent at QoS 1, waiting for PUBACK, in send order.
+    inflight: VecDeque<Outgoing>,
+    /// SUBSCRIBE packet ids and their filters, waiting for SUBACK.
+    subscribing: Vec<(u16, Vec<String>)>,
+    next_pkid: u16,
+    /// A CONNACK was accepted at least once (later connects resume).
+    ever_connected: bool,
+}
+
+impl Session {
+    pub fn new(config: Config) -> Session {
+        let limits = Limits::unknown(&config);
+        Session {
+            config,
+            state: State::Idle,
+            limits,
+            out: BytesMut::new(),
+            inbuf: BytesMut::new(),
+            timers: [None; 3],
+            events: VecDeque::new(),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            inflight: VecDeque::new(),
+            subscribing: Vec::new(),
+            next_pkid: 0,
+            ever_connected: false,
+        }
+    }
+
+    // ----- getters -----
+
+    /// CONNACK accepted and the connection still up.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// A transport is attached (CONNECT sent or CONNACK accepted).
+    pub fn is_active(&self) -> bool {
+        matches!(self.state, State::Connecting | State::Connected)
+    }
+
+    /// Nothing waits to be sent or acknowledged.
+    pub fn is_settled(&self) -> bool {
+        self.pending.is_empty() && self.inflight.is_empty()
+    }
+
+    /// The largest payload accepted now: the flag, lowered by the broker's
+    /// maximum packet size once known.
+    pub fn max_payload(&self) -> usize {
+        self.config.max_payload.min(self.limits.max_packet)
+    }
+
+    // ----- input -----
+
+    /// The transport is up (TCP connected; TLS may still be handshaking):
+    /// queues CONNECT and starts the CONNACK deadline.
+    pub fn handle_connected(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.reset_connection();
+        self.state = State::Connecting;
+        let clean_start = !self.ever_connected || self.config.session_expiry == 0;
+        codec::encode_connect(
+            &mut self.out,
+            &self.config.client_id,
+            self.config.keep_alive,
+            clean_start,
+            self.config.session_expiry,
+            MAX_INBOUND_PACKET as u32,
+        );
+        self.set(Timer::ConnAck, Some(now + CONNACK_TIMEOUT));
+    }
+
+    /// Bytes from the broker (plaintext, after TLS).
+    pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
+        if matches!(self.state, State::Idle | State::Closed) {
+            return;
+        }
+        self.inbuf.extend_from_slice(bytes);
+        while matches!(self.state, State::Connecting | State::Connected) {
+            match codec::decode(&mut self.inbuf, MAX_INBOUND_PACKET) {
+                Ok(Some(packet)) => self.handle_packet(now, packet),
+                Ok(None) => break,
+                Err(e) => {
+                    self.lose(e.to_string(), false);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The transport failed or closed. Emits `ConnectionLost` unless the
+    /// session already ended the connection itself.
+    pub fn handle_transport_lost(&mut self, reason: String) {
+        match self.state {
+            State::Connecting | State::Connected => self.lose(reason, false),
+            State::Idle | State::Closed => {}
+        }
+    }
+
+    /// Runs the expired deadlines. Extra calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for timer in TIMERS {
+            if self.timers[timer as usize].is_some_and(|at| at <= now) {
+                self.timers[timer as usize] = None;
+                self.on_timer(now, timer);
+            }
+        }
+    }
+
+    // ----- commands -----
+
+    /// Queues a publish of `payload` to `topic` (validated by the caller).
+    /// Its outcome comes later as `Published(id)` or `PublishFailed(id, _)`.
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        topic: Bytes,
+        payload: Bytes,
+    ) -> Result<(), Rejected> {
+        if self.state == State::Closed {
+            return Err(Rejected::Closed);
+        }
+        let max = self.max_payload();
+        if payload.len() > max {
+            return Err(Rejected::TooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        if self.pending.len() >= self.config.queue_messages
+            || self.pending_bytes + payload.len() > self.config.queue_bytes
+        {
+            return Err(Rejected::QueueFull {
+                messages: self.pending.len(),
+            });
+        }
+        self.pending_bytes += payload.len();
+        self.pending.push_back(Outgoing {
+            id,
+            topic,
+            payload,
+            pkid: 0,
+        });
+        self.send_pending(now);
+        Ok(())
+    }
+
+    /// Ends the session: queues DISCONNECT when connected, and fails every
+    /// publish not yet acknowledged. Nothing is produced afterwards.
+    pub fn close(&mut self) {
+        if self.state == State::Connected {
+            codec::encode_disconnect(&mut self.out);
+        } else {
+            self.out.clear();
+        }
+        let unconfirmed: Vec<_> = self
+            .inflight
+            .drain(..)
+            .chain(self.pending.drain(..))
+            .collect();
+        for o in unconfirmed {
+            self.events.push_back(Event::PublishFailed(
+                o.id,
+                "the daemon stopped before the broker confirmed it".into(),
+            ));
+        }
+        self.pending_bytes = 0;
+        self.timers = [None; 3];
+        self.state = State::Closed;
+    }
+
+    // ----- output -----
+
+    /// Bytes to hand to the transport, oldest first. Call
+    /// [`Session::advance_output`] with how many were taken.
+    pub fn pending_output(&self) -> &[u8] {
+        &self.out
+    }
+
+    pub fn advance_output(&mut self, n: usize) {
+        let _ = self.out.split_to(n.min(self.out.len()));
+    }
+
+    /// When [`Session::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.iter().flatten().min().copied()
+    }
+
+    /// The next event; call until `None`.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ----- internals -----
+
+    fn set(&mut self, timer: Timer, at: Option<Instant>) {
+        self.timers[timer as usize] = at;
+    }
+
+    /// Forgets everything tied to one connection.
+    fn reset_connection(&mut self) {
+        self.out.clear();
+        self.inbuf.clear();
+        self.timers = [None; 3];
+        self.subscribing.clear();
+        self.limits = Limits::unknown(&self.config);
+    }
+
+    fn lose(&mut self, reason: String, taken_over: bool) {
+        self.reset_connection();
+        self.state = State::Idle;
+        self.events
+            .push_back(Event::ConnectionLost { reason, taken_over });
+    }
+
+    /// Something was written: the keep-alive ping is due one interval later.
+    fn sent(&mut self, now: Instant) {
+        if self.limits.keep_alive > 0 && self.state == State::Connected {
+            let interval = Duration::from_secs(self.limits.keep_alive.into());
+            self.set(Timer::KeepAlive, Some(now + interval));
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, timer: Timer) {
+        match (timer, self.state) {
+            (Timer::ConnAck, State::Connecting) => self.lose(
+                format!(
+                    "no CONNACK within {} s of connecting",
+                    CONNACK_TIMEOUT.as_secs()
+                ),
+                false,
+            ),
+            (Timer::KeepAlive, State::Connected) => {
+                codec::encode_pingreq(&mut self.out);
+                let wait = Duration::from_secs(u64::from(self.limits.keep_alive / 2).max(1));
+                self.set(Timer::PingResp, Some(now + wait));
+                self.sent(now);
+            }
+            (Timer::PingResp, State::Connected) => self.lose(
+                format!(
+                    "no PINGRESP within {} s: the link is dead",
+                    (self.limits.keep_alive / 2).max(1)
+                ),
+                false,
+            ),
+            _ => {}
+        }
+    }
+
+    fn handle_packet(&mut self, now: Instant, packet: Inbound) {
+        match (packet, self.state) {
+            (Inbound::ConnAck(ack), State::Connecting) => self.on_connack(now, ack),
+            (Inbound::Disconnect { reason, text }, _) => {
+                let mut words = format!("{} (0x{reason:02X})", codec::reason_words(reason));
+                if let Some(text) = text {
+                    words = format!("{words}: {text}");
+                }
+                let taken_over = reason == 0x8E;
+                if taken_over {
+                    words = format!("{words}: another client connected with the same client id");
+                }
+                self.lose(words, taken_over);
+            }
+            (_, State::Connecting) => {
+                self.lose("the broker sent a packet before CONNACK".into(), false)
+            }
+            (Inbound::ConnAck(_), _) => self.lose("a second CONNACK".into(), false),
+            (Inbound::Publish(p), _) => {
+                if p.qos == QoS::AtLeastOnce {
+                    codec::encode_puback(&mut self.out, p.pkid);
+                    self.sent(now);
+                }
+                self.events.push_back(Event::Message {
+                    topic: p.topic,
+                    payload: p.payload,
+                });
+            }
+            (Inbound::PubAck { pkid, reason }, _) => {
+                if let Some(i) = self.inflight.iter().position(|o| o.pkid == pkid) {
+                    let done = self.inflight.remove(i).expect("index from position");
+                    self.events.push_back(if codec::puback_ok(&reason) {
+                        Event::Published(done.id)
+                    } else {
+                        Event::PublishFailed(done.id, codec::puback_words(&reason).into())
+                    });
+                    self.send_pending(now);
+                } else {
+                    log::debug!("PUBACK for unknown packet id {pkid}");
+                }
+            }
+            (Inbound::SubAck(ack), _) => self.on_suback(ack),
+            (Inbound::PingResp, _) => self.set(Timer::PingResp, None),
+        }
+    }
+
+    fn on_connack(&mut self, now: Instant, ack: rumqttc::v5::mqttbytes::v5::ConnAck) {
+        self.set(Timer::ConnAck, None);
+        if ack.code != codec::ConnectReturnCode::Success {
+            let mut reason = codec::connack_words(&ack.code).to_owned();
+            if let Some(text) = ack
+                .properties
+                .as_ref()
+                .and_then(|p| p.reason_string.clone())
+            {
+                reason = format!("{reason}: {text}");
+            }
+            self.reset_connection();
+            self.state = State::Idle;
+            self.events.push_back(Event::ConnectRefused { reason });
+            return;
+        }
+        let props =
+            ack.properties
+                .unwrap_or_else(|| rumqttc::v5::mqttbytes::v5::ConnAckProperties {
+                    session_expiry_interval: None,
+                    receive_max: None,
+                    max_qos: None,
+                    retain_available: None,
+                    max_packet_size: None,
+                    assigned_client_identifier: None,
+                    topic_alias_max: None,
+                    reason_string: None,
+                    user_properties: Vec::new(),
+                    wildcard_subscription_available: None,
+                    subscription_identifiers_available: None,
+                    shared_subscription_available: None,
+                    server_keep_alive: None,
+                    response_information: None,
+                    server_reference: None,
+                    authentication_method: None,
+                    authentication_data: None,
+                });
+        self.limits = Limits {
+            receive_maximum: props.receive_max.map_or(65_535, usize::from).max(1),
+            max_packet: props.max_packet_size.map_or(usize::MAX, |m| m as usize),
+            max_qos: match props.max_qos {
+                Some(0) => QoS::AtMostOnce,
+                _ => QoS::AtLeastOnce,
+            },
+            keep_alive: props.server_keep_alive.unwrap_or(self.config.keep_alive),
+        };
+        if let Some(id) = &props.assigned_client_identifier {
+            self.config.client_id = id.clone();
+        }
+        let resumed = ack.session_present && self.ever_connected;
+        self.ever_connected = true;
+        self.state = State::Connected;
+        self.events.push_back(Event::Connected {
+            client_id: self.config.client_id.clone(),
+            session_present: ack.session_present,
+        });
+        self.sent(now);
+
+        if resumed {
+            // The broker kept our subscriptions and knows these packet ids:
+            // send them again, with DUP, in their order.
+            for i in 0..self.inflight.len() {
+                let o = &self.inflight[i];
+                if let Err(e) = codec::encode_publish(
+                    &mut self.out,
+                    &o.topic,
+                    &o.payload,
+                    QoS::AtLeastOnce,
+                    o.pkid,
+                    true,
+                ) {
+                    log::warn!("cannot resend publish: {}", e.0);
+                }
+            }
+            self.events.push_back(Event::Subscribed);
+        } else {
+            // A new session: unacknowledged publishes go again as new,
+            // ahead of those that never went out.
+            while let Some(mut o) = self.inflight.pop_back() {
+                o.pkid = 0;
+                self.pending_bytes += o.payload.len();
+                self.pending.push_front(o);
+            }
+            self.subscribe_all(now);
+        }
+        self.send_pending(now);
+    }
+
+    fn subscribe_all(&mut self, now: Instant) {
+        let qos = self.effective_qos();
+        let filters = self.config.filters.clone();
+        for chunk in filters.chunks(FILTERS_PER_SUBSCRIBE) {
+            let pkid = self.next_packet_id();
+            match codec::encode_subscribe(&mut self.out, pkid, chunk, qos) {
+                Ok(()) => self.subscribing.push((pkid, chunk.to_vec())),
+                Err(e) => log::warn!("cannot subscribe to {chunk:?}: {}", e.0),
+            }
+        }
+        self.sent(now);
+        if self.subscribing.is_empty() {
+            self.events.push_back(Event::Subscribed);
+        }
+    }
+
+    fn on_suback(&mut self, ack: rumqttc::v5::mqttbytes::v5::SubAck) {
+        let Some(i) = self.subscribing.iter().position(|(id, _)| *id == ack.pkid) else {
+            log::debug!("SUBACK for unknown packet id {}", ack.pkid);
+            return;
+        };
+        let (_, filters) = self.subscribing.swap_remove(i);
+        for (filter, code) in filters.iter().zip(&ack.return_codes) {
+            if let Some(reason) = codec::suback_refusal(code) {
+                let mut reason = reason.to_owned();
+                if let Some(text) = ack
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.reason_string.clone())
+                {
+                    reason = format!("{reason}: {text}");
+                }
+                self.events.push_back(Event::SubscribeRefused {
+                    filter: filter.clone(),
+                    reason,
+                });
+                return;
+            }
+        }
+        if self.subscribing.is_empty() {
+            self.events.push_back(Event::Subscribed);
+        }
+    }
+
+    fn effective_qos(&self) -> QoS {
+        if self.limits.max_qos == QoS::AtMostOnce {
+            QoS::AtMostOnce
+        } else {
+            self.config.qos
+        }
+    }
+
+    /// Sends what waits, as far as the broker's receive maximum allows.
+    fn send_pending(&mut self, now: Instant) {
+        if self.state != State::Connected {
+            return;
+        }
+        let qos = self.effective_qos();
+        let mut wrote = false;
+        while qos == QoS::AtMostOnce || self.inflight.len() < self.limits.receive_maximum {
+            let Some(mut o) = self.pending.pop_front() else {
+                break;
+            };
+            self.pending_bytes -= o.payload.len();
+            let size = codec::publish_size(&o.topic, &o.payload, qos);
+            if size > self.limits.max_packet {
+                self.events.push_back(Event::PublishFailed(
+                    o.id,
+                    format!(
+                        "packet of {size} bytes exceeds the broker's maximum packet size of {}",
+                        self.limits.max_packet
+                    ),
+                ));
+                continue;
+            }
+            if qos == QoS::AtLeastOnce {
+                o.pkid = self.next_packet_id();
+            }
+            match codec::encode_publish(&mut self.out, &o.topic, &o.payload, qos, o.pkid, false) {
+                Ok(()) if qos == QoS::AtLeastOnce => self.inflight.push_back(o),
+                Ok(()) => self.events.push_back(Event::Published(o.id)),
+                Err(e) => self.events.push_back(Event::PublishFailed(o.id, e.0)),
+            }
+            wrote = true;
+        }
+        if wrote {
+            self.sent(now);
+        }
+    }
+
+    /// The next packet id not in use: never 0 (codec trap 2).
+    fn next_packet_id(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+            let id = self.next_pkid;
+            let busy = self.inflight.iter().any(|o| o.pkid == id)
+                || self.subscribing.iter().any(|(s, _)| *s == id);
+            if !busy {
+                return id;
+            }
+        }
+    }
+}
+
+impl Limits {
+    /// Before CONNACK: nothing is sent, so only the keep-alive matters.
+    fn unknown(config: &Config) -> Limits {
+        Limits {
+            receive_maximum: 65_535,
+            max_packet: usize::MAX,
+            max_qos: QoS::AtLeastOnce,
+            keep_alive: config.keep_alive,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Tests in virtual time against a fake broker that speaks bytes.
+    use super::*;
+    use bytes::BufMut;
+    use rumqttc::v5::mqttbytes::v5::{
+        ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, Packet,
+        PubAck, Publish, SubAck, SubscribeReasonCode,
+    };
+
+    fn config(filters: &[&str]) -> Config {
+        Config {
+            client_id: "basicPubSub".into(),
+            keep_alive: 60,
+            session_expiry: 0,
+            filters: filters.iter().map(|f| f.to_string()).collect(),
+            qos: QoS::AtLeastOnce,
+            max_payload: 131_072,
+            queue_messages: 1000,
+            queue_bytes: 1 << 20,
+        }
+    }
+
+    /// The broker's side: decodes what the session sent.
+    fn sent_packets(s: &mut Session) -> Vec<Packet> {
+        let mut buf = BytesMut::from(s.pending_output());
+        s.advance_output(buf.len());
+        let mut packets = Vec::new();
+        while !buf.is_empty() {
+            // rumqttc cannot decode the short DISCONNECT (codec trap 4).
+            if buf[..] == [0xE0, 0x00] {
+                let _ = buf.split_to(2);
+                packets.push(Packet::Disconnect(Disconnect::new(
+                    DisconnectReasonCode::NormalDisconnection,
+                )));
+                continue;
+            }
+            packets.push(Packet::read(&mut buf, None).expect("session sent a valid packet"));
+        }
+        packets
+    }
+
+    fn events(s: &mut Session) -> Vec<Event> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    fn bytes_of(packet: Packet) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        packet.write(&mut out, None).unwrap();
+        out.to_vec()
+    }
+
+    fn connack(session_present: bool, props: Option<ConnAckProperties>) -> Vec<u8> {
+        bytes_of(Packet::ConnAck(ConnAck {
+            session_present,
+            code: ConnectReturnCode::Success,
+            properties: props,
+        }))
+    }
+
+    fn props() -> ConnAckProperties {
+        ConnAckProperties {
+            session_expiry_interval: None,
+            receive_max: None,
+            max_qos: None,
+            retain_available: None,
+            max_packet_size: None,
+            assigned_client_identifier: None,
+            topic_alias_max: None,
+            reason_string: None,
+            user_properties: vec![],
+            wildcard_subscription_available: None,
+            subscription_identifiers_available: None,
+            shared_subscription_available: None,
+            server_keep_alive: None,
+            response_information: None,
+            server_reference: None,
+            authentication_method: None,
+            authentication_data: None,
+        }
+    }
+
+    fn suback(pkid: u16, n: usize) -> Vec<u8> {
+        bytes_of(Packet::SubAck(SubAck {
+            pkid,
+            return_codes: vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); n],
+            properties: None,
+        }))
+    }
+
+    fn puback(pkid: u16) -> Vec<u8> {
+        bytes_of(Packet::PubAck(PubAck::new(pkid, None)))
+    }
+
+    /// Connects and subscribes; returns the session and the start time.
+    fn connected(cfg: Config) -> (Session, Instant) {
+        let t0 = Instant::now();
+        let mut s = Session::new(cfg);
+        s.handle_connected(t0);
+        let packets = sent_packets(&mut s);
+        assert!(matches!(packets[..], [Packet::Connect(..)]));
+        s.handle_input(t0, &connack(false, None));
+        for p in sent_packets(&mut s) {
+            if let Packet::Subscribe(sub) = p {
+                s.handle_input(t0, &suback(sub.pkid, sub.filters.len()));
+            }
+        }
+        let ev = events(&mut s);
+        assert!(ev.contains(&Event::Subscribed), "{ev:?}");
+        (s, t0)
+    }
+
+    fn publish(s: &mut Session, now: Instant, id: u64) {
+        s.publish(
+            now,
+            id,
+            Bytes::from_static(b"sdk/test/java"),
+            Bytes::from(vec![b'x'; 10]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn connect_subscribe_publish_ack() {
+        let (mut s, t0) = connected(config(&["sdk/test/python"]));
+        publish(&mut s, t0, 42);
+        let packets = sent_packets(&mut s);
+        let Packet::Publish(p) = &packets[0] else {
+            panic!("{packets:?}")
+        };
+        assert_eq!(p.qos, QoS::AtLeastOnce);
+        assert_ne!(p.pkid, 0);
+        assert!(events(&mut s).is_empty(), "not published before PUBACK");
+        s.handle_input(t0, &puback(p.pkid));
+        assert_eq!(events(&mut s), vec![Event::Published(42)]);
+        assert!(s.is_settled());
+    }
+
+    #[test]
+    fn more_than_eight_filters_go_in_several_subscribes() {
+        let filters: Vec<String> = (0..19).map(|i| format!("t/{i}")).collect();
+        let refs: Vec<&str> = filters.iter().map(String::as_str).collect();
+        let t0 = Instant::now();
+        let mut s = Session::new(config(&refs));
+        s.handle_connected(t0);
+        sent_packets(&mut s);
+        s.handle_input(t0, &connack(false, None));
+        let subs: Vec<_> = sent_packets(&mut s)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Subscribe(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            subs.iter().map(|s| s.filters.len()).collect::<Vec<_>>(),
+            vec![8, 8, 3]
+        );
+        // Subscribed only after the last SUBACK.
+        s.handle_input(t0, &suback(subs[0].pkid, 8));
+        s.handle_input(t0, &suback(subs[2].pkid, 3));
+        assert!(!events(&mut s).contains(&Event::Subscribed));
+        s.handle_input(t0, &suback(subs[1].pkid, 8));
+        assert!(events(&mut s).contains(&Event::Subscribed));
+    }
+
+    #[test]
+    fn refused_subscription_is_reported() {
+        let t0 = Instant::now();
+        let mut s = Session::new(config(&["a/b"]));
+        s.handle_connected(t0);
+        sent_packets(&mut s);
+        s.handle_input(t0, &connack(false, None));
+        let Packet::Subscribe(sub) = sent_packets(&mut s).remove(0) else {
+            panic!()
+        };
+        s.handle_input(
+            t0,
+            &bytes_of(Packet::SubAck(SubAck {
+                pkid: sub.pkid,
+                return_codes: vec![SubscribeReasonCode::NotAuthorized],
+                properties: None,
+            })),
+        );
+        let ev = events(&mut s);
+        assert!(
+            matches!(&ev[1], Event::SubscribeRefused { filter, reason } if filter == "a/b" && reason.contains("not authorized")),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn refused_connect_is_reported() {
+        let t0 = Instant::now();
+        let mut s = Session::new(config(&["a"]));
+        s.handle_connected(t0);
+        sent_packets(&mut s);
+        s.handle_input(
+            t0,
+            &bytes_of(Packet::ConnAck(ConnAck {
+                session_present: false,
+                code: ConnectReturnCode::NotAuthorized,
+                properties: None,
+            })),
+        );
+        assert_eq!(
+            events(&mut s),
+            vec![Event::ConnectRefused {
+                reason: "not authorized".into()
+            }]
+        );
+        assert!(!s.is_connected());
+    }
+
+    #[test]
+    fn keep_alive_pings_once_per_interval_and_detects_a_dead_link() {
+        let (mut s, t0) = connected(config(&["a"]));
+        let ka = Duration::from_secs(60);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(t0 + ka),
+            "the only deadline while idle"
+        );
+        s.handle_timeout(t0 + ka);
+        assert!(matches!(sent_packets(&mut s)[..], [Packet::PingReq(_)]));
+        // PINGRESP clears the wait; the next ping is one interval later.
+        s.handle_input(t0 + ka, &[0xD0, 0x00]);
+        assert_eq!(s.poll_timeout(), Some(t0 + 2 * ka));
+        s.handle_timeout(t0 + 2 * ka);
+        sent_packets(&mut s);
+        // No PINGRESP within keep-alive / 2: the link is dead.
+        let deadline = t0 + 2 * ka + ka / 2;
+        assert_eq!(s.poll_timeout(), Some(deadline));
+        s.handle_timeout(deadline);
+        let ev = events(&mut s);
+        assert!(
+            matches!(&ev[..], [Event::ConnectionLost { reason, taken_over: false }] if reason.contains("PINGRESP")),
+            "{ev:?}"
+        );
+        assert_eq!(s.poll_timeout(), None, "no timers once idle");
+    }
+
+    #[test]
+    fn no_connack_in_time_is_a_lost_connection() {
+        let t0 = Instant::now();
+        let mut s = Session::new(config(&["a"]));
+        s.handle_connected(t0);
+        assert_eq!(s.poll_timeout(), Some(t0 + CONNACK_TIMEOUT));
+        s.handle_timeout(t0 + CONNACK_TIMEOUT);
+        assert!(matches!(
+            &events(&mut s)[..],
+            [Event::ConnectionLost { .. }]
+        ));
+    }
+
+    #[test]
+    fn server_keep_alive_and_receive_maximum_are_honoured() {
+        let t0 = Instant::now();
+        let mut s = Session::new(config(&["a"]));
+        s.handle_connected(t0);
+        sent_packets(&mut s);
+        let mut p = props();
+        p.receive_max = Some(2);
+        p.server_keep_alive = Some(30);
+        s.handle_input(t0, &connack(false, Some(p)));
+        sent_packets(&mut s);
+        for id in 0..5 {
+            publish(&mut s, t0, id);
+        }
+        let sent: Vec<_> = sent_packets(&mut s)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p.pkid),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent.len(), 2, "receive maximum 2");
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+        s.handle_input(t0, &puback(sent[0]));
+        assert_eq!(sent_packets(&mut s).len(), 1, "one more once a slot frees");
+    }
+
+    #[test]
+    fn broker_maximum_packet_size_lowers_the_payload_limit() {
+        let t0 = Instant::now();
+        let mut s = Session::new(config(&["a"]));
+        s.handle_connected(t0);
+        let mut p = props();
+        p.max_packet_size = Some(1000);
+        s.handle_input(t0, &connack(false, Some(p)));
+        assert_eq!(s.max_payload(), 1000);
+        assert!(matches!(
+            s.publish(t0, 1, Bytes::from_static(b"t"), Bytes::from(vec![0; 1001])),
+            Err(Rejected::TooLarge {
+                size: 1001,
+                max: 1000
+            })
+        ));
+        // Fits the payload limit but not the packet: fails, is not sent.
+        s.publish(t0, 2, Bytes::from_static(b"t"), Bytes::from(vec![0; 999]))
+            .unwrap();
+        let ev = events(&mut s);
+        assert!(
+            ev.iter().any(|e| matches!(e, Event::PublishFailed(2, why)
+                if why.ends_with("exceeds the broker's maximum packet size of 1000"))),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn unacked_publishes_are_resent_with_dup_when_the_session_resumes() {
+        let mut cfg = config(&["a"]);
+        cfg.session_expiry = 3600;
+        let (mut s, t0) = connected(cfg);
+        publish(&mut s, t0, 1);
+        publish(&mut s, t0, 2);
+        let first: Vec<u16> = sent_packets(&mut s)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p.pkid),
+                _ => None,
+            })
+            .collect();
+        s.handle_transport_lost("reset".into());
+        // While disconnected, new publishes wait.
+        publish(&mut s, t0, 3);
+        assert!(s.pending_output().is_empty());
+        s.handle_connected(t0);
+        let packets = sent_packets(&mut s);
+        let Packet::Connect(c, ..) = &packets[0] else {
+            panic!()
+        };
+        assert!(!c.clean_start, "asks to resume");
+        s.handle_input(t0, &connack(true, None));
+        let again: Vec<(u16, bool)> = sent_packets(&mut s)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some((p.pkid, p.dup)),
+                Packet::Subscribe(_) => panic!("resumed session keeps subscriptions"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(again[..2], [(first[0], true), (first[1], true)]);
+        assert!(!again[2].1, "the new one is not a duplicate");
+    }
+
+    #[test]
+    fn without_a_session_unacked_publishes_go_again_as_new_and_resubscribe() {
+        let (mut s, t0) = connected(config(&["a"]));
+        publish(&mut s, t0, 1);
+        sent_packets(&mut s);
+        s.handle_transport_lost("reset".into());
+        events(&mut s);
+        s.handle_connected(t0);
+        sent_packets(&mut s);
+        s.handle_input(t0, &connack(false, None));
+        let packets = sent_packets(&mut s);
+        assert!(packets.iter().any(|p| matches!(p, Packet::Subscribe(_))));
+        assert!(
+            packets
+                .iter()
+                .any(|p| matches!(p, Packet::Publish(p) if !p.dup && p.pkid != 0))
+        );
+    }
+
+    #[test]
+    fn takeover_disconnect_is_reported_in_words() {
+        let (mut s, t0) = connected(config(&["a"]));
+        s.handle_input(t0, &[0xE0, 0x01, 0x8E]);
+        let ev = events(&mut s);
+        assert!(
+            matches!(&ev[..], [Event::ConnectionLost { reason, taken_over: true }]
+                if reason.contains("session taken over") && reason.contains("same client id")),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn inbound_qos1_is_acknowledged_and_delivered() {
+        let (mut s, t0) = connected(config(&["sdk/test/python"]));
+        let mut publish = Publish::new("sdk/test/python", QoS::AtLeastOnce, b"{}".to_vec(), None);
+        publish.pkid = 9;
+        s.handle_input(t0, &bytes_of(Packet::Publish(publish)));
+        assert!(matches!(
+            sent_packets(&mut s)[..],
+            [Packet::PubAck(PubAck { pkid: 9, .. })]
+        ));
+        assert_eq!(
+            events(&mut s),
+            vec![Event::Message {
+                topic: Bytes::from_static(b"sdk/test/python"),
+                payload: Bytes::from_static(b"{}")
+            }]
+        );
+    }
+
+    #[test]
+    fn garbage_from_the_broker_loses_the_connection_once() {
+        let (mut s, t0) = connected(config(&["a"]));
+        let mut junk = BytesMut::new();
+        junk.put_slice(&[0xF0, 0x00, 0x01, 0x02]);
+        s.handle_input(t0, &junk);
+        assert!(matches!(
+            &events(&mut s)[..],
+            [Event::ConnectionLost { .. }]
+        ));
+        // Sticky: nothing more happens until a new transport.
+        s.handle_input(t0, &[0xD0, 0x00]);
+        s.handle_transport_lost("eof".into());
+        assert!(events(&mut s).is_empty());
+    }
+
+    #[test]
+    fn queue_is_bounded_while_disconnected() {
+        let mut cfg = config(&["a"]);
+        cfg.queue_messages = 2;
+        let mut s = Session::new(cfg);
+        let t0 = Instant::now();
+        publish(&mut s, t0, 1);
+        publish(&mut s, t0, 2);
+        assert_eq!(
+            s.publish(t0, 3, Bytes::from_static(b"t"), Bytes::new()),
+            Err(Rejected::QueueFull { messages: 2 })
+        );
+    }
+
+    #[test]
+    fn close_sends_disconnect_and_fails_the_unconfirmed() {
+        let (mut s, t0) = connected(config(&["a"]));
+        publish(&mut s, t0, 7);
+        sent_packets(&mut s);
+        s.close();
+        assert!(matches!(sent_packets(&mut s)[..], [Packet::Disconnect(_)]));
+        assert!(matches!(&events(&mut s)[..], [Event::PublishFailed(7, _)]));
+        assert_eq!(
+            s.publish(t0, 8, Bytes::from_static(b"t"), Bytes::new()),
+            Err(Rejected::Closed)
+        );
+    }
+
+    #[test]
+    fn packet_ids_skip_zero_and_those_in_use() {
+        let (mut s, _) = connected(config(&["a"]));
+        s.next_pkid = u16::MAX - 1;
+        assert_eq!(s.next_packet_id(), u16::MAX);
+        assert_eq!(s.next_packet_id(), 1);
+    }
+}

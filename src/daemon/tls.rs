@@ -1,0 +1,311 @@
+//! The rustls client configuration: certificate, key and trust anchors from
+//! PEM files (or Amazon's roots built in), ALPN for port 443, and TLS errors
+//! turned into sentences that say what to do.
+
+use rustls::client::ClientConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{AlertDescription, CertificateError, RootCertStore};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Amazon Root CA 1 (RSA) and 3 (ECDSA), the roots of AWS IoT Core's ATS
+/// endpoints, from Debian's ca-certificates. Used when no CA file is given
+/// and the system has none, so a stock Pi needs no CA file.
+const AMAZON_ROOTS: &str = include_str!("amazon_root_ca.pem");
+
+/// Where the how-to told people to put AmazonRootCA1.pem, and the system
+/// bundle on Debian and Raspberry Pi OS.
+pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// AWS IoT Core requires this ALPN protocol for MQTT on port 443.
+pub const AWS_ALPN: &[u8] = b"x-amzn-mqtt-ca";
+
+/// Where the trust anchors come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    File(PathBuf),
+    BuiltIn,
+}
+
+impl CaSource {
+    /// `--ca_file` if given, else the system bundle if it exists, else the
+    /// built-in Amazon roots.
+    pub fn choose(flag: Option<PathBuf>) -> CaSource {
+        match flag {
+            Some(path) => CaSource::File(path),
+            None if Path::new(SYSTEM_CA_FILE).exists() => {
+                CaSource::File(PathBuf::from(SYSTEM_CA_FILE))
+            }
+            None => CaSource::BuiltIn,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            CaSource::File(p) => p.display().to_string(),
+            CaSource::BuiltIn => "the built-in Amazon Root CA 1 and 3".into(),
+        }
+    }
+}
+
+/// The files a TLS configuration is built from; kept to rebuild it on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct Files {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: CaSource,
+    /// Offer ALPN `x-amzn-mqtt-ca` (port 443).
+    pub alpn: bool,
+}
+
+impl Files {
+    /// Reads and checks every file and builds the client configuration.
+    ///
+    /// # Returns
+    /// The configuration, or one sentence naming the file and the problem.
+    pub fn load(&self) -> Result<Arc<ClientConfig>, String> {
+        let certs = load_certs(&self.cert)?;
+        let key = load_key(&self.key)?;
+        let mut roots = RootCertStore::empty();
+        let anchors = match &self.ca {
+            CaSource::File(path) => load_certs(path)?,
+            CaSource::BuiltIn => parse_pem(AMAZON_ROOTS.as_bytes(), "built-in roots")?.certs,
+        };
+        let (added, _ignored) = roots.add_parsable_certificates(anchors);
+        if added == 0 {
+            return Err(format!(
+                "{}: no usable CA certificate in it",
+                self.ca.describe()
+            ));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| match e {
+                rustls::Error::InconsistentKeys(_) => format!(
+                    "{} does not belong to {}: the key and certificate must be the pair AWS issued for this device",
+                    self.key.display(),
+                    self.cert.display()
+                ),
+                e => format!(
+                    "cannot use {} with {}: {e}",
+                    self.cert.display(),
+                    self.key.display()
+                ),
+            })?;
+        if self.alpn {
+            config.alpn_protocols = vec![AWS_ALPN.to_vec()];
+        }
+        Ok(Arc::new(config))
+    }
+
+    pub fn ca_description(&self) -> String {
+        self.ca.describe()
+    }
+}
+
+/// What a PEM file held.
+struct Pem {
+    certs: Vec<CertificateDer<'static>>,
+    key: Option<PrivateKeyDer<'static>>,
+}
+
+/// The one place PEM is parsed (rustls-pemfile, per the design card; it is
+/// flagged unmaintained as RUSTSEC-2025-0134, so keep it swappable).
+fn parse_pem(bytes: &[u8], what: &str) -> Result<Pem, String> {
+    let mut pem = Pem {
+        certs: Vec::new(),
+        key: None,
+    };
+    for item in rustls_pemfile::read_all(&mut &bytes[..]) {
+        match item.map_err(|e| format!("{what}: not valid PEM: {e}"))? {
+            rustls_pemfile::Item::X509Certificate(cert) => pem.certs.push(cert),
+            rustls_pemfile::Item::Pkcs1Key(k) if pem.key.is_none() => pem.key = Some(k.into()),
+            rustls_pemfile::Item::Pkcs8Key(k) if pem.key.is_none() => pem.key = Some(k.into()),
+            rustls_pemfile::Item::Sec1Key(k) if pem.key.is_none() => pem.key = Some(k.into()),
+            _ => {}
+        }
+    }
+    Ok(pem)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = parse_pem(&read_file(path)?, &path.display().to_string())?;
+    if pem.certs.is_empty() {
+        return Err(format!(
+            "{}: no certificate in it (expected a PEM block 'BEGIN CERTIFICATE')",
+            path.display()
+        ));
+    }
+    Ok(pem.certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    parse_pem(&read_file(path)?, &path.display().to_string())?
+        .key
+        .ok_or_else(|| {
+            format!(
+                "{}: no private key in it (expected 'BEGIN PRIVATE KEY', 'BEGIN RSA PRIVATE KEY' or 'BEGIN EC PRIVATE KEY')",
+                path.display()
+            )
+        })
+}
+
+/// Alerts a broker sends when it does not accept our client certificate.
+fn is_client_cert_alert(alert: &AlertDescription) -> bool {
+    matches!(
+        alert,
+        AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::AccessDenied
+            | AlertDescription::CertificateRequired
+    )
+}
+
+/// Whether a TLS error is about certificates (ours refused, or the broker's
+/// not trusted): retrying will not help, so at the first connection it is
+/// fatal.
+pub fn is_certificate_error(e: &rustls::Error) -> bool {
+    match e {
+        rustls::Error::InvalidCertificate(_) => true,
+        rustls::Error::AlertReceived(alert) => is_client_cert_alert(alert),
+        _ => false,
+    }
+}
+
+/// Before 2020 the clock is surely unset (a Pi without RTC boots in 1970).
+const PLAUSIBLE_EPOCH_SECS: u64 = 1_577_836_800;
+
+/// A TLS error as a sentence that says what to do.
+pub fn explain(
+    e: &rustls::Error,
+    endpoint: &str,
+    files: Option<&Files>,
+    now: SystemTime,
+) -> String {
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let ca = files.map_or_else(|| "the CA file".into(), Files::ca_description);
+    match e {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. }
+            | CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+                if secs < PLAUSIBLE_EPOCH_SECS =>
+            {
+                format!(
+                    "system clock is {}; TLS cannot check certificates until the time is set (date -s \"YYYY-MM-DD hh:mm:ss\", or NTP)",
+                    utc_date(secs)
+                )
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => format!(
+                "the broker's certificate is not valid yet at {} (system time); check the clock",
+                utc_date(secs)
+            ),
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => format!(
+                "the broker's certificate has expired at {} (system time); check the clock",
+                utc_date(secs)
+            ),
+            CertificateError::UnknownIssuer => format!(
+                "the broker's certificate is not signed by a CA in {ca}: for AWS IoT use --ca_file AmazonRootCA1.pem, otherwise your broker's CA"
+            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                format!("the broker's certificate is not valid for {endpoint}: check --endpoint")
+            }
+            other => format!("the broker's certificate was rejected: {other:?}"),
+        },
+        rustls::Error::AlertReceived(alert) if is_client_cert_alert(alert) => format!(
+            "the broker refused the client certificate (TLS alert: {alert:?}): check that --cert and --key are this device's and that the certificate is registered and active (AWS IoT console: Security > Certificates)"
+        ),
+        other => format!("TLS error: {other}"),
+    }
+}
+
+/// `YYYY-MM-DD hh:mm:ss UTC` for seconds since the epoch (civil-from-days).
+pub fn utc_date(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc_date(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_date(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_date(1_795_857_916), "2026-11-28 09:25:16 UTC");
+    }
+
+    #[test]
+    fn the_1970_clock_is_named() {
+        let e = rustls::Error::InvalidCertificate(CertificateError::NotValidYet);
+        let boot = UNIX_EPOCH + Duration::from_secs(42);
+        let text = explain(&e, "x", None, boot);
+        assert!(text.contains("system clock is 1970-01-01"), "{text}");
+        assert!(text.contains("date -s"), "{text}");
+        let later = UNIX_EPOCH + Duration::from_secs(1_795_857_916);
+        assert!(!explain(&e, "x", None, later).contains("1970"));
+    }
+
+    #[test]
+    fn refused_client_certificate_is_named() {
+        let e = rustls::Error::AlertReceived(AlertDescription::UnknownCA);
+        assert!(is_certificate_error(&e));
+        assert!(
+            explain(&e, "x", None, SystemTime::now()).contains("refused the client certificate")
+        );
+        assert!(!is_certificate_error(&rustls::Error::HandshakeNotComplete));
+    }
+
+    #[test]
+    fn built_in_roots_parse() {
+        let pem = parse_pem(AMAZON_ROOTS.as_bytes(), "built-in").unwrap();
+        assert_eq!(pem.certs.len(), 2);
+        let mut roots = RootCertStore::empty();
+        assert_eq!(roots.add_parsable_certificates(pem.certs), (2, 0));
+    }
+
+    #[test]
+    fn missing_and_wrong_files_say_which() {
+        let files = Files {
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key".into(),
+            ca: CaSource::BuiltIn,
+            alpn: true,
+        };
+        let err = files.load().unwrap_err();
+        assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+        let err = parse_pem(b"hello", "x").map(|p| p.certs.len());
+        assert_eq!(err, Ok(0));
+    }
+}

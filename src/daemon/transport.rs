@@ -1,0 +1,249 @@
+//! The broker connection: a non-blocking TCP socket and, unless
+//! `--plaintext`, a rustls client connection pumped over it.
+//!
+//! rustls is sans-IO: `read_tls` only buffers, `process_new_packets` does the
+//! work, `reader()` hands out plaintext, `writer()` takes plaintext and
+//! `write_tls` produces records. mio is edge-triggered, so every read drains
+//! the socket until `WouldBlock`, and WRITABLE is registered only while there
+//! is something to write.
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use rustls::ClientConnection;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+/// Most plaintext queued in rustls before we stop feeding it; the session
+/// keeps the rest. Also caps the TLS records waiting for the socket.
+const TLS_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// Why the connection is gone.
+#[derive(Debug)]
+pub enum Failure {
+    /// The socket failed (refused, reset, unreachable ...).
+    Io(io::Error),
+    /// TLS failed: a certificate, an alert, a protocol error.
+    Tls(rustls::Error),
+    /// The broker closed the connection.
+    Closed,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Io(e) => write!(f, "{e}"),
+            Failure::Tls(e) => write!(f, "TLS: {e}"),
+            Failure::Closed => write!(f, "the broker closed the connection"),
+        }
+    }
+}
+
+enum Link {
+    Tls(Box<ClientConnection>),
+    /// `--plaintext`: bytes wait here until the socket takes them.
+    Plain(Vec<u8>),
+}
+
+pub struct Transport {
+    socket: TcpStream,
+    link: Link,
+    /// The non-blocking connect has completed.
+    established: bool,
+    interest: Interest,
+    pub addr: SocketAddr,
+}
+
+impl Transport {
+    /// Starts a non-blocking connect to `addr` and registers it.
+    pub fn connect(
+        addr: SocketAddr,
+        tls: Option<ClientConnection>,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<Transport> {
+        let mut socket = TcpStream::connect(addr)?;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        registry.register(&mut socket, token, interest)?;
+        let link = match tls {
+            Some(mut conn) => {
+                conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+                Link::Tls(Box::new(conn))
+            }
+            None => Link::Plain(Vec::new()),
+        };
+        Ok(Transport {
+            socket,
+            link,
+            established: false,
+            interest,
+            addr,
+        })
+    }
+
+    /// After a WRITABLE event during connect: `Ok(true)` once the TCP
+    /// connection is up (mio's documented steps: `take_error`, then
+    /// `peer_addr`), `Ok(false)` if the event was spurious.
+    pub fn finish_connect(&mut self) -> Result<bool, Failure> {
+        if self.established {
+            return Ok(true);
+        }
+        if let Some(e) = self.socket.take_error().map_err(Failure::Io)? {
+            return Err(Failure::Io(e));
+        }
+        match self.socket.peer_addr() {
+            Ok(_) => {
+                self.established = true;
+                // Nagle against delayed ACK stalls the handshake's last
+                // flight and small publishes by ~40 ms.
+                let _ = self.socket.set_nodelay(true);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(Failure::Io(e)),
+        }
+    }
+
+    /// Reads everything the socket has and passes the plaintext to `sink`.
+    /// `scratch` is a reusable buffer.
+    pub fn read(&mut self, scratch: &mut [u8], mut sink: impl FnMut(&[u8])) -> Result<(), Failure> {
+        if !self.established {
+            return Ok(());
+        }
+        match &mut self.link {
+            Link::Plain(_) => loop {
+                match self.socket.read(scratch) {
+                    Ok(0) => return Err(Failure::Closed),
+                    Ok(n) => sink(&scratch[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Failure::Io(e)),
+                }
+            },
+            Link::Tls(conn) => loop {
+                match conn.read_tls(&mut self.socket) {
+                    Ok(0) => {
+                        // Hand over what was decrypted before the close.
+                        drain_plaintext(conn, scratch, &mut sink)?;
+                        return Err(Failure::Closed);
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Failure::Io(e)),
+                }
+                if let Err(e) = conn.process_new_packets() {
+                    // Send the alert that explains it, if the socket takes it.
+                    let _ = conn.write_tls(&mut self.socket);
+                    return Err(Failure::Tls(e));
+                }
+                drain_plaintext(conn, scratch, &mut sink)?;
+            },
+        }
+    }
+
+    /// Moves `out` (plaintext) into the connection as far as it takes it,
+    /// then writes to the socket until it would block.
+    ///
+    /// # Returns
+    /// How many bytes of `out` were taken.
+    pub fn write(&mut self, out: &[u8]) -> Result<usize, Failure> {
+        if !self.established {
+            return Ok(0);
+        }
+        let mut taken = 0;
+        loop {
+            let n = self.buffer(&out[taken..])?;
+            taken += n;
+            let drained = self.flush()?;
+            // Stop when the socket is full, all is handed over, or the
+            // connection takes no more (plaintext held during a handshake).
+            if !drained || taken == out.len() || n == 0 {
+                return Ok(taken);
+            }
+        }
+    }
+
+    /// Hands plaintext to rustls (or the plain buffer), up to its limit.
+    fn buffer(&mut self, bytes: &[u8]) -> Result<usize, Failure> {
+        match &mut self.link {
+            Link::Tls(conn) => conn.writer().write(bytes).map_err(Failure::Io),
+            Link::Plain(buf) => {
+                let n = TLS_BUFFER_LIMIT.saturating_sub(buf.len()).min(bytes.len());
+                buf.extend_from_slice(&bytes[..n]);
+                Ok(n)
+            }
+        }
+    }
+
+    /// Writes buffered bytes until the socket would block.
+    /// `Ok(false)` when it would block with bytes left.
+    fn flush(&mut self) -> Result<bool, Failure> {
+        loop {
+            let result = match &mut self.link {
+                Link::Tls(conn) if conn.wants_write() => conn.write_tls(&mut self.socket),
+                Link::Plain(buf) if !buf.is_empty() => self.socket.write(buf).inspect(|&n| {
+                    buf.drain(..n);
+                }),
+                _ => return Ok(true),
+            };
+            match result {
+                Ok(0) => return Err(Failure::Closed),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Failure::Io(e)),
+            }
+        }
+    }
+
+    fn wants_write(&self) -> bool {
+        match &self.link {
+            Link::Tls(conn) => conn.wants_write(),
+            Link::Plain(buf) => !buf.is_empty(),
+        }
+    }
+
+    /// Registers WRITABLE only while connecting or while bytes wait.
+    pub fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let wanted = if !self.established || self.wants_write() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if wanted != self.interest {
+            registry.reregister(&mut self.socket, token, wanted)?;
+            self.interest = wanted;
+        }
+        Ok(())
+    }
+
+    /// Best-effort goodbye: TLS close_notify, flush what the socket takes
+    /// now, deregister. The socket closes when `self` drops.
+    pub fn close(mut self, registry: &Registry) {
+        if self.established {
+            if let Link::Tls(conn) = &mut self.link {
+                conn.send_close_notify();
+            }
+            let _ = self.flush();
+            let _ = self.socket.shutdown(std::net::Shutdown::Write);
+        }
+        let _ = registry.deregister(&mut self.socket);
+    }
+}
+
+/// Hands all decrypted plaintext to `sink`.
+fn drain_plaintext(
+    conn: &mut ClientConnection,
+    scratch: &mut [u8],
+    sink: &mut impl FnMut(&[u8]),
+) -> Result<(), Failure> {
+    loop {
+        match conn.reader().read(scratch) {
+            Ok(0) => return Err(Failure::Closed), // close_notify
+            Ok(n) => sink(&scratch[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(Failure::Io(e)),
+        }
+    }
+}

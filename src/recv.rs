@@ -1,0 +1,132 @@
+//! `recv SOCKET COUNT`: listen on the delivery socket and print each message
+//! exactly as the original `awsapp recv` did:
+//!
+//! ```text
+//! wait message...
+//! Receive <N> Byte
+//! <payload>
+//! ```
+//!
+//! Unlike the original (1023 bytes at most), each connection is read to EOF.
+//! SIGINT and SIGTERM remove the socket and exit 0.
+
+use crate::cli::{self, RecvArgs};
+use crate::error::{Error, runtime};
+use crate::unix_socket;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+
+/// A sender that neither writes nor closes is dropped after this long.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest message kept; the rest is read and discarded. AWS IoT's limit is
+/// 128 KiB, so this only guards against a runaway local writer.
+const MAX_MESSAGE: u64 = 16 << 20;
+
+pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
+    match cli::parse::<RecvArgs>(command, args)? {
+        Some(flags) => run(&flags),
+        None => Ok(()),
+    }
+}
+
+/// Removes the socket when recv ends, however it ends.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        unix_socket::remove(&self.0);
+    }
+}
+
+fn run(flags: &RecvArgs) -> Result<(), Error> {
+    let listener = unix_socket::bind(&flags.socket).map_err(|e| runtime!("recv: {e}"))?;
+    let _socket_file = SocketFile(flags.socket.clone());
+    let io_err = |e: io::Error| runtime!("recv: {e}");
+    listener.set_nonblocking(true).map_err(io_err)?;
+
+    let mut poll = Poll::new().map_err(io_err)?;
+    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(io_err)?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(io_err)?;
+    poll.registry()
+        .register(
+            &mut SourceFd(&listener.as_raw_fd()),
+            LISTENER,
+            Interest::READABLE,
+        )
+        .map_err(io_err)?;
+
+    let mut events = Events::with_capacity(8);
+    let mut received = 0u64;
+    crate::say("wait message...");
+    loop {
+        match poll.poll(&mut events, None) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other.map_err(io_err)?,
+        }
+        for event in &events {
+            if event.token() == SIGNALS && signals.pending().next().is_some() {
+                return Ok(());
+            }
+        }
+        // Edge-triggered: accept until the backlog is empty.
+        loop {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("recv: accept failed: {e}");
+                    break;
+                }
+            };
+            print_message(&read_message(stream, &flags.socket));
+            received += 1;
+            if flags.count != 0 && received >= flags.count {
+                return Ok(());
+            }
+            crate::say("wait message...");
+        }
+    }
+}
+
+/// Reads one connection to EOF (or to the read timeout).
+fn read_message(stream: UnixStream, socket: &Path) -> Vec<u8> {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+    let mut payload = Vec::new();
+    let mut limited = (&stream).take(MAX_MESSAGE);
+    if let Err(e) = limited.read_to_end(&mut payload) {
+        log::warn!(
+            "recv: reading from {} stopped after {} bytes: {e}",
+            socket.display(),
+            payload.len()
+        );
+    }
+    // Drain and drop anything beyond the limit so the writer is not stuck.
+    if payload.len() as u64 == MAX_MESSAGE {
+        let dropped = io::copy(&mut &stream, &mut io::sink()).unwrap_or(0);
+        log::warn!("recv: message larger than {MAX_MESSAGE} bytes; {dropped} bytes dropped");
+    }
+    payload
+}
+
+fn print_message(payload: &[u8]) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "Receive {} Byte", payload.len());
+    let _ = out.write_all(payload);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}

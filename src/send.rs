@@ -1,0 +1,173 @@
+//! `send SOCKET FILE`: publish one message file through the daemon.
+//!
+//! The file is validated before anything connects, so an invalid file sends
+//! nothing. After writing, the write side is shut down (the daemon reads to
+//! EOF) and the daemon's one status line is awaited:
+//!
+//! | reply | prints | exit |
+//! |-------|--------|------|
+//! | `OK` | `send message to SOCKET.` | 0 |
+//! | EOF, no status (the original daemon never answers) | the same | 0 |
+//! | `ERR reason` | `send failed: reason` on stderr | 1 |
+//! | `QUEUED`, or nothing within `--timeout` | a line on stderr | 3 |
+
+use crate::cli::{self, SendArgs};
+use crate::error::{Error, runtime};
+use crate::message;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// A status line is short; anything longer is not a status.
+const MAX_STATUS_LEN: u64 = 4096;
+
+pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
+    match cli::parse::<SendArgs>(command, args)? {
+        Some(flags) => run(&flags),
+        None => Ok(()),
+    }
+}
+
+fn run(flags: &SendArgs) -> Result<(), Error> {
+    let bytes = read_message_file(&flags.file)?;
+    if let Err(why) = message::parse(&bytes) {
+        return Err(runtime!(
+            "invalid message in {}: {why}; nothing was sent",
+            flags.file.display()
+        ));
+    }
+    let timeout = (flags.timeout > 0).then(|| Duration::from_secs(flags.timeout));
+    let status = exchange(&flags.socket, &bytes, timeout)?;
+    let socket = flags.socket.display();
+    match status {
+        Status::Ok | Status::Closed => {
+            crate::say(&format!("send message to {socket}."));
+            Ok(())
+        }
+        Status::Err(reason) => Err(runtime!("send failed: {reason}")),
+        Status::Queued => Err(Error::NotConfirmed(format!(
+            "send: {socket} accepted the message and keeps it queued; the broker has not confirmed it yet"
+        ))),
+        Status::TimedOut => Err(Error::NotConfirmed(format!(
+            "send: no confirmation from {socket} within {} s; the daemon keeps the message queued (is the broker reachable?)",
+            flags.timeout
+        ))),
+        Status::Unknown(line) => Err(runtime!("send: unexpected reply from {socket}: {line:?}")),
+    }
+}
+
+fn read_message_file(path: &Path) -> Result<Vec<u8>, Error> {
+    let mut bytes = Vec::new();
+    let result = if path == Path::new("-") {
+        io::stdin().lock().read_to_end(&mut bytes).map(drop)
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes).map(drop))
+    };
+    result.map_err(|e| runtime!("cannot read message file {}: {e}", path.display()))?;
+    Ok(bytes)
+}
+
+/// What the daemon answered.
+#[derive(Debug, PartialEq, Eq)]
+enum Status {
+    Ok,
+    Err(String),
+    Queued,
+    /// EOF without a status line: the original daemon, which never answers.
+    Closed,
+    TimedOut,
+    Unknown(String),
+}
+
+/// Connects, writes the message, shuts down the write side and reads the
+/// status line.
+fn exchange(socket: &Path, bytes: &[u8], timeout: Option<Duration>) -> Result<Status, Error> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| connect_error(socket, e))?;
+    // Timeouts on both directions: a daemon that stops reading must not
+    // hang us forever either.
+    let _ = stream.set_write_timeout(timeout);
+    let _ = stream.set_read_timeout(timeout);
+    let written = stream
+        .write_all(bytes)
+        .and_then(|()| stream.shutdown(std::net::Shutdown::Write));
+    let status = read_status(&mut stream);
+    match (written, status) {
+        (Ok(()), status) => Ok(status),
+        // The daemon stopped reading but said why (e.g. too large).
+        (Err(_), status @ (Status::Err(_) | Status::Queued | Status::Ok)) => Ok(status),
+        (Err(e), _) if is_timeout(&e) => Ok(Status::TimedOut),
+        (Err(e), _) => Err(runtime!(
+            "send: the write to {} did not complete: {e}; the message was not sent",
+            socket.display()
+        )),
+    }
+}
+
+fn read_status(stream: &mut UnixStream) -> Status {
+    let mut reply = Vec::new();
+    match stream.take(MAX_STATUS_LEN).read_to_end(&mut reply) {
+        Ok(_) => {}
+        Err(e) if is_timeout(&e) && reply.is_empty() => return Status::TimedOut,
+        Err(_) if reply.is_empty() => return Status::Closed,
+        Err(_) => {}
+    }
+    parse_status(&reply)
+}
+
+fn parse_status(reply: &[u8]) -> Status {
+    if reply.is_empty() {
+        return Status::Closed;
+    }
+    let line = reply.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    match line.as_ref() {
+        "OK" => Status::Ok,
+        "QUEUED" => Status::Queued,
+        other => match other.strip_prefix("ERR") {
+            Some(reason) => Status::Err(reason.trim_start().to_owned()),
+            None => Status::Unknown(other.to_owned()),
+        },
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn connect_error(socket: &Path, e: io::Error) -> Error {
+    let path = socket.display();
+    match e.kind() {
+        io::ErrorKind::NotFound => runtime!(
+            "send: no socket at {path}: is mqtt5_pubsub running? (start it, or check its --pub_socket)"
+        ),
+        io::ErrorKind::ConnectionRefused => {
+            runtime!("send: nothing is listening on {path} (a stale socket): start mqtt5_pubsub")
+        }
+        io::ErrorKind::PermissionDenied => runtime!(
+            "send: permission denied on {path}: run as a user in the socket's group (see --socket_mode)"
+        ),
+        _ => runtime!("send: cannot connect to {path}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status(b"OK\n"), Status::Ok);
+        assert_eq!(parse_status(b"OK"), Status::Ok);
+        assert_eq!(parse_status(b"QUEUED\n"), Status::Queued);
+        assert_eq!(
+            parse_status(b"ERR topic contains a NUL byte\n"),
+            Status::Err("topic contains a NUL byte".into())
+        );
+        assert_eq!(parse_status(b""), Status::Closed);
+        assert_eq!(parse_status(b"HELLO\n"), Status::Unknown("HELLO".into()));
+    }
+}
