@@ -23,7 +23,8 @@ use std::time::Duration;
 const MAX_STATUS_LEN: u64 = 4096;
 
 pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
-    match cli::parse::<SendArgs>(command, args)? {
+    let args = stdin_dash_as_positional(args);
+    match cli::parse::<SendArgs>(command, &args)? {
         Some(flags) => run(&flags),
         None => Ok(()),
     }
@@ -55,6 +56,29 @@ fn run(flags: &SendArgs) -> Result<(), Error> {
         ))),
         Status::Unknown(line) => Err(runtime!("send: unexpected reply from {socket}: {line:?}")),
     }
+}
+
+/// argh takes a lone `-` for an unknown flag; put positionals after `--`
+/// so `send SOCKET -` reads stdin as the SPEC says.
+fn stdin_dash_as_positional<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    if !args.contains(&"-") || args.contains(&"--") {
+        return args.to_vec();
+    }
+    let (mut flags, mut positionals) = (Vec::new(), Vec::new());
+    let mut iter = args.iter();
+    while let Some(&arg) = iter.next() {
+        if arg.starts_with("--") {
+            flags.push(arg);
+            if arg == "--timeout" {
+                flags.extend(iter.next());
+            }
+        } else {
+            positionals.push(arg);
+        }
+    }
+    flags.push("--");
+    flags.extend(positionals);
+    flags
 }
 
 fn read_message_file(path: &Path) -> Result<Vec<u8>, Error> {
@@ -157,6 +181,18 @@ fn connect_error(socket: &Path, e: io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dash_means_stdin() {
+        assert_eq!(
+            stdin_dash_as_positional(&["--timeout", "3", "s", "-"]),
+            ["--timeout", "3", "--", "s", "-"]
+        );
+        assert_eq!(stdin_dash_as_positional(&["s", "f"]), ["s", "f"]);
+        let args = stdin_dash_as_positional(&["sock", "-"]);
+        let flags = cli::parse::<SendArgs>("send", &args).unwrap().unwrap();
+        assert_eq!(flags.file, std::path::PathBuf::from("-"));
+    }
 
     #[test]
     fn status_lines() {

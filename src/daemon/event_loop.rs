@@ -388,14 +388,12 @@ impl Daemon {
     fn link_timeouts(&mut self, now: Instant) {
         match &self.link {
             Link::Down { retry_at } if *retry_at <= now => {
-                if self.shutdown_deadline.is_none() {
-                    log::info!(
-                        "reconnecting to {}:{}",
-                        self.config.endpoint,
-                        self.config.port
-                    );
-                    self.start_resolve();
-                }
+                log::info!(
+                    "reconnecting to {}:{}",
+                    self.config.endpoint,
+                    self.config.port
+                );
+                self.start_resolve();
             }
             Link::Connecting { deadline, .. } if *deadline <= now => {
                 if let Link::Connecting {
@@ -428,6 +426,10 @@ impl Daemon {
     }
 
     fn schedule_reconnect(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            self.link = Link::Closed;
+            return;
+        }
         let delay = self.backoff.next_delay();
         log::info!("next connection attempt in {:.1} s", delay.as_secs_f32());
         self.link = Link::Down {
@@ -582,6 +584,10 @@ impl Daemon {
         }
         self.publish.stop_accepting(self.poll.registry());
         self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
+        // No new connection attempts; one under way may still finish.
+        if let Link::Down { .. } = self.link {
+            self.link = Link::Closed;
+        }
     }
 
     /// DISCONNECT, answer what is left, close, done.

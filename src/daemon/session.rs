@@ -198,6 +198,7 @@ impl Session {
     // ----- getters -----
 
     /// CONNACK accepted and the connection still up.
+    #[cfg(test)]
     pub fn is_connected(&self) -> bool {
         self.state == State::Connected
     }
