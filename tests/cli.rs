@@ -1,0 +1,492 @@
+//! Command-line behaviour that needs no broker (SPEC §1, §2 Start, §4, §5):
+//! dispatch, usage errors, validation before any connection, the `send`
+//! status handling against a fake daemon, and `recv`'s output.
+
+mod common;
+
+use common::*;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::thread;
+
+/// The applets every usage text must name.
+const APPLETS: [&str; 3] = ["pubsub", "send", "recv"];
+
+fn assert_lists_applets(text: &str, out: &Output) {
+    for a in APPLETS {
+        if !text.contains(a) {
+            out.fail(&format!("usage does not mention `{a}`"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Dispatch
+
+#[test]
+fn version_prints_the_version() {
+    let env = Env::new("c-version");
+    let out = env.run_iotbox(&["--version"]);
+    out.expect_code(0);
+    if !out.stdout_text().contains(env!("CARGO_PKG_VERSION")) {
+        out.fail(&format!(
+            "stdout does not contain the version {}",
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
+}
+
+#[test]
+fn help_lists_every_applet() {
+    let env = Env::new("c-help");
+    let out = env.run_iotbox(&["--help"]);
+    out.expect_code(0);
+    assert_lists_applets(&out.stdout_text(), &out);
+}
+
+#[test]
+fn unknown_subcommand_is_a_usage_error() {
+    let env = Env::new("c-nosuch");
+    let out = env.run_iotbox(&["nosuch"]);
+    out.expect_code(2);
+    assert_lists_applets(&out.stderr_text(), &out);
+    if !out.stdout.is_empty() {
+        out.fail("usage errors go to stderr, not stdout");
+    }
+}
+
+#[test]
+fn unknown_program_name_is_a_usage_error() {
+    let env = Env::new("c-badname");
+    let out = run("frobnicate", env.applet("frobnicate", &[]), None);
+    out.expect_code(2);
+    assert_lists_applets(&out.stderr_text(), &out);
+}
+
+#[test]
+fn install_creates_working_symlinks() {
+    let env = Env::new("c-install");
+    let dir = env.path("installed");
+    std::fs::create_dir(&dir).unwrap();
+    env.run_iotbox(&[OsStr::new("--install"), dir.as_os_str()])
+        .expect_code(0);
+
+    for name in ["awsapp", "mqtt5_pubsub"] {
+        let link = dir.join(name);
+        let meta = std::fs::symlink_metadata(&link)
+            .unwrap_or_else(|e| panic!("{} not created: {e}", link.display()));
+        assert!(
+            meta.file_type().is_symlink(),
+            "{} is not a symlink",
+            link.display()
+        );
+        assert_eq!(
+            std::fs::canonicalize(&link).unwrap(),
+            env.bin(),
+            "{} does not lead to the binary",
+            link.display()
+        );
+    }
+
+    // They work: dispatch on the name, and each applet checks its arguments.
+    let mut awsapp = command_for(&dir.join("awsapp"));
+    awsapp.arg("send");
+    run("installed awsapp send", awsapp, None).expect_code(2);
+    let pubsub = command_for(&dir.join("mqtt5_pubsub"));
+    run("installed mqtt5_pubsub", pubsub, None).expect_code(2);
+}
+
+#[test]
+fn awsapp_without_arguments_is_a_usage_error() {
+    let env = Env::new("c-awsapp");
+    let out = run("awsapp send", env.awsapp(&["send"]), None);
+    out.expect_code(2);
+    let out = run("awsapp", env.awsapp::<&str>(&[]), None);
+    out.expect_code(2);
+}
+
+// ---------------------------------------------------------------------------
+// send: validation before connecting
+
+/// Run `iotbox send SOCK FILE` with FILE holding `contents` and a listener
+/// at SOCK; require exit 1, one stderr line, and no connection.
+fn send_invalid(tag: &str, contents: &[u8]) -> String {
+    let env = Env::new(tag);
+    let sock = env.path("smsg");
+    let tripwire = Tripwire::bind(&sock);
+    let file = env.write("bad.txt", contents);
+    let out = env.send(&sock, &file);
+    out.expect_code(1);
+    let line = out.expect_one_stderr_line();
+    if tripwire.was_connected() {
+        out.fail("send connected to the socket although the file is invalid");
+    }
+    line
+}
+
+#[test]
+fn send_rejects_file_without_newline() {
+    send_invalid("c-nonl", b"sdk/test/java");
+}
+
+#[test]
+fn send_rejects_wildcard_topic() {
+    send_invalid("c-plus", b"sdk/+/java\n{}");
+    send_invalid("c-hash", b"sdk/#\n{}");
+}
+
+#[test]
+fn send_rejects_empty_topic() {
+    send_invalid("c-empty", b"\n{}");
+}
+
+#[test]
+fn send_to_missing_socket_fails_clearly() {
+    let env = Env::new("c-nosock");
+    let file = env.write("message.txt", b"sdk/test/java\nhello");
+    let sock = Path::new("/nonexistent/sock");
+    let out = env.send(sock, &file);
+    out.expect_code(1);
+    let line = out.expect_one_stderr_line();
+    assert!(
+        line.contains("/nonexistent/sock"),
+        "the error names the socket: {line:?}"
+    );
+}
+
+#[test]
+fn send_unreadable_file_fails_clearly() {
+    let env = Env::new("c-nofile");
+    let sock = env.path("smsg");
+    let tripwire = Tripwire::bind(&sock);
+    let missing = env.path("missing.txt");
+    let out = env.send(&sock, &missing);
+    out.expect_code(1);
+    let line = out.expect_one_stderr_line();
+    assert!(line.contains("missing.txt"), "names the file: {line:?}");
+    assert!(!tripwire.was_connected());
+}
+
+// ---------------------------------------------------------------------------
+// send: against a fake daemon (SPEC §4)
+
+/// A fake daemon on `sock`: accepts one connection, reads the message to
+/// EOF, writes `reply` (if any) and closes. Returns the message it read.
+fn fake_daemon(sock: &Path, reply: Option<&'static [u8]>) -> thread::JoinHandle<Vec<u8>> {
+    let l = UnixListener::bind(sock).expect("bind fake daemon");
+    thread::spawn(move || {
+        let (mut c, _) = l.accept().expect("accept");
+        c.set_read_timeout(Some(timeout())).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).expect("read message to EOF");
+        if let Some(r) = reply {
+            let _ = c.write_all(r);
+        }
+        got
+    })
+}
+
+#[test]
+fn send_ok_prints_the_howto_line() {
+    let env = Env::new("c-ok");
+    let sock = env.path("smsg");
+    let daemon = fake_daemon(&sock, Some(b"OK\n"));
+    let msg = b"sdk/test/java\n{\n  \"message\": \"Hello from Raspberry Pi\"\n}\n";
+    let file = env.write("message.txt", msg);
+    env.send(&sock, &file)
+        .expect_code(0)
+        .expect_stdout(&format!("send message to {}.\n", sock.display()));
+    assert_eq!(daemon.join().unwrap(), msg);
+}
+
+#[test]
+fn send_reads_stdin_for_dash() {
+    let env = Env::new("c-stdin");
+    let sock = env.path("smsg");
+    let daemon = fake_daemon(&sock, Some(b"OK\n"));
+    let msg = b"sdk/test/java\nfrom stdin\0with a NUL";
+    let out = run(
+        "iotbox send -",
+        env.iotbox(&[OsStr::new("send"), sock.as_os_str(), OsStr::new("-")]),
+        Some(msg),
+    );
+    out.expect_code(0)
+        .expect_stdout(&format!("send message to {}.\n", sock.display()));
+    assert_eq!(daemon.join().unwrap(), msg);
+}
+
+/// The original patched mqtt5_pubsub closes without a status (SPEC §7).
+#[test]
+fn send_to_daemon_without_status_succeeds() {
+    let env = Env::new("c-nostatus");
+    let sock = env.path("smsg");
+    let daemon = fake_daemon(&sock, None);
+    let file = env.write("message.txt", b"sdk/test/java\nhello");
+    env.send(&sock, &file)
+        .expect_code(0)
+        .expect_stdout(&format!("send message to {}.\n", sock.display()));
+    assert_eq!(daemon.join().unwrap(), b"sdk/test/java\nhello");
+}
+
+#[test]
+fn send_err_status_fails_with_reason() {
+    let env = Env::new("c-err");
+    let sock = env.path("smsg");
+    let daemon = fake_daemon(&sock, Some(b"ERR payload too large\n"));
+    let file = env.write("message.txt", b"sdk/test/java\nhello");
+    let out = env.send(&sock, &file);
+    out.expect_code(1);
+    assert_eq!(
+        out.expect_one_stderr_line(),
+        "send failed: payload too large"
+    );
+    assert!(out.stdout.is_empty(), "{}", out.report);
+    daemon.join().unwrap();
+}
+
+#[test]
+fn send_queued_status_exits_3() {
+    let env = Env::new("c-queued");
+    let sock = env.path("smsg");
+    let daemon = fake_daemon(&sock, Some(b"QUEUED\n"));
+    let file = env.write("message.txt", b"sdk/test/java\nhello");
+    let out = env.send(&sock, &file);
+    out.expect_code(3);
+    assert!(!out.stderr_lines().is_empty(), "says so on stderr");
+    daemon.join().unwrap();
+}
+
+/// Accepted but never confirmed within `--timeout`: exit 3.
+#[test]
+fn send_unconfirmed_within_timeout_exits_3() {
+    let env = Env::new("c-timeout");
+    let sock = env.path("smsg");
+    let l = UnixListener::bind(&sock).unwrap();
+    // Reads the message, then holds the connection open without a status
+    // until the test releases it.
+    let (got_tx, got_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let daemon = thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf);
+        let _ = got_tx.send(buf);
+        let _ = release_rx.recv();
+        drop(c);
+    });
+    let file = env.write("message.txt", b"sdk/test/java\nhello");
+    let out = run(
+        "iotbox send --timeout 1",
+        env.iotbox(&[
+            OsStr::new("send"),
+            OsStr::new("--timeout"),
+            OsStr::new("1"),
+            sock.as_os_str(),
+            file.as_os_str(),
+        ]),
+        None,
+    );
+    let _ = release_tx.send(());
+    out.expect_code(3);
+    assert!(!out.stderr_lines().is_empty(), "says so on stderr");
+    // The fake daemon got the whole message.
+    let got = got_rx.recv_timeout(timeout()).expect("message read");
+    assert_eq!(got, b"sdk/test/java\nhello");
+    daemon.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// recv (SPEC §5)
+
+#[test]
+fn recv_prints_like_the_original_tool() {
+    let env = Env::new("c-recv");
+    let sock = env.path("rmsg");
+    let mut recv = Proc::spawn(
+        "iotbox recv",
+        env.iotbox(&[OsStr::new("recv"), sock.as_os_str(), OsStr::new("2")]),
+    );
+    recv.expect_line("wait message...", deadline());
+    raw_send_and_close(
+        &sock,
+        b"{\n  \"message\": \"Hello from AWS IoT console\"\n}",
+    );
+    recv.expect_line("Receive 45 Byte", deadline());
+    recv.expect_line("{", deadline());
+    recv.expect_line("  \"message\": \"Hello from AWS IoT console\"", deadline());
+    recv.expect_line("}", deadline());
+    recv.expect_line("wait message...", deadline());
+
+    // Longer than the original's 1023-byte buffer: read to EOF.
+    let long = "x".repeat(5000);
+    raw_send_and_close(&sock, long.as_bytes());
+    recv.expect_line("Receive 5000 Byte", deadline());
+    assert_eq!(recv.next_line(deadline()), long);
+    recv.expect_exit_code(0, deadline());
+}
+
+#[test]
+fn recv_refuses_a_regular_file() {
+    let env = Env::new("c-recvfile");
+    let file = env.write("precious.txt", b"do not delete\n");
+    let out = env.run_iotbox(&[OsStr::new("recv"), file.as_os_str(), OsStr::new("1")]);
+    out.expect_code(1);
+    assert_eq!(std::fs::read(&file).unwrap(), b"do not delete\n");
+}
+
+#[test]
+fn recv_replaces_a_stale_socket() {
+    let env = Env::new("c-stale");
+    let sock = env.path("rmsg");
+    // A socket file nobody listens on any more.
+    drop(UnixListener::bind(&sock).unwrap());
+    assert!(std::fs::symlink_metadata(&sock).is_ok());
+    let mut recv = Proc::spawn(
+        "iotbox recv",
+        env.iotbox(&[OsStr::new("recv"), sock.as_os_str(), OsStr::new("1")]),
+    );
+    recv.expect_line("wait message...", deadline());
+    raw_send_and_close(&sock, b"hi");
+    recv.expect_line("Receive 2 Byte", deadline());
+    recv.expect_line("hi", deadline());
+    recv.expect_exit_code(0, deadline());
+}
+
+#[test]
+fn recv_sigterm_removes_socket() {
+    let env = Env::new("c-recvterm");
+    let sock = env.path("rmsg");
+    let mut recv = Proc::spawn(
+        "iotbox recv",
+        env.iotbox(&[OsStr::new("recv"), sock.as_os_str(), OsStr::new("0")]),
+    );
+    recv.expect_line("wait message...", deadline());
+    recv.signal("TERM");
+    recv.expect_exit_code(0, deadline());
+    assert!(
+        std::fs::symlink_metadata(&sock).is_err(),
+        "socket still exists"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// pubsub: validation before any network traffic (SPEC §2 Start)
+
+#[test]
+fn pubsub_without_endpoint_is_a_usage_error() {
+    let env = Env::new("c-noendpoint");
+    let out = run("mqtt5_pubsub", env.applet("mqtt5_pubsub", &[]), None);
+    out.expect_code(2);
+    assert!(!out.stderr_lines().is_empty(), "{}", out.report);
+}
+
+#[test]
+fn pubsub_missing_cert_fails_before_any_traffic() {
+    let env = Env::new("c-nocert");
+    let pki = env.pki();
+    let broker = TcpTripwire::bind();
+    let smsg = env.smsg();
+    let args = [
+        OsStr::new("--endpoint"),
+        OsStr::new("127.0.0.1"),
+        OsStr::new("--port"),
+        OsStr::new(&broker.port.to_string()),
+        OsStr::new("--cert"),
+        OsStr::new("/nonexistent/device.cert.pem"),
+        OsStr::new("--key"),
+        pki.client_key.as_os_str(),
+        OsStr::new("--ca_file"),
+        pki.ca.as_os_str(),
+        OsStr::new("--pub_socket"),
+        smsg.as_os_str(),
+        OsStr::new("--sub_socket"),
+        env.rmsg().as_os_str(),
+    ]
+    .map(OsStr::to_owned);
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let out = run("mqtt5_pubsub", env.applet("mqtt5_pubsub", &args), None);
+    out.expect_code(1);
+    let line = out.expect_one_stderr_line();
+    assert!(
+        line.contains("/nonexistent/device.cert.pem"),
+        "names the file: {line:?}"
+    );
+    assert!(!broker.was_connected(), "connected to the broker anyway");
+    assert!(
+        std::fs::symlink_metadata(&smsg).is_err(),
+        "bound the publish socket before validating"
+    );
+    assert!(
+        !out.stdout_text().contains("attempting connection"),
+        "{}",
+        out.report
+    );
+}
+
+#[test]
+fn pubsub_refuses_regular_file_as_publish_socket() {
+    let env = Env::new("c-pubfile");
+    let pki = env.pki();
+    let broker = TcpTripwire::bind();
+    let precious = env.write("precious.txt", b"not a socket\n");
+    let args = [
+        OsStr::new("pubsub"),
+        OsStr::new("--endpoint"),
+        OsStr::new("127.0.0.1"),
+        OsStr::new("--port"),
+        OsStr::new(&broker.port.to_string()),
+        OsStr::new("--cert"),
+        pki.client_cert.as_os_str(),
+        OsStr::new("--key"),
+        pki.client_key.as_os_str(),
+        OsStr::new("--ca_file"),
+        pki.ca.as_os_str(),
+        OsStr::new("--pub_socket"),
+        precious.as_os_str(),
+        OsStr::new("--sub_socket"),
+        env.rmsg().as_os_str(),
+    ]
+    .map(OsStr::to_owned);
+    let out = run("iotbox pubsub", env.iotbox(&args), None);
+    out.expect_code(1);
+    out.expect_one_stderr_line();
+    assert_eq!(std::fs::read(&precious).unwrap(), b"not a socket\n");
+    assert!(!broker.was_connected(), "connected to the broker anyway");
+}
+
+/// A publish socket that answers belongs to a running daemon: exit 1, and
+/// the other daemon's socket stays.
+#[test]
+fn pubsub_refuses_a_live_publish_socket() {
+    let env = Env::new("c-publive");
+    let pki = env.pki();
+    let broker = TcpTripwire::bind();
+    let smsg = env.smsg();
+    let _other = UnixListener::bind(&smsg).unwrap();
+    let args = [
+        OsStr::new("pubsub"),
+        OsStr::new("--endpoint"),
+        OsStr::new("127.0.0.1"),
+        OsStr::new("--port"),
+        OsStr::new(&broker.port.to_string()),
+        OsStr::new("--cert"),
+        pki.client_cert.as_os_str(),
+        OsStr::new("--key"),
+        pki.client_key.as_os_str(),
+        OsStr::new("--ca_file"),
+        pki.ca.as_os_str(),
+        OsStr::new("--pub_socket"),
+        smsg.as_os_str(),
+        OsStr::new("--sub_socket"),
+        env.rmsg().as_os_str(),
+    ]
+    .map(OsStr::to_owned);
+    let out = run("iotbox pubsub", env.iotbox(&args), None);
+    out.expect_code(1);
+    out.expect_one_stderr_line();
+    assert!(std::fs::symlink_metadata(&smsg).is_ok(), "socket removed");
+    assert!(UnixStream::connect(&smsg).is_ok(), "socket replaced");
+    assert!(!broker.was_connected(), "connected to the broker anyway");
+}

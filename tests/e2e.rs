@@ -1,0 +1,353 @@
+//! End-to-end tests: the real binary against a real mosquitto 2 with mutual
+//! TLS on 127.0.0.1 (SPEC §2–5, §7). Each test has its own broker, port and
+//! temp dir; `mosquitto_sub`/`mosquitto_pub` play the AWS IoT console.
+
+mod common;
+
+use common::*;
+use std::ffi::OsStr;
+use std::thread;
+
+/// The payload the how-to publishes from the AWS IoT console's MQTT test
+/// client; `awsapp recv` printed `Receive 45 Byte` for it.
+const CONSOLE_JSON: &[u8] = b"{\n  \"message\": \"Hello from AWS IoT console\"\n}";
+
+/// The how-to's `message.txt`: topic line, then the JSON payload (as `cat`
+/// shows it, so with a final newline, which is part of the payload).
+const MESSAGE_TXT: &[u8] = b"sdk/test/java\n{\n  \"message\": \"Hello from Raspberry Pi\"\n}\n";
+const MESSAGE_TXT_PAYLOAD: &[u8] = b"{\n  \"message\": \"Hello from Raspberry Pi\"\n}\n";
+
+/// The whole how-to (SPEC §7), through the symlink names it used:
+/// `awsapp recv`, `mqtt5_pubsub`, the console publishing to sdk/test/python,
+/// `awsapp send ./message.txt` to sdk/test/java.
+#[test]
+fn howto_flow_through_symlink_names() {
+    assert_eq!(CONSOLE_JSON.len(), 45, "the how-to shows `Receive 45 Byte`");
+    let env = Env::new("howto");
+    let broker = env.broker();
+    let smsg = env.smsg();
+    let rmsg = env.rmsg();
+
+    // Terminal 2: awsapp recv /tmp/aws_socket_rmsg N (here: 2 messages).
+    let mut recv = Proc::spawn(
+        "awsapp recv",
+        env.awsapp(&[OsStr::new("recv"), rmsg.as_os_str(), OsStr::new("2")]),
+    );
+    recv.expect_line("wait message...", deadline());
+
+    // Terminal 1: mqtt5_pubsub with the how-to's flags (plus the test's
+    // broker, CA and socket paths).
+    let args = env.pubsub_args(&broker, "basicPubSub", &["sdk/test/python"]);
+    let mut daemon = env.spawn_pubsub(Via::Mqtt5Pubsub, &args);
+    daemon.expect_line("Mqtt5 Client attempting connection...", deadline());
+    daemon.expect_line(
+        "Mqtt5 Client connection succeed, clientid: basicPubSub.",
+        deadline(),
+    );
+    daemon.expect_line("Subscription Success.", deadline());
+
+    // The AWS console subscribes to sdk/test/java (for the send part below).
+    let mut console = broker.console_sub("sdk/test/java");
+
+    // The AWS console publishes to sdk/test/python.
+    broker.console_pub("sdk/test/python", CONSOLE_JSON);
+
+    // Terminal 2 shows it exactly as the how-to does.
+    recv.expect_line("Receive 45 Byte", deadline());
+    recv.expect_line("{", deadline());
+    recv.expect_line("  \"message\": \"Hello from AWS IoT console\"", deadline());
+    recv.expect_line("}", deadline());
+    recv.expect_line("wait message...", deadline());
+
+    // The daemon's stdout (SPEC §2): topic, colon, payload, newline.
+    let mut expected = b"Publish received on topic sdk/test/python:".to_vec();
+    expected.extend_from_slice(CONSOLE_JSON);
+    expected.push(b'\n');
+    daemon.wait_stdout_contains(&expected, deadline());
+
+    // Terminal 3: ./awsapp send /tmp/aws_socket_smsg ./message.txt
+    env.write("message.txt", MESSAGE_TXT);
+    let out = run(
+        "awsapp send",
+        env.awsapp(&[
+            OsStr::new("send"),
+            smsg.as_os_str(),
+            OsStr::new("./message.txt"),
+        ]),
+        None,
+    );
+    out.expect_code(0)
+        .expect_stdout(&format!("send message to {}.\n", smsg.display()));
+
+    // The AWS console receives exactly the payload, on the file's topic.
+    console.expect_message("sdk/test/java", MESSAGE_TXT_PAYLOAD, deadline());
+    daemon.wait_for_line("Publish Succeed.", deadline());
+
+    // A second console message ends `awsapp recv ... 2`, which then exits
+    // 0 having printed exactly what the original C tool printed.
+    broker.console_pub("sdk/test/python", b"second");
+    recv.expect_exit_code(0, deadline());
+    let expected_recv = "wait message...\n\
+                         Receive 45 Byte\n\
+                         {\n  \"message\": \"Hello from AWS IoT console\"\n}\n\
+                         wait message...\n\
+                         Receive 6 Byte\n\
+                         second\n";
+    if recv.stdout_text() != expected_recv {
+        recv.fail(&format!(
+            "stdout differs from the original tool's; expected:\n{}",
+            numbered(expected_recv)
+        ));
+    }
+}
+
+/// The original C `awsapp send` writes `topic\npayload` and closes at once,
+/// never reading a status (SPEC §3, §7): the message is still published, and
+/// the daemon survives the broken pipe.
+#[test]
+fn raw_client_that_closes_without_reading_is_published() {
+    let env = Env::new("rawclose");
+    let broker = env.broker();
+    let mut daemon = env.start_pubsub(&broker, "raw-close", &["sdk/test/python"]);
+    let mut console = broker.console_sub("raw/#");
+
+    raw_send_and_close(&env.smsg(), b"raw/fire-and-forget\nhello from C");
+    console.expect_message("raw/fire-and-forget", b"hello from C", deadline());
+
+    // Several more in a row: the daemon ignored the broken pipes.
+    for i in 0..5 {
+        raw_send_and_close(&env.smsg(), format!("raw/n\nmessage {i}").as_bytes());
+        console.expect_message("raw/n", format!("message {i}").as_bytes(), deadline());
+    }
+    // And a client that waits still gets its status.
+    assert_eq!(raw_send(&env.smsg(), b"raw/last\nlast"), b"OK\n");
+    console.expect_message("raw/last", b"last", deadline());
+    assert!(!daemon.has_exited(), "{}", daemon.report());
+}
+
+/// A client that shuts down its write side and reads gets exactly `OK\n`;
+/// invalid messages get one `ERR <reason>\n` line and are not published
+/// (SPEC §3).
+#[test]
+fn publish_socket_status_lines() {
+    let env = Env::new("status");
+    let broker = env.broker();
+    let _daemon = env.start_pubsub(&broker, "status", &["sdk/test/python"]);
+    // Everything anyone publishes.
+    let mut console = broker.console_sub("#");
+
+    assert_eq!(
+        show(&raw_send(&env.smsg(), b"status/ok\npayload")),
+        "OK\n",
+        "status of a valid message"
+    );
+    console.expect_message("status/ok", b"payload", deadline());
+
+    // Empty payload is allowed.
+    assert_eq!(show(&raw_send(&env.smsg(), b"status/empty\n")), "OK\n");
+    console.expect_message("status/empty", b"", deadline());
+
+    for (what, message) in [
+        ("a '+' wildcard in the topic", &b"sdk/+/python\npayload"[..]),
+        ("a '#' wildcard in the topic", &b"sdk/test/#\npayload"[..]),
+        ("an empty topic line", &b"\npayload"[..]),
+        ("a NUL in the topic", &b"sdk/te\0st\npayload"[..]),
+        ("a CR at the end of the topic", &b"sdk/test\r\npayload"[..]),
+        ("a topic that is not UTF-8", &b"sdk/\xff\xfe\npayload"[..]),
+        ("a topic longer than 256 bytes", &long_topic_message()[..]),
+    ] {
+        let reply = raw_send(&env.smsg(), message);
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        assert!(
+            text.starts_with("ERR ") && text.len() > 4 && text.ends_with('\n'),
+            "{what}: expected `ERR <reason>\\n`, got {text:?}"
+        );
+        assert_eq!(
+            text.matches('\n').count(),
+            1,
+            "{what}: one status line, got {text:?}"
+        );
+    }
+
+    // Nothing of the invalid ones reached the broker: the next message the
+    // console sees is this one.
+    assert_eq!(
+        show(&raw_send(&env.smsg(), b"status/after\nsentinel")),
+        "OK\n"
+    );
+    console.expect_message("status/after", b"sentinel", deadline());
+}
+
+fn long_topic_message() -> Vec<u8> {
+    let mut m = vec![b'a'; 257];
+    m.extend_from_slice(b"\npayload");
+    m
+}
+
+/// 100 KiB with NULs and every byte value, byte for byte both ways:
+/// `iotbox send` → daemon → broker → console, and console (`mosquitto_pub
+/// -f`) → broker → daemon → delivery socket (SPEC §3).
+#[test]
+fn binary_payload_100k_both_directions() {
+    let env = Env::new("binary");
+    let broker = env.broker();
+    let payload = binary_payload(100 * 1024);
+
+    let mut delivered = DeliveryListener::bind(&env.rmsg());
+    let _daemon = env.start_pubsub(&broker, "binary", &["bin/in"]);
+    let mut console = broker.console_sub("bin/out");
+
+    // Out: a message file whose payload is binary.
+    let mut message = b"bin/out\n".to_vec();
+    message.extend_from_slice(&payload);
+    let file = env.write("binary.msg", &message);
+    env.send(&env.smsg(), &file)
+        .expect_code(0)
+        .expect_stdout(&format!("send message to {}.\n", env.smsg().display()));
+    console.expect_message("bin/out", &payload, deadline());
+
+    // In: the console publishes the same bytes; the delivery socket gets the
+    // payload only (no --deliver_topic), in one connection.
+    broker.console_pub("bin/in", &payload);
+    let got = delivered.next(deadline());
+    assert!(
+        got == payload,
+        "delivered {} bytes, expected {} (first difference at {:?})",
+        got.len(),
+        payload.len(),
+        got.iter().zip(&payload).position(|(a, b)| a != b)
+    );
+}
+
+/// Twenty `iotbox send` at once: all exit 0 with the how-to's line, all
+/// twenty payloads reach the console (SPEC §3: many clients at once).
+#[test]
+fn twenty_concurrent_senders() {
+    let env = Env::new("twenty");
+    let broker = env.broker();
+    let _daemon = env.start_pubsub(&broker, "twenty", &["sdk/test/python"]);
+    let mut console = broker.console_sub("load/#");
+    let smsg = env.smsg();
+
+    let files: Vec<_> = (0..20)
+        .map(|i| {
+            env.write(
+                &format!("m{i}.txt"),
+                format!("load/{i}\npayload {i}").as_bytes(),
+            )
+        })
+        .collect();
+    let outputs: Vec<Output> = thread::scope(|s| {
+        let handles: Vec<_> = files
+            .iter()
+            .map(|f| {
+                let env = &env;
+                let smsg = &smsg;
+                s.spawn(move || env.send(smsg, f))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sender thread"))
+            .collect()
+    });
+    for out in &outputs {
+        out.expect_code(0)
+            .expect_stdout(&format!("send message to {}.\n", smsg.display()));
+    }
+
+    let mut got: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|_| {
+            let m = console.next_message(deadline());
+            (m.topic, m.payload)
+        })
+        .collect();
+    got.sort();
+    let mut expected: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| (format!("load/{i}"), format!("payload {i}").into_bytes()))
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
+}
+
+/// A broker that refuses the client certificate (signed by an unrelated CA)
+/// is fatal at the first connection: exit 1, a line about the certificate,
+/// never `Subscription Success.` (SPEC §2 Lifecycle).
+#[test]
+fn refused_client_certificate_is_fatal() {
+    let env = Env::new("refused");
+    let broker = env.broker();
+    let pki = env.pki();
+    let args = os_args([
+        OsStr::new("--endpoint"),
+        OsStr::new("localhost"),
+        OsStr::new("--port"),
+        OsStr::new(&broker.port.to_string()),
+        OsStr::new("--cert"),
+        pki.rogue_cert.as_os_str(),
+        OsStr::new("--key"),
+        pki.rogue_key.as_os_str(),
+        OsStr::new("--ca_file"),
+        pki.ca.as_os_str(),
+        OsStr::new("--client_id"),
+        OsStr::new("refused"),
+        OsStr::new("--topic"),
+        OsStr::new("sdk/test/python"),
+        OsStr::new("--pub_socket"),
+        env.smsg().as_os_str(),
+        OsStr::new("--sub_socket"),
+        env.rmsg().as_os_str(),
+    ]);
+    let mut daemon = env.spawn_pubsub(Via::Iotbox, &args);
+    daemon.expect_exit_code(1, deadline());
+
+    let stdout = daemon.stdout_text();
+    if stdout.contains("Subscription Success.") {
+        daemon.fail("printed `Subscription Success.` with a refused certificate");
+    }
+    if !daemon
+        .stderr_text()
+        .lines()
+        .any(|l| l.to_lowercase().contains("certificate"))
+    {
+        daemon.fail("no line on stderr mentions the certificate");
+    }
+    // The broker did refuse it (and logged why).
+    broker.wait_log(
+        "refusing the certificate",
+        |l| l.contains("certificate verify failed"),
+        deadline(),
+    );
+}
+
+/// SIGTERM: DISCONNECT sent, publish socket removed, `Mqtt5 Client
+/// stopped.` last on stdout, exit 0 (SPEC §2 Lifecycle).
+#[test]
+fn sigterm_stops_cleanly() {
+    let env = Env::new("sigterm");
+    let broker = env.broker();
+    let mut daemon = env.start_pubsub(&broker, "sigterm", &["sdk/test/python"]);
+    assert!(
+        std::fs::symlink_metadata(env.smsg()).is_ok(),
+        "publish socket exists while running"
+    );
+
+    daemon.signal("TERM");
+    daemon.expect_exit_code(0, deadline());
+
+    let stdout = daemon.stdout_text();
+    if stdout.lines().last() != Some("Mqtt5 Client stopped.") || !stdout.ends_with('\n') {
+        daemon.fail("stdout does not end with `Mqtt5 Client stopped.`");
+    }
+    assert!(
+        std::fs::symlink_metadata(env.smsg()).is_err(),
+        "publish socket {} still exists after SIGTERM",
+        env.smsg().display()
+    );
+    // A clean MQTT DISCONNECT, not a dropped connection.
+    broker.wait_log(
+        "showing the client's DISCONNECT",
+        |l| l.ends_with(": Received DISCONNECT from sigterm"),
+        deadline(),
+    );
+}
