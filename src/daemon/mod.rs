@@ -55,7 +55,30 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
     };
     init_logging(&flags)?;
     let config = Config::from_flags(flags)?;
+    raise_fd_limit();
     event_loop::run(config)
+}
+
+/// Raises the soft limit on open descriptors to the hard limit: every
+/// publish socket client waiting for its PUBACK holds one (SPEC §3).
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => log::debug!(
+            "open file limit raised from {:?} to {:?}",
+            limit.current,
+            limit.maximum
+        ),
+        Err(e) => log::debug!("cannot raise the open file limit: {e}"),
+    }
 }
 
 impl Config {
