@@ -350,10 +350,12 @@ impl Daemon {
 
     /// The transport broke (socket error, TLS error, EOF).
     fn transport_failed(&mut self, now: Instant, failure: Failure) {
+        let wall_clock = SystemTime::now();
         let (reason, certificate) = match &failure {
+            // A clock error is retried: NTP may set the clock after boot.
             Failure::Tls(e) => (
-                tls::explain(e, &self.config.endpoint, self.config.tls.as_ref(), SystemTime::now()),
-                tls::is_certificate_error(e),
+                tls::explain(e, &self.config.endpoint, self.config.tls.as_ref(), wall_clock),
+                tls::is_certificate_error(e) && !tls::is_clock_error(e, wall_clock),
             ),
             Failure::Closed if !self.mqtt_connected => (
                 "the broker closed the connection before CONNACK (on AWS IoT: the certificate may be inactive, or its policy may not allow iot:Connect for this client id)".into(),
@@ -362,6 +364,7 @@ impl Daemon {
             other => (other.to_string(), false),
         };
         if certificate && !self.subscribed_once {
+            // Retrying cannot help: the files or the broker must change.
             self.drop_link(now);
             self.exit = Some(Err(runtime!("{reason}")));
             return;

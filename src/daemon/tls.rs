@@ -185,6 +185,22 @@ pub fn is_certificate_error(e: &rustls::Error) -> bool {
     }
 }
 
+/// Whether a TLS error comes from an unset system clock: then it is not
+/// fatal, since NTP may set the clock any moment after boot.
+pub fn is_clock_error(e: &rustls::Error, now: SystemTime) -> bool {
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    secs < PLAUSIBLE_EPOCH_SECS
+        && matches!(
+            e,
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidYet
+                    | CertificateError::NotValidYetContext { .. }
+                    | CertificateError::Expired
+                    | CertificateError::ExpiredContext { .. }
+            )
+        )
+}
+
 /// Before 2020 the clock is surely unset (a Pi without RTC boots in 1970).
 const PLAUSIBLE_EPOCH_SECS: u64 = 1_577_836_800;
 
@@ -275,6 +291,8 @@ mod tests {
         assert!(text.contains("date -s"), "{text}");
         let later = UNIX_EPOCH + Duration::from_secs(1_795_857_916);
         assert!(!explain(&e, "x", None, later).contains("1970"));
+        assert!(is_clock_error(&e, boot));
+        assert!(!is_clock_error(&e, later));
     }
 
     #[test]
