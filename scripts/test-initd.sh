@@ -1,0 +1,583 @@
+#!/usr/bin/env bash
+# Test recipe/recipes-connectivity/iotbox/files/iotbox.init against a temporary
+# configuration (nothing outside a temp dir is touched).
+#
+# Part 1 (fake daemon): start/status/reload/restart/stop, stale pidfile, the
+#   arguments built from the defaults file, SIGKILL after STOP_TIMEOUT; with a
+#   small sh script standing in for iotbox. Needs no broker.
+# Part 2 (real daemon): the real binary (IOTBOX_BIN) against a real mosquitto
+#   with mutual TLS on 127.0.0.1 (free port, certificates made with openssl):
+#   start -> status 0 -> "Subscription Success." in the log -> reload ->
+#   "iotbox send" reaches a mosquitto_sub -> a mosquitto_pub reaches
+#   "iotbox recv" on the delivery socket -> stop -> status 3 -> the publish
+#   socket is gone.
+#
+# Both parts run with the system's start-stop-daemon (Debian's) and sh, and,
+# when busybox is installed, again with BusyBox's applet and BusyBox's sh
+# (what Poky images have).
+#
+# Usage: scripts/test-initd.sh [--fake-only | --real-only]
+# Environment: IOTBOX_BIN (default target/release/iotbox; built with
+#   'cargo build --release' when missing), KEEP_TMP=1 keeps the temp dir.
+# Needs: start-stop-daemon, mosquitto, mosquitto_sub, mosquitto_pub, openssl,
+#   python3 (Debian: apt-get install mosquitto mosquitto-clients openssl).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+init=$root/recipe/recipes-connectivity/iotbox/files/iotbox.init
+
+run_fake=1
+run_real=1
+case "${1:-}" in
+    "") ;;
+    --fake-only) run_real=0 ;;
+    --real-only) run_fake=0 ;;
+    *) echo "usage: $0 [--fake-only|--real-only]" >&2; exit 2 ;;
+esac
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok: $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
+die() { echo "test-initd: $*" >&2; exit 1; }
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/iotbox-initd.XXXXXX")
+started_pids=()   # processes this script started (killed on exit)
+pidfiles=()       # pidfiles of daemons started through the init script
+
+cleanup() {
+    local pid f
+    for f in "${pidfiles[@]}"; do
+        if [ -r "$f" ] && read -r pid <"$f" && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${started_pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${started_pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "${KEEP_TMP:-0}" = 1 ]; then
+        echo "test-initd: kept $tmp"
+    else
+        rm -rf "$tmp"
+    fi
+}
+trap cleanup EXIT
+
+command -v start-stop-daemon >/dev/null || die "start-stop-daemon not found (Debian: apt-get install dpkg)"
+
+# BusyBox's start-stop-daemon is what Poky images run: test with it too.
+# Debian's busybox package only adds /bin/busybox (no applet links).
+if ! command -v busybox >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test-initd: installing busybox (apt-get)"
+    apt-get install -y -qq busybox >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null 2>&1 || true; apt-get install -y -qq busybox >/dev/null 2>&1; } || true
+fi
+
+# The start-stop-daemon implementations to test with: label=path.
+ssds=("debian=$(command -v start-stop-daemon)")
+if command -v busybox >/dev/null && busybox start-stop-daemon --help >/dev/null 2>&1; then
+    mkdir -p "$tmp/busybox"
+    ln -s "$(command -v busybox)" "$tmp/busybox/start-stop-daemon"
+    ssds+=("busybox=$tmp/busybox/start-stop-daemon")
+else
+    echo "test-initd: busybox not installed; testing with Debian's start-stop-daemon only"
+fi
+
+# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND until it succeeds.
+wait_for() {
+    local secs=$1 what=$2
+    shift 2
+    local end=$((SECONDS + secs))
+    until "$@"; do
+        if [ "$SECONDS" -ge "$end" ]; then
+            fail "timed out after ${secs}s waiting for $what"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# The shell that runs the init script: sh here; BusyBox's ash (Poky's
+# /bin/sh) together with BusyBox's start-stop-daemon.
+init_sh=(sh)
+use_shell_for() {
+    if [ "$1" = busybox ]; then init_sh=(busybox sh); else init_sh=(sh); fi
+}
+
+# initd ENVFILE ACTION: run the init script with the test's overrides;
+# sets $out and $rc.
+initd() {
+    local envfile=$1 action=$2
+    set +e
+    local -a vars
+    mapfile -t vars <"$envfile"
+    out=$(env "${vars[@]}" "${init_sh[@]}" "$init" "$action" 2>&1)
+    rc=$?
+    set -e
+    printf '    [%s %s -> %s] %s\n' "${envfile##*/}" "$action" "$rc" "$(echo "$out" | tr '\n' '|')"
+}
+
+expect_rc() {
+    local want=$1 what=$2
+    if [ "$rc" -eq "$want" ]; then ok "$what (exit $rc)"; else fail "$what: exit $rc, expected $want; output: $out"; fi
+}
+
+expect_out() {
+    local pattern=$1 what=$2
+    if printf '%s\n' "$out" | grep -Eq -- "$pattern"; then ok "$what"; else fail "$what: output '$out' does not match /$pattern/"; fi
+}
+
+# alive PID: the process exists and is not a zombie waiting to be reaped.
+alive() {
+    local stat
+    [ -n "$1" ] && stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
+pid_from() {
+    local pid=
+    [ -r "$1" ] && read -r pid <"$1"
+    echo "$pid"
+}
+
+# ---------------------------------------------------------------- part 1 --
+fake_part() {
+    local label=$1 ssd=$2
+    local d=$tmp/fake-$label
+    mkdir -p "$d/bin"
+    use_shell_for "$label"
+    echo "== part 1, fake daemon, $label start-stop-daemon, init script run by: ${init_sh[*]}"
+
+    # The stand-in daemon: records its argv, creates the "publish socket"
+    # (a plain file here), prints the daemon's status lines, removes the file
+    # and exits 0 on SIGTERM, logs SIGHUP. Named iotbox, like the binary.
+    cat >"$d/bin/iotbox" <<EOF
+#!/bin/sh
+printf '%s\n' "\$@" >"$d/args"
+pub=
+while [ \$# -gt 0 ]; do
+    case \$1 in --pub_socket) pub=\$2; shift ;; esac
+    shift
+done
+if [ -n "\$IGNORE_TERM" ]; then
+    trap '' TERM
+else
+    trap 'rm -f "\$pub"; echo "Mqtt5 Client stopped."; exit 0' TERM
+fi
+trap 'echo "got SIGHUP" >&2' HUP
+: >"\$pub"
+echo "Mqtt5 Client attempting connection..."
+echo "Subscription Success."
+while :; do sleep 1 & wait \$! || true; done
+EOF
+    chmod +x "$d/bin/iotbox"
+
+    cat >"$d/defaults" <<EOF
+# test defaults (fake daemon)
+ENDPOINT=broker.example.test
+CERT="$d/dev ice.cert.pem"
+KEY=$d/device.private.key
+CA_FILE=
+CLIENT_ID=basicPubSub
+TOPICS="sdk/test/python  sdk/test/+/x  a/#  *"
+PUB_SOCKET=$d/smsg
+SUB_SOCKET=$d/rmsg
+LOG_FILE=$d/log/iotbox.log
+EXTRA_ARGS="--port 8883 --verbosity Debug"
+EOF
+    local envf=$d/env
+    printf '%s\n' "IOTBOX_DEFAULTS=$d/defaults" "DAEMON=$d/bin/iotbox" \
+        "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" "STOP_TIMEOUT=3" >"$envf"
+    pidfiles+=("$d/iotbox.pid")
+
+    initd "$envf" status
+    expect_rc 3 "status before start"
+    expect_out '^iotbox is not running$' "status before start says not running"
+
+    initd "$envf" start
+    expect_rc 0 "start"
+    initd "$envf" status
+    expect_rc 0 "status after start"
+    local pid
+    pid=$(pid_from "$d/iotbox.pid")
+    expect_out "^iotbox is running \\(pid $pid\\)\$" "status names the pid from the pidfile"
+    if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = iotbox ]; then
+        ok "pidfile holds the daemon's own pid"
+    else
+        fail "pidfile pid '$pid' is not the daemon"
+    fi
+    wait_for 5 "fake daemon output in LOG_FILE" grep -q '^Subscription Success\.$' "$d/log/iotbox.log" &&
+        ok "daemon stdout goes to LOG_FILE"
+
+    local want
+    want=$(printf '%s\n' pubsub --endpoint broker.example.test --cert "$d/dev ice.cert.pem" \
+        --key "$d/device.private.key" --client_id basicPubSub \
+        --topic sdk/test/python --topic 'sdk/test/+/x' --topic 'a/#' --topic '*' \
+        --pub_socket "$d/smsg" --sub_socket "$d/rmsg" --log_file "$d/log/iotbox.log" \
+        --port 8883 --verbosity Debug)
+    if [ "$(cat "$d/args" 2>/dev/null)" = "$want" ]; then
+        ok "arguments built from the defaults file"
+    else
+        fail "arguments: got '$(tr '\n' ' ' <"$d/args")', want '$(echo "$want" | tr '\n' ' ')'"
+    fi
+
+    initd "$envf" start
+    expect_rc 0 "start while running"
+    expect_out 'already running' "start while running says so"
+    if [ "$(pid_from "$d/iotbox.pid")" = "$pid" ]; then ok "no second daemon"; else fail "start while running replaced the pid"; fi
+
+    initd "$envf" reload
+    expect_rc 0 "reload"
+    wait_for 5 "SIGHUP to reach the daemon" grep -q 'got SIGHUP' "$d/log/iotbox.log" &&
+        ok "reload sends SIGHUP"
+
+    initd "$envf" restart
+    expect_rc 0 "restart"
+    local pid2
+    pid2=$(pid_from "$d/iotbox.pid")
+    if [ -n "$pid2" ] && [ "$pid2" != "$pid" ]; then ok "restart started a new process"; else fail "restart: pid $pid -> $pid2"; fi
+
+    initd "$envf" stop
+    expect_rc 0 "stop"
+    initd "$envf" status
+    expect_rc 3 "status after stop"
+    expect_out '^iotbox is not running$' "status after stop says not running"
+    if [ ! -e "$d/smsg" ]; then ok "publish socket removed"; else fail "publish socket still there after stop"; fi
+    if [ ! -e "$d/iotbox.pid" ]; then ok "pidfile removed"; else fail "pidfile still there after stop"; fi
+    if alive "$pid2"; then fail "daemon $pid2 still alive after stop"; else ok "daemon gone after stop"; fi
+
+    initd "$envf" stop
+    expect_rc 0 "stop when not running"
+
+    echo 999999 >"$d/iotbox.pid"
+    initd "$envf" status
+    expect_rc 1 "status with a stale pidfile"
+    initd "$envf" start
+    expect_rc 0 "start over a stale pidfile"
+    initd "$envf" stop
+    expect_rc 0 "stop after start over a stale pidfile"
+
+    # A daemon that ignores SIGTERM is killed after STOP_TIMEOUT.
+    printf '%s\n' "IGNORE_TERM=1" >>"$envf"
+    initd "$envf" start
+    expect_rc 0 "start (daemon ignoring SIGTERM)"
+    pid=$(pid_from "$d/iotbox.pid")
+    initd "$envf" stop
+    expect_rc 0 "stop falls back to SIGKILL"
+    expect_out 'SIGKILL' "stop says it used SIGKILL"
+    if alive "$pid"; then fail "daemon $pid survived SIGKILL"; else ok "stubborn daemon gone"; fi
+
+    # SYSLOG=yes: output goes to logger (a stand-in here) through a fifo that
+    # is unlinked once both ends are open.
+    mkdir -p "$d/fakebin" "$d/tmp"
+    cat >"$d/fakebin/logger" <<EOF
+#!/bin/sh
+echo "\$*" >"$d/logger.args"
+exec cat >>"$d/syslog.out"
+EOF
+    chmod +x "$d/fakebin/logger"
+    sed 's/^LOG_FILE=.*/LOG_FILE=/' "$d/defaults" >"$d/defaults-syslog"
+    echo "SYSLOG=yes" >>"$d/defaults-syslog"
+    printf '%s\n' "IOTBOX_DEFAULTS=$d/defaults-syslog" "DAEMON=$d/bin/iotbox" \
+        "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" "TMPDIR=$d/tmp" \
+        "PATH=$d/fakebin:$PATH" >"$d/env-syslog"
+    initd "$d/env-syslog" start
+    expect_rc 0 "start with SYSLOG=yes"
+    wait_for 5 "daemon output to reach logger" grep -q '^Subscription Success\.$' "$d/syslog.out" &&
+        ok "SYSLOG=yes sends the output to logger"
+    if [ "$(cat "$d/logger.args" 2>/dev/null)" = "-t iotbox" ]; then ok "logger tag is iotbox"; else fail "logger args: $(cat "$d/logger.args" 2>/dev/null)"; fi
+    if grep -q -- '--log_file' "$d/args"; then fail "--log_file passed with SYSLOG=yes"; else ok "no --log_file with SYSLOG=yes"; fi
+    if [ -z "$(ls -A "$d/tmp")" ]; then ok "logger fifo unlinked"; else fail "left in TMPDIR: $(ls -A "$d/tmp")"; fi
+    initd "$d/env-syslog" stop
+    expect_rc 0 "stop with SYSLOG=yes"
+    wait_for 5 "Mqtt5 Client stopped. in the syslog stand-in" grep -q '^Mqtt5 Client stopped\.$' "$d/syslog.out" &&
+        ok "output after SIGTERM still reaches logger"
+
+    # Failures the script reports before starting anything.
+    printf '%s\n' "IOTBOX_DEFAULTS=$d/defaults" "DAEMON=$d/bin/missing" \
+        "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" >"$d/env-missing"
+    initd "$d/env-missing" start
+    expect_rc 5 "start without the binary (LSB 5)"
+    sed 's/^ENDPOINT=.*/ENDPOINT=/' "$d/defaults" >"$d/defaults-noendpoint"
+    printf '%s\n' "IOTBOX_DEFAULTS=$d/defaults-noendpoint" "DAEMON=$d/bin/iotbox" \
+        "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" >"$d/env-noendpoint"
+    initd "$d/env-noendpoint" start
+    expect_rc 6 "start without ENDPOINT (LSB 6)"
+
+    # A daemon that exits at once (bad flags) is reported as a failed start.
+    cat >"$d/bin/iotbox" <<'EOF'
+#!/bin/sh
+echo "pubsub: --cert: No such file or directory" >&2
+exit 1
+EOF
+    initd "$envf" start
+    expect_rc 1 "start of a daemon that exits at once"
+    expect_out 'No such file' "failed start shows the log's last lines"
+
+    # A DAEMON that execs something under another name is reported, and its
+    # pidfile kept (this script's cleanup kills it through that pidfile).
+    cat >"$d/bin/iotbox" <<'EOF'
+#!/bin/sh
+exec sleep 300
+EOF
+    printf '%s\n' "IOTBOX_DEFAULTS=$d/defaults" "DAEMON=$d/bin/iotbox" \
+        "PIDFILE=$d/renamed.pid" "START_STOP_DAEMON=$ssd" >"$d/env-renamed"
+    pidfiles+=("$d/renamed.pid")
+    initd "$d/env-renamed" start
+    expect_rc 1 "start of a daemon that changes its name"
+    expect_out "runs as 'sleep', not 'iotbox'" "name mismatch is explained"
+    if alive "$(pid_from "$d/renamed.pid")"; then ok "its pidfile is kept"; else fail "renamed daemon: pidfile lost"; fi
+
+    initd "$envf" bogus
+    expect_rc 2 "unknown action"
+}
+
+# The systemd unit builds the same argument list from the same defaults file:
+# run its ExecStart shell (as systemd would hand it to /bin/sh) against a
+# stand-in that prints its arguments.
+unit_part() {
+    local d=$tmp/unit
+    local unit=$root/recipe/recipes-connectivity/iotbox/files/iotbox.service
+    mkdir -p "$d"
+    echo "== systemd unit: ExecStart argument list"
+    cat >"$d/iotbox" <<'EOF'
+#!/bin/sh
+printf '%s\n' "$@"
+EOF
+    chmod +x "$d/iotbox"
+    # systemd joins "\"-continued lines with a space and turns "$$" into "$".
+    local cmd script
+    cmd=$(awk '/^ExecStart=/ { on = 1 }
+        on { line = $0; more = sub(/\\$/, "", line); buf = buf line (more ? " " : "")
+             if (!more) { print buf; exit } }' "$unit")
+    cmd=${cmd#ExecStart=}
+    cmd=${cmd//\$\$/\$}
+    case $cmd in
+        "/bin/sh -c '"*"'") ;;
+        *) fail "unexpected ExecStart form: $cmd"; return ;;
+    esac
+    script=${cmd#"/bin/sh -c '"}
+    script=${script%"'"}
+    script=${script//\/usr\/bin\/iotbox/$d/iotbox}
+
+    cat >"$d/defaults" <<EOF
+ENDPOINT=broker.example.test
+CERT="$d/dev ice.cert.pem"
+KEY=$d/device.private.key
+CA_FILE=
+CLIENT_ID=basicPubSub
+TOPICS="sdk/test/python  sdk/test/+/x  a/#  *"
+PUB_SOCKET=$d/smsg
+SUB_SOCKET=$d/rmsg
+LOG_FILE=/var/log/iotbox.log
+EXTRA_ARGS="--port 8883 --verbosity Debug"
+EOF
+    local got want
+    # EnvironmentFile exports the settings; a file in the cwd checks that "*"
+    # is not globbed.
+    # shellcheck disable=SC2016 # expanded by the inner sh
+    got=$(cd "$d" && : >"$d/glob-bait" &&
+        env -i PATH=/usr/bin:/bin sh -c 'set -a; . "$1"; set +a; exec sh -c "$2"' \
+            sh "$d/defaults" "$script")
+    want=$(printf '%s\n' pubsub --endpoint broker.example.test --cert "$d/dev ice.cert.pem" \
+        --key "$d/device.private.key" --client_id basicPubSub \
+        --topic sdk/test/python --topic 'sdk/test/+/x' --topic 'a/#' --topic '*' \
+        --pub_socket "$d/smsg" --sub_socket "$d/rmsg" --port 8883 --verbosity Debug)
+    if [ "$got" = "$want" ]; then
+        ok "unit ExecStart builds the arguments from the defaults file"
+    else
+        fail "unit ExecStart arguments: got '$(echo "$got" | tr '\n' ' ')', want '$(echo "$want" | tr '\n' ' ')'"
+    fi
+}
+
+# ---------------------------------------------------------------- part 2 --
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+make_certs() {
+    local c=$1
+    mkdir -p "$c"
+    (
+        cd "$c"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=iotbox test CA" \
+            -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+            -keyout server.key -out server.csr
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -days 2 -extfile server.ext -out server.pem
+        for who in device observer; do
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=$who" -keyout "$who.key" -out "$who.csr"
+            printf 'extendedKeyUsage=clientAuth\n' >"$who.ext"
+            openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -days 2 -extfile "$who.ext" -out "$who.pem"
+        done
+    ) >"$c/openssl.log" 2>&1 || { cat "$c/openssl.log" >&2; die "openssl failed"; }
+}
+
+broker_port=
+start_broker() {
+    local c=$tmp/certs
+    broker_port=$(free_port)
+    cat >"$tmp/mosquitto.conf" <<EOF
+per_listener_settings false
+allow_anonymous true
+persistence false
+log_dest file $tmp/mosquitto.log
+log_type all
+listener $broker_port 127.0.0.1
+cafile $c/ca.pem
+certfile $c/server.pem
+keyfile $c/server.key
+require_certificate true
+use_identity_as_username true
+set_tcp_nodelay true
+EOF
+    # As root, mosquitto drops to user "mosquitto", which cannot read the
+    # 0700 temp dir: keep it as the user running the test.
+    if [ "$(id -u)" = 0 ]; then echo "user root" >>"$tmp/mosquitto.conf"; fi
+    mosquitto -c "$tmp/mosquitto.conf" >"$tmp/mosquitto.out" 2>&1 &
+    started_pids+=($!)
+    wait_for 10 "mosquitto to listen on $broker_port" \
+        grep -qs "Opening ipv4 listen socket on port $broker_port" "$tmp/mosquitto.log" ||
+        { cat "$tmp/mosquitto.out" "$tmp/mosquitto.log" >&2 || true; die "mosquitto did not start"; }
+    sleep 0.2
+}
+
+mqtt_tls=()
+real_part() {
+    local label=$1 ssd=$2 bin=$3
+    local d=$tmp/real-$label
+    mkdir -p "$d"
+    use_shell_for "$label"
+    echo "== part 2, real daemon $bin, mosquitto on 127.0.0.1:$broker_port, $label start-stop-daemon, init script run by: ${init_sh[*]}"
+    local c=$tmp/certs
+    local down="iotbox/initd-$label/down" up="iotbox/initd-$label/up"
+    cat >"$d/defaults" <<EOF
+ENDPOINT=127.0.0.1
+CERT=$c/device.pem
+KEY=$c/device.key
+CA_FILE=$c/ca.pem
+CLIENT_ID=iotbox-initd-$label-$$
+TOPICS="$down"
+PUB_SOCKET=$d/smsg
+SUB_SOCKET=$d/rmsg
+LOG_FILE=$d/iotbox.log
+EXTRA_ARGS="--port $broker_port"
+EOF
+    local envf=$d/env
+    printf '%s\n' "IOTBOX_DEFAULTS=$d/defaults" "DAEMON=$bin" \
+        "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" "STOP_TIMEOUT=10" >"$envf"
+    pidfiles+=("$d/iotbox.pid")
+
+    initd "$envf" start
+    expect_rc 0 "start"
+    initd "$envf" status
+    expect_rc 0 "status after start"
+    expect_out '^iotbox is running \(pid [0-9]+\)$' "status says running with a pid"
+    if ! wait_for 20 "'Subscription Success.' in $d/iotbox.log" \
+            grep -q '^Subscription Success\.' "$d/iotbox.log"; then
+        echo "--- $d/iotbox.log" >&2; tail -n 20 "$d/iotbox.log" >&2 || true
+        initd "$envf" stop
+        return
+    fi
+    ok "daemon subscribed (log shows Subscription Success.)"
+
+    initd "$envf" reload
+    expect_rc 0 "reload (SIGHUP)"
+    initd "$envf" status
+    expect_rc 0 "still running after reload"
+
+    # Publish direction: iotbox send -> daemon -> broker -> mosquitto_sub.
+    mosquitto_sub "${mqtt_tls[@]}" -i "observer-$label-$$" -v -t "$up" -C 1 -W 30 \
+        >"$d/sub.out" 2>&1 &
+    local sub_pid=$!
+    started_pids+=("$sub_pid")
+    # (mosquitto_sub's own output is block-buffered into a file: ask the broker.)
+    wait_for 10 "mosquitto_sub to be subscribed" \
+        grep -q "Sending SUBACK to observer-$label-$$" "$tmp/mosquitto.log" || true
+    local payload="hello from test-initd $label $$ $RANDOM"
+    printf '%s\n%s' "$up" "$payload" >"$d/message.txt"
+    if out=$("$bin" send "$d/smsg" "$d/message.txt" 2>&1); then
+        ok "iotbox send through the init-started daemon: $out"
+    else
+        fail "iotbox send failed: $out"
+    fi
+    local end=$((SECONDS + 20))
+    while kill -0 "$sub_pid" 2>/dev/null && [ "$SECONDS" -lt "$end" ]; do sleep 0.1; done
+    if grep -qF -- "$up $payload" "$d/sub.out"; then
+        ok "mosquitto_sub received the message"
+    else
+        fail "mosquitto_sub did not receive '$payload': $(tr '\n' '|' <"$d/sub.out")"
+    fi
+
+    # Delivery direction: mosquitto_pub -> broker -> daemon -> iotbox recv.
+    "$bin" recv "$d/rmsg" 1 >"$d/recv.out" 2>&1 &
+    local recv_pid=$!
+    started_pids+=("$recv_pid")
+    wait_for 10 "iotbox recv to bind $d/rmsg" test -S "$d/rmsg" || true
+    local payload2="down $label $$ $RANDOM"
+    mosquitto_pub "${mqtt_tls[@]}" -i "pub-$label-$$" -t "$down" -q 1 -m "$payload2" ||
+        fail "mosquitto_pub failed"
+    end=$((SECONDS + 20))
+    while kill -0 "$recv_pid" 2>/dev/null && [ "$SECONDS" -lt "$end" ]; do sleep 0.1; done
+    if grep -qF -- "$payload2" "$d/recv.out"; then
+        ok "iotbox recv got the message from the broker"
+    else
+        fail "iotbox recv did not get '$payload2': $(tr '\n' '|' <"$d/recv.out")"
+    fi
+
+    local pid
+    pid=$(pid_from "$d/iotbox.pid")
+    initd "$envf" stop
+    expect_rc 0 "stop"
+    if grep -q 'SIGKILL' <<<"$out"; then fail "daemon ignored SIGTERM for ${STOP_TIMEOUT:-10}s"; fi
+    initd "$envf" status
+    expect_rc 3 "status after stop"
+    expect_out '^iotbox is not running$' "status after stop says not running"
+    if [ ! -e "$d/smsg" ]; then ok "publish socket removed by the daemon"; else fail "publish socket $d/smsg still exists"; fi
+    if alive "$pid"; then fail "daemon $pid still alive"; else ok "daemon exited"; fi
+    if grep -q '^Mqtt5 Client stopped\.' "$d/iotbox.log"; then ok "log ends with Mqtt5 Client stopped."; else fail "no 'Mqtt5 Client stopped.' in the log"; fi
+}
+
+if [ $run_fake = 1 ]; then
+    unit_part
+    for s in "${ssds[@]}"; do
+        fake_part "${s%%=*}" "${s#*=}"
+    done
+fi
+
+if [ $run_real = 1 ]; then
+    for tool in mosquitto mosquitto_sub mosquitto_pub openssl; do
+        if ! command -v "$tool" >/dev/null && [ -x "$root/scripts/deps.sh" ]; then
+            "$root/scripts/deps.sh" test || true
+            break
+        fi
+    done
+    for tool in mosquitto mosquitto_sub mosquitto_pub openssl python3; do
+        command -v "$tool" >/dev/null ||
+            die "$tool not found (Debian: apt-get install mosquitto mosquitto-clients openssl python3)"
+    done
+    bin=${IOTBOX_BIN:-$root/target/release/iotbox}
+    case $bin in /*) ;; *) bin=$PWD/$bin ;; esac
+    if [ ! -x "$bin" ]; then
+        [ -z "${IOTBOX_BIN:-}" ] || die "IOTBOX_BIN=$IOTBOX_BIN is not an executable"
+        echo "test-initd: $bin missing; cargo build --release"
+        (cd "$root" && cargo build --release) || die "cargo build --release failed"
+    fi
+    make_certs "$tmp/certs"
+    start_broker
+    mqtt_tls=(-h 127.0.0.1 -p "$broker_port" --cafile "$tmp/certs/ca.pem"
+        --cert "$tmp/certs/observer.pem" --key "$tmp/certs/observer.key")
+    for s in "${ssds[@]}"; do
+        real_part "${s%%=*}" "${s#*=}" "$bin"
+    done
+fi
+
+echo "test-initd: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

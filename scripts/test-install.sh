@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Test 'make install' / 'make uninstall' into a temporary DESTDIR:
+#
+#   make install   PREFIX=/usr DESTDIR=$tmp BIN=$IOTBOX_BIN
+#     $tmp/usr/bin/iotbox                     executable
+#     $tmp/usr/bin/awsapp, mqtt5_pubsub       symlinks resolving to iotbox
+#                                             (relative, or absolute without DESTDIR)
+#     $tmp/etc/init.d/iotbox                  executable, = files/iotbox.init
+#     $tmp/etc/default/iotbox                 = files/iotbox.default
+#     $tmp/{usr/,}lib/systemd/system/iotbox.service  = files/iotbox.service
+#   make uninstall PREFIX=/usr DESTDIR=$tmp
+#     all of the above gone
+#
+# Environment: IOTBOX_BIN (default target/release/iotbox; built with
+# 'cargo build --release' when missing), KEEP_TMP=1 keeps the temp dir.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+files=$root/recipe/recipes-connectivity/iotbox/files
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok: $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
+die() { echo "test-install: $*" >&2; exit 1; }
+
+[ -f "$root/Makefile" ] || die "no Makefile in $root (install/uninstall targets expected)"
+
+bin=${IOTBOX_BIN:-$root/target/release/iotbox}
+case $bin in /*) ;; *) bin=$PWD/$bin ;; esac
+if [ ! -x "$bin" ]; then
+    [ -z "${IOTBOX_BIN:-}" ] || die "IOTBOX_BIN=$IOTBOX_BIN is not an executable"
+    echo "test-install: $bin missing; cargo build --release"
+    (cd "$root" && cargo build --release) || die "cargo build --release failed"
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/iotbox-install.XXXXXX")
+cleanup() {
+    if [ "${KEEP_TMP:-0}" = 1 ]; then echo "test-install: kept $tmp"; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+dest=$tmp/root
+
+echo "== make install PREFIX=/usr DESTDIR=$dest BIN=$bin"
+if ! make -C "$root" install PREFIX=/usr DESTDIR="$dest" BIN="$bin"; then
+    die "make install failed"
+fi
+echo "-- installed:"
+(cd "$dest" && find . \( -type f -o -type l \) -printf '   %M %p %l\n' | sort)
+
+# --- install
+if [ -f "$dest/usr/bin/iotbox" ] && [ -x "$dest/usr/bin/iotbox" ]; then
+    ok "usr/bin/iotbox is an executable file"
+else
+    fail "usr/bin/iotbox missing or not executable"
+fi
+if cmp -s "$bin" "$dest/usr/bin/iotbox"; then ok "usr/bin/iotbox is IOTBOX_BIN"; else fail "usr/bin/iotbox differs from $bin"; fi
+
+for name in awsapp mqtt5_pubsub; do
+    link=$dest/usr/bin/$name
+    if [ ! -L "$link" ]; then
+        fail "usr/bin/$name is not a symlink"
+        continue
+    fi
+    target=$(readlink "$link")
+    case $target in
+        "$tmp"*) fail "usr/bin/$name -> $target: DESTDIR leaked into the link"; continue ;;
+        /*) resolved=$dest$target ;;
+        *) resolved=$dest/usr/bin/$target ;;
+    esac
+    if [ "$(readlink -f "$resolved")" = "$(readlink -f "$dest/usr/bin/iotbox")" ]; then
+        ok "usr/bin/$name -> $target (resolves to usr/bin/iotbox)"
+    else
+        fail "usr/bin/$name -> $target does not resolve to usr/bin/iotbox"
+    fi
+done
+
+if [ -x "$dest/etc/init.d/iotbox" ] && [ -f "$dest/etc/init.d/iotbox" ]; then
+    ok "etc/init.d/iotbox is executable"
+else
+    fail "etc/init.d/iotbox missing or not executable"
+fi
+if cmp -s "$files/iotbox.init" "$dest/etc/init.d/iotbox"; then
+    ok "etc/init.d/iotbox is files/iotbox.init"
+else
+    fail "etc/init.d/iotbox differs from files/iotbox.init"
+fi
+
+if [ -f "$dest/etc/default/iotbox" ]; then
+    ok "etc/default/iotbox installed"
+    if cmp -s "$files/iotbox.default" "$dest/etc/default/iotbox"; then
+        ok "etc/default/iotbox is files/iotbox.default"
+    else
+        fail "etc/default/iotbox differs from files/iotbox.default"
+    fi
+    if [ -x "$dest/etc/default/iotbox" ]; then fail "etc/default/iotbox is executable"; fi
+else
+    fail "etc/default/iotbox missing"
+fi
+
+unit=
+for u in usr/lib/systemd/system/iotbox.service lib/systemd/system/iotbox.service; do
+    if [ -f "$dest/$u" ]; then unit=$u; break; fi
+done
+if [ -n "$unit" ]; then
+    ok "$unit installed"
+    if cmp -s "$files/iotbox.service" "$dest/$unit"; then
+        ok "$unit is files/iotbox.service"
+    else
+        fail "$unit differs from files/iotbox.service"
+    fi
+    if [ -x "$dest/$unit" ]; then fail "$unit is executable"; fi
+else
+    fail "iotbox.service not in usr/lib/systemd/system or lib/systemd/system"
+fi
+
+# --- uninstall
+echo "== make uninstall PREFIX=/usr DESTDIR=$dest"
+if ! make -C "$root" uninstall PREFIX=/usr DESTDIR="$dest"; then
+    die "make uninstall failed"
+fi
+for p in usr/bin/iotbox usr/bin/awsapp usr/bin/mqtt5_pubsub etc/init.d/iotbox \
+    etc/default/iotbox usr/lib/systemd/system/iotbox.service lib/systemd/system/iotbox.service; do
+    if [ -e "$dest/$p" ] || [ -L "$dest/$p" ]; then
+        fail "$p still there after uninstall"
+    else
+        ok "$p gone after uninstall"
+    fi
+done
+left=$(cd "$dest" && find . \( -type f -o -type l \) | sort)
+if [ -n "$left" ]; then
+    fail "files left after uninstall: $(echo "$left" | tr '\n' ' ')"
+else
+    ok "no files left under DESTDIR"
+fi
+
+# --- PREFIX=/usr/local: the init script and the unit must name the binary
+# where it was installed.
+local_dest=$tmp/local
+echo "== make install PREFIX=/usr/local DESTDIR=$local_dest"
+make -C "$root" install PREFIX=/usr/local DESTDIR="$local_dest" BIN="$bin" >"$tmp/local-install.log" 2>&1 ||
+    { cat "$tmp/local-install.log" >&2; die "make install PREFIX=/usr/local failed"; }
+if [ -x "$local_dest/usr/local/bin/iotbox" ] && [ -L "$local_dest/usr/local/bin/awsapp" ] &&
+    [ -L "$local_dest/usr/local/bin/mqtt5_pubsub" ]; then
+    ok "PREFIX=/usr/local: binary and symlinks in usr/local/bin"
+else
+    fail "PREFIX=/usr/local: binary or symlinks missing in usr/local/bin"
+fi
+# shellcheck disable=SC2016 # a literal ${...} in the script
+if grep -qF 'DAEMON=${DAEMON:-/usr/local/bin/iotbox}' "$local_dest/etc/init.d/iotbox" 2>/dev/null; then
+    ok "PREFIX=/usr/local: init script runs /usr/local/bin/iotbox"
+else
+    fail "PREFIX=/usr/local: init script's DAEMON is not /usr/local/bin/iotbox"
+fi
+local_unit=$(find "$local_dest" -name iotbox.service | head -n 1)
+if [ -n "$local_unit" ] && grep -q 'exec /usr/local/bin/iotbox pubsub' "$local_unit"; then
+    ok "PREFIX=/usr/local: unit runs /usr/local/bin/iotbox (${local_unit#"$local_dest"/})"
+else
+    fail "PREFIX=/usr/local: unit missing or does not run /usr/local/bin/iotbox"
+fi
+make -C "$root" uninstall PREFIX=/usr/local DESTDIR="$local_dest" >>"$tmp/local-install.log" 2>&1 ||
+    { cat "$tmp/local-install.log" >&2; die "make uninstall PREFIX=/usr/local failed"; }
+left=$(cd "$local_dest" && find . \( -type f -o -type l \) | sort)
+if [ -z "$left" ]; then ok "PREFIX=/usr/local: uninstall leaves nothing"; else fail "PREFIX=/usr/local: left $(echo "$left" | tr '\n' ' ')"; fi
+
+echo "test-install: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
