@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Install what the build, the tests and the cross check need, and nothing that
+# is already there. Idempotent: a second run installs nothing and is quick.
+#
+#   scripts/deps.sh test    mosquitto, mosquitto-clients, openssl, musl-tools
+#   scripts/deps.sh static  rustup's x86_64-unknown-linux-musl target (+ musl-tools)
+#   scripts/deps.sh cross   Debian's Rust 1.85 (rustc-web) with its std for
+#                           amd64, armhf and arm64, the ARM gcc cross linkers and
+#                           qemu-user-static (see ARCHITECTURE.md, "Proving it
+#                           runs on a Pi, here"), plus the cross libc headers
+#                           (libc6-dev-{armhf,arm64}-cross) that ring's C needs
+#
+# Debian 12 (bookworm). Installs with apt-get as root; as another user it says
+# what to run instead. `apt-get update` failing on one mirror index is not an
+# error: what counts is whether the tools are there afterwards.
+set -euo pipefail
+
+me=${0##*/}
+say() { printf '%s: %s\n' "$me" "$*"; }
+die() { printf '%s: error: %s\n' "$me" "$*" >&2; exit 1; }
+
+# --- apt helpers -----------------------------------------------------------
+
+# pkg_installed NAME[:ARCH] [VERSION]: dpkg has it (at VERSION, when given).
+# Without :ARCH, the native (or arch: all) package counts, not a foreign one.
+native_arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+pkg_installed() {
+    local name=${1%%:*} arch=${1#*:}
+    [ "$arch" != "$1" ] || arch=$native_arch
+    dpkg-query -W -f='${db:Status-Status} ${Version} ${Architecture}\n' "$name" 2>/dev/null |
+        awk -v a="$arch" -v v="${2:-}" '
+            $1 == "installed" && ($3 == a || $3 == "all") && (v == "" || $2 == v) { ok = 1 }
+            END { exit !ok }'
+}
+
+apt_updated=0
+apt_update() {
+    [ "$apt_updated" = 1 ] && return 0
+    say "apt-get update"
+    # One mirror index failing (a stale snapshot, a missing arch) must not stop
+    # us: the install below and the checks after it decide.
+    if ! apt-get update -qq; then
+        say "warning: apt-get update reported errors; going on with the lists it has"
+    fi
+    apt_updated=1
+}
+
+# Keep package maintainer scripts from starting daemons (mosquitto would start
+# a broker on port 1883 otherwise). Only added when the machine has none.
+policy_added=0
+no_service_start() {
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 0755 /usr/sbin/policy-rc.d
+        policy_added=1
+    fi
+}
+cleanup() {
+    if [ "$policy_added" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+}
+trap cleanup EXIT
+
+# apt_install LOGFILE PKG...: install as root, or say what to run.
+apt_install() {
+    local log=$1
+    shift
+    if [ "$(id -u)" != 0 ]; then
+        die "missing: $*; run as root: apt-get update; apt-get install -y $*"
+    fi
+    no_service_start
+    apt_update
+    say "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
+        >"$log" 2>&1
+}
+
+# --- test: broker, clients, openssl, musl-gcc ------------------------------
+
+deps_test() {
+    local missing=() p
+    for p in mosquitto mosquitto-clients openssl musl-tools; do
+        pkg_installed "$p" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        local log
+        log=$(mktemp)
+        if ! apt_install "$log" "${missing[@]}"; then
+            tail -n 20 "$log" >&2
+            rm -f "$log"
+            die "apt-get install ${missing[*]} failed (output above)"
+        fi
+        rm -f "$log"
+    fi
+    # mosquitto lives in /usr/sbin, which a non-root PATH may lack.
+    local bad=() c
+    for c in /usr/sbin/mosquitto mosquitto_pub mosquitto_sub openssl musl-gcc; do
+        if [ "${c#/}" != "$c" ]; then [ -x "$c" ] || bad+=("$c"); else command -v "$c" >/dev/null || bad+=("$c"); fi
+    done
+    [ ${#bad[@]} -eq 0 ] || die "still missing after install: ${bad[*]} (apt-get install -y mosquitto mosquitto-clients openssl musl-tools)"
+    say "test deps ok: $(/usr/sbin/mosquitto -h 2>/dev/null | head -n1 || true)"
+}
+
+# --- static: rustup's musl target --------------------------------------------
+
+deps_static() {
+    local t=x86_64-unknown-linux-musl
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$t"; then
+        say "rustup target add $t"
+        rustup target add "$t" >/dev/null 2>&1 ||
+            die "rustup target add $t failed (no network to the Rust dist server?); install the target, then re-run"
+    fi
+    # ring's C and assembly are compiled with musl-gcc when it is there.
+    if ! pkg_installed musl-tools; then
+        local log
+        log=$(mktemp)
+        apt_install "$log" musl-tools || { tail -n 20 "$log" >&2; die "apt-get install musl-tools failed"; }
+        rm -f "$log"
+    fi
+    say "static deps ok: $t"
+}
+
+# --- cross: Debian's Rust 1.85 for armhf/arm64 + qemu -------------------------
+
+# Highest version of PKG that all of amd64, armhf and arm64 offer.
+common_version() {
+    local pkg=$1 a
+    for a in amd64 armhf arm64; do
+        apt-cache madison "$pkg:$a" | awk -F'|' '{gsub(/ /,"",$2); print $2}' | sort -u
+    done | sort | uniq -c | awk '$1 == 3 {print $2}' |
+        sort -V | tail -n1
+}
+
+deps_cross() {
+    local arch added=0
+    for arch in armhf arm64; do
+        if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+            [ "$(id -u)" = 0 ] || die "architecture $arch not enabled; run as root: dpkg --add-architecture $arch; then re-run $0 cross"
+            say "dpkg --add-architecture $arch"
+            dpkg --add-architecture "$arch"
+            added=1
+        fi
+    done
+
+    # Which 1.85.x is installed, if any: then nothing needs the lists.
+    local V=""
+    if pkg_installed rustc-web; then
+        V=$(dpkg-query -W -f='${Version}' rustc-web)
+        case $V in 1.85*) ;; *) V="" ;; esac
+    fi
+    if [ -z "$V" ] || [ "$added" = 1 ]; then
+        [ "$(id -u)" = 0 ] && apt_update
+    fi
+    if [ -z "$V" ]; then
+        V=$(apt-cache madison rustc-web | awk '$3 ~ /^1\.85/ {print $3; exit}')
+        [ -n "$V" ] || die "apt has no rustc-web 1.85.x (apt-cache madison rustc-web); is bookworm-updates or -security in sources?"
+    fi
+
+    local want=(
+        "rustc-web=$V" "libstd-rust-web-dev=$V"
+        "libstd-rust-web-dev:armhf=$V" "libstd-rust-web-dev:arm64=$V"
+        gcc-arm-linux-gnueabihf gcc-aarch64-linux-gnu qemu-user-static
+        # The gcc cross packages only recommend their C library headers, and we
+        # install without recommends (qemu-user-static would pull systemd).
+        # ring's C code needs them.
+        libc6-dev-armhf-cross libc6-dev-arm64-cross
+    )
+    local missing=() w name ver
+    for w in "${want[@]}"; do
+        name=${w%%=*}
+        ver=""
+        [ "$name" = "$w" ] || ver=${w#*=}
+        pkg_installed "$name" "$ver" || missing+=("$w")
+    done
+
+    if [ ${#missing[@]} -gt 0 ]; then
+        local log
+        log=$(mktemp)
+        if ! apt_install "$log" "${missing[@]}"; then
+            if grep -q 'liblzma5' "$log"; then
+                # One architecture's lists are older than the others': pin
+                # liblzma5 on all three to a version every one has.
+                local L
+                L=$(common_version liblzma5)
+                [ -n "$L" ] || { tail -n 20 "$log" >&2; die "liblzma5: no version common to amd64, armhf and arm64"; }
+                say "apt complained about liblzma5: pinning liblzma5 on amd64/armhf/arm64 to $L"
+                if ! apt_install "$log" --allow-downgrades \
+                    "liblzma5=$L" "liblzma5:armhf=$L" "liblzma5:arm64=$L" "${missing[@]}"; then
+                    tail -n 30 "$log" >&2
+                    rm -f "$log"
+                    die "apt-get install of the cross toolchain failed even with liblzma5 pinned to $L"
+                fi
+            else
+                tail -n 30 "$log" >&2
+                rm -f "$log"
+                die "apt-get install ${missing[*]} failed (output above)"
+            fi
+        fi
+        rm -f "$log"
+    fi
+
+    local bad=() c
+    for c in /usr/bin/rustc arm-linux-gnueabihf-gcc aarch64-linux-gnu-gcc qemu-arm-static qemu-aarch64-static; do
+        command -v "$c" >/dev/null || bad+=("$c")
+    done
+    for c in armv7-unknown-linux-gnueabihf aarch64-unknown-linux-gnu; do
+        [ -d "/usr/lib/rustlib/$c/lib" ] || bad+=("std for $c (/usr/lib/rustlib/$c)")
+    done
+    for c in arm-linux-gnueabihf aarch64-linux-gnu; do
+        [ -f "/usr/$c/include/stdio.h" ] || bad+=("C headers for $c (/usr/$c/include)")
+    done
+    [ ${#bad[@]} -eq 0 ] || die "still missing after install: ${bad[*]}"
+    say "cross deps ok: $(/usr/bin/rustc --version), $(arm-linux-gnueabihf-gcc -dumpversion) gcc, $(qemu-arm-static --version | head -n1)"
+}
+
+case ${1:-} in
+    test) deps_test ;;
+    static) deps_static ;;
+    cross) deps_cross ;;
+    *) echo "usage: $0 test|static|cross" >&2; exit 2 ;;
+esac
