@@ -22,7 +22,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 pub use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnAck, Connect, ConnectProperties, Filter, Packet, PubAckReason, Publish, SubAck, Subscribe,
+    ConnAck, Connect, ConnectProperties, Disconnect, Filter, FixedHeader, PubAck, PubAckReason,
+    Publish, SubAck, Subscribe,
 };
 pub use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, SubscribeReasonCode};
 use std::fmt;
@@ -101,53 +102,64 @@ pub fn decode(buf: &mut BytesMut, max_packet: usize) -> Result<Option<Inbound>, 
     if buf.len() < size {
         return Ok(None);
     }
-    let mut packet = buf.split_to(size);
-    if packet[0] >> 4 == 14 {
-        return decode_disconnect(&packet, header, remaining).map(Some);
+    let packet = buf.split_to(size).freeze();
+    let byte1 = packet[0];
+    let (kind, flags) = (byte1 >> 4, byte1 & 0x0F);
+    // Only PUBLISH carries flags; for every other type they are reserved 0.
+    if kind != 3 && flags != 0 {
+        return Err(DecodeError::Malformed(format!(
+            "packet type {kind} with flags {flags:#x}"
+        )));
     }
-    let packet =
-        Packet::read(&mut packet, None).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    match packet {
-        Packet::ConnAck(ack) => Ok(Some(Inbound::ConnAck(ack))),
-        Packet::Publish(p) if p.qos == QoS::ExactlyOnce => {
-            Err(DecodeError::Unexpected("QoS 2 PUBLISH"))
-        }
-        Packet::Publish(p) => Ok(Some(Inbound::Publish(p))),
-        Packet::PubAck(ack) => Ok(Some(Inbound::PubAck {
-            pkid: ack.pkid,
-            reason: ack.reason,
-        })),
-        Packet::SubAck(ack) => Ok(Some(Inbound::SubAck(ack))),
-        Packet::PingResp(_) => Ok(Some(Inbound::PingResp)),
-        Packet::Auth(_) => Err(DecodeError::Unexpected("AUTH")),
-        Packet::UnsubAck(_) => Err(DecodeError::Unexpected("UNSUBACK")),
-        Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
-            Err(DecodeError::Unexpected("QoS 2 acknowledgement"))
-        }
-        Packet::Connect(..)
-        | Packet::Subscribe(_)
-        | Packet::Unsubscribe(_)
-        | Packet::PingReq(_)
-        | Packet::Disconnect(_) => Err(DecodeError::Unexpected("client-to-broker")),
+    // Dispatch on the type byte and call only the readers a client needs,
+    // not `Packet::read`, which would also link every client-to-broker
+    // decoder (about 20 KB) just to reject what they decode.
+    let fixed = FixedHeader::new(byte1, header - 1, remaining);
+    let malformed = |e: rumqttc::v5::mqttbytes::Error| DecodeError::Malformed(e.to_string());
+    match kind {
+        2 => ConnAck::read(fixed, packet)
+            .map(|ack| Some(Inbound::ConnAck(ack)))
+            .map_err(malformed),
+        3 => match Publish::read(fixed, packet).map_err(malformed)? {
+            p if p.qos == QoS::ExactlyOnce => Err(DecodeError::Unexpected("QoS 2 PUBLISH")),
+            p => Ok(Some(Inbound::Publish(p))),
+        },
+        4 => PubAck::read(fixed, packet)
+            .map(|ack| {
+                Some(Inbound::PubAck {
+                    pkid: ack.pkid,
+                    reason: ack.reason,
+                })
+            })
+            .map_err(malformed),
+        9 => SubAck::read(fixed, packet)
+            .map(|ack| Some(Inbound::SubAck(ack)))
+            .map_err(malformed),
+        13 if remaining == 0 => Ok(Some(Inbound::PingResp)),
+        13 => Err(DecodeError::Malformed("PINGRESP with a body".into())),
+        14 => decode_disconnect(fixed, packet, header, remaining).map(Some),
+        5..=7 => Err(DecodeError::Unexpected("QoS 2 acknowledgement")),
+        11 => Err(DecodeError::Unexpected("UNSUBACK")),
+        15 => Err(DecodeError::Unexpected("AUTH")),
+        1 | 8 | 10 | 12 => Err(DecodeError::Unexpected("client-to-broker")),
+        _ => Err(DecodeError::Malformed(format!("packet type {kind}"))),
     }
 }
 
 /// DISCONNECT, all three forms: `E0 00`, `E0 01 rc`, and with properties
 /// (from which only the reason string is kept, if rumqttc can read it).
 fn decode_disconnect(
-    packet: &[u8],
+    fixed: FixedHeader,
+    packet: Bytes,
     header: usize,
     remaining: usize,
 ) -> Result<Inbound, DecodeError> {
-    if packet[0] != 0xE0 {
-        return Err(DecodeError::Malformed("DISCONNECT with flags set".into()));
-    }
     let reason = if remaining == 0 { 0 } else { packet[header] };
     let text = if remaining >= 2 {
-        match Packet::read(&mut BytesMut::from(packet), None) {
-            Ok(Packet::Disconnect(d)) => d.properties.and_then(|p| p.reason_string),
-            _ => None,
-        }
+        Disconnect::read(fixed, packet)
+            .ok()
+            .and_then(|d| d.properties)
+            .and_then(|p| p.reason_string)
     } else {
         None
     };
@@ -390,6 +402,7 @@ pub fn puback_words(reason: &PubAckReason) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumqttc::v5::mqttbytes::v5::Packet;
 
     const MAX: usize = 1 << 20;
 
@@ -515,6 +528,30 @@ mod tests {
             }))
         );
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn short_puback_and_reserved_flags() {
+        // mosquitto's PUBACK: packet id only, success implied.
+        assert_eq!(
+            one(&[0x40, 0x02, 0x00, 0x07]),
+            Ok(Some(Inbound::PubAck {
+                pkid: 7,
+                reason: PubAckReason::Success
+            }))
+        );
+        assert!(matches!(
+            one(&[0x42, 0x02, 0x00, 0x07]),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            one(&[0x60, 0x02, 0x00, 0x07]),
+            Err(DecodeError::Unexpected(_))
+        ));
+        assert!(matches!(
+            one(&[0xD0, 0x01, 0x00]),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod backoff;
 mod codec;
+mod crypto;
 mod delivery;
 mod event_loop;
 mod publish_socket;
@@ -205,8 +206,7 @@ impl Config {
 /// Random bits from the system (through ring, already linked for TLS).
 fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
-    let provider = rustls::crypto::ring::default_provider();
-    if provider.secure_random.fill(&mut bytes).is_err() {
+    if crypto::fill_random(&mut bytes).is_err() {
         // No entropy source: fall back to the clock, good enough for an id
         // suffix and jitter.
         let nanos = std::time::SystemTime::now()
@@ -241,9 +241,6 @@ fn init_logging(flags: &PubsubArgs) -> Result<(), Error> {
     };
     let mut builder = env_logger::Builder::new();
     builder.filter_level(level);
-    // rustls logs every alert at warn and more at debug: keep it quieter
-    // than our own lines unless asked for by RUST_LOG.
-    builder.filter_module("rustls", level.min(LevelFilter::Error));
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }
