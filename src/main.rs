@@ -29,6 +29,7 @@
 //!   transport.rs       non-blocking TCP connect + rustls byte pump
 //!   tls.rs             rustls ClientConfig, PEM loading, CA defaults, error
 //!                      messages (the 1970 clock, a refused certificate)
+//!   crypto.rs          the *ring* provider, trimmed to AES-GCM suites (size)
 //!   resolve.rs         DNS on a short-lived thread that wakes the loop
 //!   publish_socket.rs  publish socket clients: read to EOF with limits,
 //!                      reply OK/ERR
