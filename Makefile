@@ -10,6 +10,8 @@
 #                     static musl builds for Raspberry Pis (rustup targets)
 #   make cross-check  Debian's Rust 1.85 (the MSRV) builds for armv7/aarch64,
 #                     run under qemu, end-to-end tests under qemu
+#   make bench        footprint and speed beside mosquitto's clients
+#                     (target/bench.md)
 #   make check-recipe | recipe-crates | test-install | test-initd
 #                     Yocto layer and init script checks
 #   make clean
@@ -43,7 +45,7 @@ DEFAULT_SRC  := $(RECIPE_FILES)/iotbox.default
 SERVICE_SRC  := $(RECIPE_FILES)/iotbox.service
 
 .PHONY: all build static test demo install uninstall clean \
-	pi-arm64 pi-armv7 pi-armv6 cross-check \
+	pi-arm64 pi-armv7 pi-armv6 cross-check bench \
 	recipe-crates check-recipe test-initd test-install
 
 all: build
@@ -138,6 +140,11 @@ pi-armv6:
 
 cross-check:
 	CARGO="$(CARGO)" scripts/cross-check.sh
+
+# Footprint and speed beside mosquitto_pub/mosquitto_sub, same broker, same
+# run; prints a table and writes target/bench.md. Not a test: asserts nothing.
+bench:
+	CARGO="$(CARGO)" scripts/bench.sh
 
 # --- scripts kept with the Yocto layer and init script ---------------------
 

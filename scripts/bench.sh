@@ -1,0 +1,733 @@
+#!/usr/bin/env bash
+# `make bench` (issue #4): iotbox beside mosquitto_pub/mosquitto_sub, measured
+# in the same run against the same local mosquitto (mutual TLS, RSA 2048), one
+# Markdown table on stdout and in target/bench.md. See SPEC.md section 8.
+#
+#   scripts/bench.sh                  the full run (about 5 minutes)
+#   BENCH_QUICK=1 scripts/bench.sh    one repetition of the long figures, a
+#                                     10 s idle window (about 1 minute)
+#
+# Environment:
+#   BENCH_QUICK=1        fewer repetitions and shorter windows (see above)
+#   BENCH_MESSAGES=N     messages per throughput run (default 20000)
+#   BENCH_LAT_MESSAGES=N messages per latency run (default 1000)
+#   BENCH_CONC=K         publish-socket connections in flight (default 16)
+#   BENCH_TIMEOUT=S      deadline of every single wait (default 60)
+#   BENCH_OUT=FILE       where the table goes too (default target/bench.md)
+#   IOTBOX_BIN=PATH      measure that binary instead of building the static one
+#   KEEP=1               keep the work directory (it is kept on failure anyway)
+#   CARGO                cargo to use (default cargo)
+#
+# What it does: installs mosquitto and its clients if missing (scripts/deps.sh
+# test), builds the static x86_64 musl binary and the load generator
+# (bench/loadgen, a std-only crate of its own), makes a throw-away PKI with openssl, starts mosquitto
+# 2.0.x on 127.0.0.1 and a free port, then measures (each method is described
+# in the "How" section of target/bench.md). Every wait has a deadline; a step
+# that fails says which and shows the logs. Everything it starts is stopped by
+# PID on exit. Nothing is asserted about the numbers: the "met?" column only
+# compares them with the budgets. Exit 0 when every measurement was taken.
+set -Eeuo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CARGO=${CARGO:-cargo}
+QUICK=${BENCH_QUICK:-0}
+MSGS=${BENCH_MESSAGES:-20000}
+LAT_MSGS=${BENCH_LAT_MESSAGES:-1000}
+CONC=${BENCH_CONC:-16}
+TIMEOUT=${BENCH_TIMEOUT:-60}
+OUT=${BENCH_OUT:-target/bench.md}
+SIZE=100
+KEEPALIVE=60
+if [ "$QUICK" = 1 ]; then
+    RUNS=1 STARTS=10 ONESHOTS=10 IDLE_SECS=10
+else
+    RUNS=3 STARTS=15 ONESHOTS=15 IDLE_SECS=30
+fi
+STATIC_TARGET=x86_64-unknown-linux-musl
+
+# --- output, cleanup, waits -------------------------------------------------
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+step() { printf '\n== bench: %s\n' "$*" >&2; }
+
+T=""
+pids=()
+ok=0
+failed=0
+# Where set -e stopped us, for the message in cleanup (every failure we
+# foresee goes through fail, which says what happened).
+err_line="" err_cmd=""
+trap 'err_line=$LINENO err_cmd=$BASH_COMMAND' ERR
+cleanup() {
+    local rc=$? p end
+    if [ "$rc" != 0 ] && [ "$failed" = 0 ] && [ "$rc" -lt 128 ]; then
+        printf '\nbench: FAILED: exit status %s at line %s: %s\n' "$rc" "${err_line:-?}" "${err_cmd:-?}" >&2
+    fi
+    # Only what this script started and has not reaped yet.
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    end=$(($(date +%s) + 5))
+    for p in "${pids[@]}"; do
+        while kill -0 "$p" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 0.05; done
+        kill -KILL "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    if [ -n "$T" ] && [ -d "$T" ]; then
+        if [ "$ok" = 1 ] && [ "${KEEP:-0}" != 1 ]; then
+            rm -rf "$T"
+        else
+            echo "bench: files kept in $T" >&2
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# forget PID: it has been reaped (a reaped PID may be someone else's soon).
+forget() {
+    local p keep=()
+    for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    pids=("${keep[@]}")
+}
+
+fail() {
+    failed=1
+    printf '\nbench: FAILED: %s\n' "$*" >&2
+    local f
+    for f in broker.log d1.out d1.err d0.out d0.err idle-sub.err; do
+        if [ -n "$T" ] && [ -s "$T/$f" ]; then
+            printf -- '--- last lines of %s:\n' "$f" >&2
+            tail -n 15 "$T/$f" | sed 's/^/    /' >&2
+        fi
+    done
+    exit 1
+}
+
+now_ms() { date +%s%3N; }
+# wait_until SECONDS WHAT CMD...: poll CMD (every 10 ms) until it succeeds.
+wait_until() {
+    local limit=$1 what=$2 end
+    shift 2
+    end=$(($(now_ms) + limit * 1000))
+    until "$@"; do
+        [ "$(now_ms)" -lt "$end" ] || fail "no $what within ${limit}s"
+        sleep 0.01
+    done
+}
+running() { kill -0 "$1" 2>/dev/null; }
+not_running() { ! running "$1"; }
+has_line() { [ -f "$2" ] && grep -qF -- "$1" "$2"; }
+# wait_exit SECONDS PID WHAT: wait for a background child to end; its status.
+wait_exit() {
+    local limit=$1 pid=$2 what=$3 rc=0
+    wait_until "$limit" "$what" not_running "$pid"
+    wait "$pid" || rc=$?
+    forget "$pid"
+    return "$rc"
+}
+# alive_line PID FILE TEXT: FILE has TEXT; fails at once if PID died first.
+alive_line() {
+    has_line "$3" "$2" && return 0
+    running "$1" || fail "process $1 exited before printing '$3' (see $2)"
+    return 1
+}
+
+# --- numbers ------------------------------------------------------------------
+
+# key=value from loadgen's output: kv KEY TEXT
+kv() { sed -n "s/^$1=//p" <<<"$2" | head -n1; }
+# CPU time of a running process in ns: the sum over its threads of the first
+# field of /proc/PID/task/*/schedstat (time on CPU, ns precise); else
+# utime+stime of /proc/PID/stat (clock ticks).
+cpu_ns() {
+    local pid=$1 s
+    s=$(cat /proc/"$pid"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { if (NR) printf "%.0f", s }')
+    if [ -z "$s" ]; then
+        s=$(awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "%.0f", ($12 + $13) * 1e9 / hz }' /proc/"$pid"/stat)
+    fi
+    echo "$s"
+}
+# status_kb PID FIELD: VmRSS / VmHWM in kB.
+status_kb() { awk -v f="$2:" '$1 == f { print $2 }' /proc/"$1"/status; }
+# Voluntary (and involuntary) context switches of all threads of PID.
+vcsw() { cat /proc/"$1"/task/*/status | awk '$1 == "voluntary_ctxt_switches:" { s += $2 } END { printf "%.0f\n", s }'; }
+nvcsw() { cat /proc/"$1"/task/*/status | awk '$1 == "nonvoluntary_ctxt_switches:" { s += $2 } END { printf "%.0f\n", s }'; }
+
+# med VALUES...: the median (mean of the middle two for an even count).
+# (Debian's awk is mawk: print and %d lose digits past 2^31, hence %.Nf.)
+med() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) m = v[(NR + 1) / 2]; else m = (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f\n", m }'; }
+minv() { printf '%s\n' "$@" | sort -g | head -n1; }
+maxv() { printf '%s\n' "$@" | sort -g | tail -n1; }
+# show DIV DECIMALS UNIT VALUES...: "median (min–max) UNIT" of VALUES / DIV;
+# just the value for one.
+show() {
+    local div=$1 dec=$2 unit=$3
+    shift 3
+    local m lo hi
+    m=$(med "$@")
+    if [ $# -eq 1 ]; then
+        awk -v m="$m" -v d="$div" -v p="$dec" -v u="$unit" 'BEGIN { printf "%.*f%s\n", p, m / d, u }'
+    else
+        lo=$(minv "$@")
+        hi=$(maxv "$@")
+        awk -v m="$m" -v lo="$lo" -v hi="$hi" -v d="$div" -v p="$dec" -v u="$unit" -v n="$#" \
+            'BEGIN { printf "%.*f%s (%.*f–%.*f, n=%d)\n", p, m / d, u, p, lo / d, p, hi / d, n }'
+    fi
+}
+# ratio A B: "A/B×" with two decimals ("—" if B is 0 or missing).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "") print "—"; else printf "%.2f×\n", a / b }'; }
+# yesno EXPR: awk condition → yes/no.
+yesno() { awk "BEGIN { print (($1) ? \"yes\" : \"**no**\") }"; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.2f MiB", b / 1048576 }'; }
+
+# --- 0. tools and binaries ------------------------------------------------------
+
+step "0. tools, the static binary and the load generator"
+if [ -x scripts/deps.sh ]; then
+    scripts/deps.sh test >&2
+    [ -n "${IOTBOX_BIN:-}" ] || scripts/deps.sh static >&2
+else
+    need=()
+    for c in mosquitto_pub mosquitto_sub openssl; do command -v "$c" >/dev/null || need+=("$c"); done
+    [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+    if [ ${#need[@]} -gt 0 ]; then
+        [ "$(id -u)" = 0 ] || fail "missing ${need[*]}: run as root: apt-get install -y mosquitto mosquitto-clients openssl"
+        apt-get update -qq || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            mosquitto mosquitto-clients openssl >&2 || fail "apt-get install mosquitto mosquitto-clients openssl failed"
+    fi
+fi
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+[ -x "$MOSQUITTO" ] || fail "no mosquitto broker (apt-get install mosquitto)"
+MPUB=$(command -v mosquitto_pub) || fail "no mosquitto_pub (apt-get install mosquitto-clients)"
+MSUB=$(command -v mosquitto_sub) || fail "no mosquitto_sub (apt-get install mosquitto-clients)"
+
+build_log=$(mktemp)
+if [ -n "${IOTBOX_BIN:-}" ]; then
+    BIN=$IOTBOX_BIN
+else
+    say "cargo build --release --target $STATIC_TARGET"
+    "$CARGO" build --release --target "$STATIC_TARGET" >"$build_log" 2>&1 ||
+        { tail -n 30 "$build_log" >&2; fail "building the static binary failed (output above)"; }
+    BIN=target/$STATIC_TARGET/release/iotbox
+fi
+say "cargo build --release --manifest-path bench/loadgen/Cargo.toml"
+CARGO_TARGET_DIR=$ROOT/target/loadgen "$CARGO" build --release --manifest-path "$ROOT/bench/loadgen/Cargo.toml" >"$build_log" 2>&1 ||
+    { tail -n 30 "$build_log" >&2; fail "building bench/loadgen failed (output above)"; }
+rm -f "$build_log"
+[ -x "$BIN" ] || fail "no executable at $BIN"
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+LG=$ROOT/target/loadgen/release/loadgen
+[ -x "$LG" ] || fail "no load generator at $LG"
+IOTBOX_VERSION=$("$BIN" --version 2>&1 | head -n1) || fail "$BIN --version failed: $IOTBOX_VERSION"
+MOSQ_VERSION=$({ "$MOSQUITTO" -h 2>/dev/null || true; } | head -n1 | sed "s/^mosquitto version //")
+say "$BIN: $IOTBOX_VERSION; mosquitto $MOSQ_VERSION"
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/iotbox-bench.XXXXXX")
+chmod 0700 "$T"
+
+# --- 1. PKI: RSA 2048, X.509 v3 ----------------------------------------------
+
+step "1. a throw-away PKI (openssl, RSA 2048)"
+cat >"$T/openssl.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+(
+    cd "$T"
+    set -e
+    newkey() { openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null; }
+    newkey ca.key
+    openssl req -config openssl.cnf -x509 -new -key ca.key -days 2 -subj "/CN=iotbox bench CA" \
+        -extensions ca -out ca.pem
+    for n in server client; do
+        newkey "$n.key"
+        openssl req -config openssl.cnf -new -key "$n.key" -subj "/CN=bench-$n" -out "$n.csr"
+        openssl x509 -req -in "$n.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile openssl.cnf -extensions "$n" -out "$n.pem" 2>/dev/null
+    done
+    chmod 0600 ./*.key
+) >&2 || fail "openssl could not make the PKI"
+
+# --- 2. the broker ------------------------------------------------------------
+
+step "2. mosquitto with mutual TLS on 127.0.0.1"
+BLOG=$T/broker.log
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+BROKER=""
+for _ in 1 2 3 4 5; do
+    PORT=$("$LG" freeport) || fail "loadgen freeport failed"
+    # Log levels without per-packet debug lines (they would cost the broker
+    # more than the clients); 'subscribe' and the connection messages are
+    # what the readiness waits look for.
+    cat >"$T/mosquitto.conf" <<EOF
+# written by scripts/bench.sh
+# As root, mosquitto would switch to the user 'mosquitto', which cannot read
+# these files; 'root' keeps it (no effect otherwise).
+user root
+per_listener_settings false
+allow_anonymous true
+persistence false
+log_dest stderr
+log_type error
+log_type warning
+log_type notice
+log_type information
+log_type subscribe
+connection_messages true
+set_tcp_nodelay true
+# QoS 0/1 messages for a slow subscriber are queued, not dropped (default 1000).
+max_queued_messages 1000000
+listener $PORT 127.0.0.1
+cafile $T/ca.pem
+certfile $T/server.pem
+keyfile $T/server.key
+require_certificate true
+use_identity_as_username false
+EOF
+    : >"$BLOG"
+    "$MOSQUITTO" -c "$T/mosquitto.conf" 2>>"$BLOG" >/dev/null &
+    BROKER=$!
+    pids+=("$BROKER")
+    end=$(($(now_ms) + TIMEOUT * 1000))
+    while running "$BROKER" && ! port_open "$PORT" && [ "$(now_ms)" -lt "$end" ]; do sleep 0.01; done
+    if running "$BROKER" && port_open "$PORT"; then break; fi
+    if running "$BROKER"; then fail "mosquitto did not open port $PORT within ${TIMEOUT}s"; fi
+    wait "$BROKER" 2>/dev/null || true
+    forget "$BROKER"
+    grep -q "Address already in use" "$BLOG" || fail "mosquitto did not start"
+    say "port $PORT was taken meanwhile; another one"
+    BROKER=""
+done
+[ -n "$BROKER" ] || fail "mosquitto did not start (5 ports tried)"
+say "mosquitto $MOSQ_VERSION on 127.0.0.1:$PORT (pid $BROKER)"
+
+# The mosquitto clients' common arguments: an array, and one string for
+# loadgen's --sub/--pub (which split on whitespace; the paths have none).
+MCA=(-h 127.0.0.1 -p "$PORT" --cafile "$T/ca.pem" --cert "$T/client.pem" --key "$T/client.key" -V mqttv5)
+MC="${MCA[*]}"
+# sub_ready ID QOS TOPIC: the broker's 'subscribe' log line for that client.
+sub_ready() { grep -qF -- ": $1 $2 $3" "$BLOG"; }
+
+# start_daemon NAME QOS: iotbox pubsub in the background, until subscribed;
+# its PID in DAEMON_PID (not echoed: a $(...) subshell would lose track of it).
+start_daemon() {
+    local name=$1 qos=$2 pid
+    "$BIN" pubsub --endpoint 127.0.0.1 --port "$PORT" --cert "$T/client.pem" --key "$T/client.key" \
+        --ca_file "$T/ca.pem" --client_id "bench-$name" --topic "bench/in/$name" \
+        --pub_socket "$T/$name.sock" --sub_socket "$T/$name.rmsg" \
+        --qos "$qos" --keep_alive "$KEEPALIVE" >"$T/$name.out" 2>"$T/$name.err" &
+    pid=$!
+    pids+=("$pid")
+    wait_until "$TIMEOUT" "'Subscription Success.' from iotbox pubsub ($name)" \
+        alive_line "$pid" "$T/$name.out" "Subscription Success."
+    DAEMON_PID=$pid
+}
+# stop_daemon PID: SIGTERM, wait for it.
+stop_daemon() {
+    kill -TERM "$1" 2>/dev/null || true
+    wait_exit 10 "$1" "exit of iotbox pubsub after SIGTERM" || true
+}
+
+RAW=$T/raw.txt
+raw() { printf '%s\n' "$*" >>"$RAW"; }
+: >"$RAW"
+
+# --- 3. binary sizes ------------------------------------------------------------
+
+step "3. binary sizes"
+# stripped SIZE of FILE: strip a copy when the file still has symbols.
+stripped_size() {
+    local f=$1 c
+    c=$T/strip.$$
+    cp "$f" "$c"
+    if command -v strip >/dev/null 2>&1; then strip "$c" 2>/dev/null || true; fi
+    stat -c %s "$c"
+    rm -f "$c"
+}
+SIZE_X86=$(stripped_size "$BIN")
+raw "size x86_64 $BIN: $SIZE_X86 bytes ($(file -b "$BIN" 2>/dev/null | sed 's/, BuildID[^,]*//' || true))"
+# The mosquitto clients are dynamic: the program plus its libraries (not libc).
+client_size() {
+    local prog=$1 total libs
+    total=$(stat -c %s "$prog")
+    libs=$(ldd "$prog" | awk '$3 ~ /^\// { print $3 }' | grep -v '/libc\.so' || true)
+    for l in $libs; do total=$((total + $(stat -L -c %s "$l"))); done
+    echo "$total"
+}
+SIZE_MSUB_PROG=$(stat -c %s "$MSUB")
+SIZE_MSUB=$(client_size "$MSUB")
+raw "size mosquitto_sub: program $SIZE_MSUB_PROG bytes, with libraries except libc $SIZE_MSUB bytes: $(ldd "$MSUB" | awk '$3 ~ /^\// && $1 !~ /^libc\.so/ { print $1 }' | tr '\n' ' ')"
+# ARM builds, when present: musl ones first (what users get), else the
+# glibc-static ones of make cross-check.
+arm_bin() { # ARCH-PREFIX
+    local f
+    for f in target/"$1"*-musl*/release/iotbox target/cross/"$1"*-musl*/release/iotbox \
+        target/cross/"$1"*/release/iotbox; do
+        [ -f "$f" ] && { echo "$f"; return 0; }
+    done
+    return 0
+}
+ARMV7_BIN=$(arm_bin armv7)
+AARCH64_BIN=$(arm_bin aarch64)
+SIZE_ARMV7=""
+SIZE_AARCH64=""
+# Not rebuilt here: the date tells whether a build is older than the sources.
+built() { date -u -r "$1" '+%Y-%m-%d %H:%M UTC'; }
+[ -z "$ARMV7_BIN" ] || { SIZE_ARMV7=$(stat -c %s "$ARMV7_BIN"); raw "size armv7 $ARMV7_BIN: $SIZE_ARMV7 bytes, built $(built "$ARMV7_BIN")"; }
+[ -z "$AARCH64_BIN" ] || { SIZE_AARCH64=$(stat -c %s "$AARCH64_BIN"); raw "size aarch64 $AARCH64_BIN: $SIZE_AARCH64 bytes, built $(built "$AARCH64_BIN")"; }
+HEAD_DATE=$(TZ=UTC git log -1 --format=%cd --date=format-local:'%Y-%m-%d %H:%M UTC' 2>/dev/null || echo '?')
+
+# --- 4. connected and idle: RSS, wake-ups ---------------------------------------
+
+step "4. connected and idle: RSS and wake-ups (${RUNS} x ${IDLE_SECS}s)"
+start_daemon d1 1
+D1=$DAEMON_PID
+say "iotbox pubsub d1 (QoS 1) subscribed, pid $D1"
+"$MSUB" "${MCA[@]}" -i bench-idle-sub -k "$KEEPALIVE" -q 1 -t bench/idle >/dev/null 2>"$T/idle-sub.err" &
+ISUB=$!
+pids+=("$ISUB")
+wait_until "$TIMEOUT" "SUBACK for the idle mosquitto_sub" sub_ready bench-idle-sub 1 bench/idle
+running "$ISUB" || fail "the idle mosquitto_sub exited"
+# Let both finish whatever follows the subscription before reading memory.
+sleep 2
+RSS_D_IDLE=$(status_kb "$D1" VmRSS)
+HWM_D_IDLE=$(status_kb "$D1" VmHWM)
+RSS_S_IDLE=$(status_kb "$ISUB" VmRSS)
+HWM_S_IDLE=$(status_kb "$ISUB" VmHWM)
+raw "rss idle: iotbox VmRSS $RSS_D_IDLE kB VmHWM $HWM_D_IDLE kB threads $(find /proc/"$D1"/task -mindepth 1 -maxdepth 1 | wc -l); mosquitto_sub VmRSS $RSS_S_IDLE kB VmHWM $HWM_S_IDLE kB threads $(find /proc/"$ISUB"/task -mindepth 1 -maxdepth 1 | wc -l)"
+WAKE_D=() WAKE_S=()
+for r in $(seq 1 "$RUNS"); do
+    d0=$(vcsw "$D1") s0=$(vcsw "$ISUB") dn0=$(nvcsw "$D1") sn0=$(nvcsw "$ISUB")
+    sleep "$IDLE_SECS"
+    running "$D1" || fail "iotbox pubsub d1 died while idle"
+    running "$ISUB" || fail "the idle mosquitto_sub died"
+    d1=$(vcsw "$D1") s1=$(vcsw "$ISUB") dn1=$(nvcsw "$D1") sn1=$(nvcsw "$ISUB")
+    WAKE_D+=($((d1 - d0)))
+    WAKE_S+=($((s1 - s0)))
+    raw "idle window $r (${IDLE_SECS}s): iotbox voluntary $((d1 - d0)) involuntary $((dn1 - dn0)); mosquitto_sub voluntary $((s1 - s0)) involuntary $((sn1 - sn0))"
+    say "idle window $r: iotbox $((d1 - d0)), mosquitto_sub $((s1 - s0)) voluntary switches"
+done
+kill -TERM "$ISUB" 2>/dev/null || true
+wait_exit 10 "$ISUB" "exit of the idle mosquitto_sub" || true
+
+# --- 5. exec → subscribed -----------------------------------------------------
+
+step "5. exec → subscribed, ${STARTS} runs each, interleaved"
+# mosquitto_sub's readiness: a retained message on its topic. The broker
+# sends it right after the SUBACK; mosquitto_sub prints it (and flushes):
+# the first stdout line is the moment it is subscribed, as 'Subscription
+# Success.' is iotbox's.
+"$LG" run --timeout "$TIMEOUT" -- "$MPUB" "${MCA[@]}" -i bench-retain -q 1 -r -t bench/ready -m ready >/dev/null ||
+    fail "could not publish the retained readiness message"
+START_D=() START_S=() SCPU_D=() SCPU_S=()
+start_iotbox() {
+    local i=$1 o
+    o=$("$LG" ready --timeout "$TIMEOUT" --line "Subscription Success." -- \
+        "$BIN" pubsub --endpoint 127.0.0.1 --port "$PORT" --cert "$T/client.pem" --key "$T/client.key" \
+        --ca_file "$T/ca.pem" --client_id "bench-st$i" --topic "bench/in/st$i" \
+        --pub_socket "$T/st$i.sock" --sub_socket "$T/st.rmsg") || fail "iotbox pubsub start $i"
+    START_D+=("$(kv ready_ns "$o")")
+    SCPU_D+=("$(kv cpu_ready_ns "$o")")
+}
+start_msub() {
+    local i=$1 o
+    o=$("$LG" ready --timeout "$TIMEOUT" --line ready -- \
+        "$MSUB" "${MCA[@]}" -i "bench-ms$i" -q 1 -t bench/ready) || fail "mosquitto_sub start $i"
+    START_S+=("$(kv ready_ns "$o")")
+    SCPU_S+=("$(kv cpu_ready_ns "$o")")
+}
+for i in $(seq 1 "$STARTS"); do
+    if [ $((i % 2)) = 1 ]; then start_iotbox "$i"; start_msub "$i"; else start_msub "$i"; start_iotbox "$i"; fi
+done
+raw "exec→subscribed ns, iotbox: ${START_D[*]}"
+raw "exec→subscribed ns, mosquitto_sub: ${START_S[*]}"
+raw "CPU exec→subscribed ns, iotbox: ${SCPU_D[*]}"
+raw "CPU exec→subscribed ns, mosquitto_sub: ${SCPU_S[*]}"
+say "exec → subscribed: iotbox $(show 1e6 2 ' ms' "${START_D[@]}"), mosquitto_sub $(show 1e6 2 ' ms' "${START_S[@]}")"
+
+# --- 6. one message from a shell script ---------------------------------------
+
+step "6. one message from a shell script, ${ONESHOTS} runs each, interleaved"
+PAY=$(printf '%0*d' "$SIZE" 0)
+printf 'bench/oneshot\n%s' "$PAY" >"$T/oneshot.msg"
+OS_D=() OS_DC=() OS_S=() OS_SC=() OS_DAEMON=()
+oneshot_iotbox() {
+    local o c0 c1
+    c0=$(cpu_ns "$D1")
+    o=$("$LG" run --timeout "$TIMEOUT" --expect "send message to" -- "$BIN" send "$T/d1.sock" "$T/oneshot.msg") ||
+        fail "iotbox send"
+    c1=$(cpu_ns "$D1")
+    OS_D+=("$(kv wall_ns "$o")")
+    OS_DC+=("$(kv cpu_ns "$o")")
+    OS_DAEMON+=($((c1 - c0)))
+}
+oneshot_mpub() {
+    local i=$1 o
+    o=$("$LG" run --timeout "$TIMEOUT" -- "$MPUB" "${MCA[@]}" -i "bench-os$i" -q 1 -t bench/oneshot -m "$PAY") ||
+        fail "mosquitto_pub -m"
+    OS_S+=("$(kv wall_ns "$o")")
+    OS_SC+=("$(kv cpu_ns "$o")")
+}
+for i in $(seq 1 "$ONESHOTS"); do
+    if [ $((i % 2)) = 1 ]; then oneshot_iotbox; oneshot_mpub "$i"; else oneshot_mpub "$i"; oneshot_iotbox; fi
+done
+raw "one message, iotbox send wall ns: ${OS_D[*]}"
+raw "one message, iotbox send CPU ns: ${OS_DC[*]}"
+raw "one message, daemon CPU ns for it: ${OS_DAEMON[*]}"
+raw "one message, mosquitto_pub -m wall ns: ${OS_S[*]}"
+raw "one message, mosquitto_pub -m CPU ns: ${OS_SC[*]}"
+OS_DT=()
+for k in "${!OS_DC[@]}"; do OS_DT+=($((OS_DC[k] + OS_DAEMON[k]))); done
+say "one message: iotbox send $(show 1e6 2 ' ms' "${OS_D[@]}"), mosquitto_pub -m $(show 1e6 2 ' ms' "${OS_S[@]}")"
+
+# --- 7. throughput and CPU per message -------------------------------------------
+
+step "7. throughput, ${MSGS} x ${SIZE} B, QoS 1 and 0, ${RUNS} runs each"
+start_daemon d0 0
+D0=$DAEMON_PID
+say "iotbox pubsub d0 (QoS 0) subscribed, pid $D0"
+declare -A TP CPUK BRK
+# tput WHO QOS RUN [CONC]: one run; appends to TP[WHO$QOS] (msg/s),
+# CPUK[WHO$QOS] (CPU ns per 1000 messages), BRK (broker CPU per 1000); with
+# CONC (iotbox only) to TP[WHO$QOS-cCONC] etc.
+tput() {
+    local who=$1 q=$2 r=$3 conc=${4:-} id topic spid o first last n dpid c0 c1 b0 b1 cpu el key mps
+    key=$who$q${conc:+-c$conc}
+    id=t-$who-q$q${conc:+-c$conc}-r$r
+    topic=bench/t/$who/q$q/r$r
+    "$MSUB" "${MCA[@]}" -i "sub-$id" -q "$q" -C "$MSGS" -F %U -t "$topic" >"$T/$id.arr" 2>"$T/$id.suberr" &
+    spid=$!
+    pids+=("$spid")
+    wait_until "$TIMEOUT" "SUBACK for the counting mosquitto_sub ($id)" sub_ready "sub-$id" "$q" "$topic"
+    if [ "$q" = 1 ]; then dpid=$D1; else dpid=$D0; fi
+    b0=$(cpu_ns "$BROKER")
+    if [ "$who" = iotbox ]; then
+        c0=$(cpu_ns "$dpid")
+        o=$("$LG" pub --timeout "$TIMEOUT" --socket "$T/d$q.sock" --topic "$topic" \
+            --count "$MSGS" --size "$SIZE" --conc "${conc:-$CONC}") || fail "loadgen pub ($id)"
+    else
+        o=$("$LG" pipe --timeout "$TIMEOUT" --log "$BLOG" --ready "as pub-$id (" --count "$MSGS" --size "$SIZE" -- \
+            "$MPUB" "${MCA[@]}" -i "pub-$id" -q "$q" -t "$topic" -l) || fail "loadgen pipe mosquitto_pub -l ($id)"
+    fi
+    wait_exit "$TIMEOUT" "$spid" "all $MSGS messages at the subscriber ($id)" ||
+        fail "the counting mosquitto_sub failed ($id): $(cat "$T/$id.suberr")"
+    b1=$(cpu_ns "$BROKER")
+    n=$(wc -l <"$T/$id.arr")
+    [ "$n" -eq "$MSGS" ] || fail "$id: the subscriber got $n of $MSGS messages"
+    first=$(kv first_send_ns "$o")
+    last=$(tail -n1 "$T/$id.arr")
+    if [ "$who" = iotbox ]; then
+        c1=$(cpu_ns "$dpid")
+        cpu=$((c1 - c0))
+    else
+        cpu=$(kv cpu_run_ns "$o")
+    fi
+    el=$(awk -v f="$first" -v l="$last" 'BEGIN { printf "%.0f", l * 1e9 - f }')
+    mps=$(awk -v n="$MSGS" -v e="$el" 'BEGIN { printf "%.0f", n / (e / 1e9) }')
+    TP[$key]+="$mps "
+    CPUK[$key]+="$((cpu * 1000 / MSGS)) "
+    BRK[$key]+="$(((b1 - b0) * 1000 / MSGS)) "
+    raw "throughput $id: first send → last arrival $((el / 1000)) µs, $mps msg/s; publisher CPU $((cpu / 1000)) µs; broker CPU $(((b1 - b0) / 1000)) µs; loadgen: $(tr '\n' ' ' <<<"$o")"
+    say "$id: $mps msg/s; publisher CPU $(awk -v c="$cpu" -v n="$MSGS" 'BEGIN { printf "%.2f", c / n / 1000 }') ms per 1000 messages"
+}
+for r in $(seq 1 "$RUNS"); do
+    for q in 1 0; do
+        if [ $((r % 2)) = 1 ]; then tput iotbox "$q" "$r"; tput mosq "$q" "$r"; else tput mosq "$q" "$r"; tput iotbox "$q" "$r"; fi
+    done
+done
+# For scale: the same through the socket with one client at a time.
+for r in $(seq 1 "$RUNS"); do tput iotbox 1 "$r" 1; done
+RSS_D_AFTER=$(status_kb "$D1" VmRSS)
+HWM_D_AFTER=$(status_kb "$D1" VmHWM)
+RSS_D0_AFTER=$(status_kb "$D0" VmRSS)
+HWM_D0_AFTER=$(status_kb "$D0" VmHWM)
+raw "rss after throughput: iotbox d1 (QoS 1) VmRSS $RSS_D_AFTER kB VmHWM $HWM_D_AFTER kB; d0 (QoS 0) VmRSS $RSS_D0_AFTER kB VmHWM $HWM_D0_AFTER kB"
+stop_daemon "$D0"
+# mosquitto_pub -l's memory during its runs (read by loadgen once all lines
+# were written).
+MPUB_HWM=$(grep -o 'hwm_kb=[0-9]*' "$RAW" | sed 's/hwm_kb=//' | sort -n | tail -n1)
+
+# --- 8. latency ---------------------------------------------------------------
+
+step "8. latency, ${LAT_MSGS} messages one at a time, QoS 1, ${RUNS} runs each"
+LAT50_D=() LAT99_D=() LAT50_S=() LAT99_S=()
+lat_run() {
+    local who=$1 r=$2 id topic o
+    id=l-$who-r$r
+    topic=bench/l/$who/r$r
+    if [ "$who" = iotbox ]; then
+        o=$("$LG" latency --timeout "$TIMEOUT" --count "$LAT_MSGS" --size "$SIZE" \
+            --sub "$MSUB $MC -i sub-$id -q 1 -t $topic -F %U,%p" \
+            --socket "$T/d1.sock" --topic "$topic") || fail "loadgen latency ($id)"
+        LAT50_D+=("$(kv p50_ns "$o")")
+        LAT99_D+=("$(kv p99_ns "$o")")
+    else
+        o=$("$LG" latency --timeout "$TIMEOUT" --count "$LAT_MSGS" --size "$SIZE" \
+            --sub "$MSUB $MC -i sub-$id -q 1 -t $topic -F %U,%p" \
+            --pub "$MPUB $MC -i pub-$id -q 1 -t $topic -l") || fail "loadgen latency ($id)"
+        LAT50_S+=("$(kv p50_ns "$o")")
+        LAT99_S+=("$(kv p99_ns "$o")")
+    fi
+    raw "latency $id: $(tr '\n' ' ' <<<"$o")"
+}
+for r in $(seq 1 "$RUNS"); do
+    if [ $((r % 2)) = 1 ]; then lat_run iotbox "$r"; lat_run mosq "$r"; else lat_run mosq "$r"; lat_run iotbox "$r"; fi
+done
+say "latency p50: iotbox $(show 1e3 0 ' µs' "${LAT50_D[@]}"), mosquitto_pub -l $(show 1e3 0 ' µs' "${LAT50_S[@]}")"
+
+running "$D1" || fail "iotbox pubsub d1 died"
+stop_daemon "$D1"
+
+# --- 9. the table -------------------------------------------------------------
+
+step "9. the table"
+md=$T/bench.md
+row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@" >>"$md"; }
+kb() { awk -v k="$1" 'BEGIN { printf "%.2f MiB", k / 1024 }'; }
+arr() { local k=$1; echo "${TP[$k]:-}"; }
+{
+    echo "# iotbox benchmark"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(uname -m), $(nproc) CPUs, Linux $(uname -r); $IOTBOX_VERSION ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified')); mosquitto $MOSQ_VERSION on 127.0.0.1, mutual TLS, RSA 2048 keys, \`set_tcp_nodelay true\`.$([ "$QUICK" = 1 ] && echo ' **BENCH_QUICK=1: one run of the long figures, a 10 s idle window.**')"
+    echo
+    echo "Values: median (min–max, n runs). ratio = iotbox ÷ mosquitto clients (medians): below 1 is better for iotbox except for throughput, where above 1 is. The machine is shared and noisy: compare the ratios."
+    echo
+    echo "| figure | iotbox | mosquitto clients | ratio | budget (SPEC §8) | met? |"
+    echo "|---|---|---|---|---|---|"
+} >"$md"
+
+row "stripped static binary, x86_64 musl" "$(mib "$SIZE_X86")" \
+    "mosquitto_sub $(awk -v b="$SIZE_MSUB_PROG" 'BEGIN { printf "%.0f KiB", b / 1024 }') + its libraries $(mib "$((SIZE_MSUB - SIZE_MSUB_PROG))") (dynamic; libc not counted)" \
+    "$(ratio "$SIZE_X86" "$SIZE_MSUB")" "≤ 1.5 MiB" "$(yesno "$SIZE_X86 <= 1.5 * 1048576")"
+# arm_label PATH: the build's triple, and whether it is the musl product.
+arm_label() {
+    local t
+    t=$(echo "$1" | sed 's|^target/||; s|^cross/||; s|/release/iotbox$||')
+    case $t in *musl*) ;; *) t="$t: glibc static of make cross-check, not the musl product" ;; esac
+    echo "$t; built $(built "$1"), last commit $HEAD_DATE"
+}
+if [ -n "$SIZE_ARMV7" ]; then
+    row "stripped static binary, armv7 ($(arm_label "$ARMV7_BIN"))" "$(mib "$SIZE_ARMV7")" "—" "—" "≤ 1.5 MiB" "$(yesno "$SIZE_ARMV7 <= 1.5 * 1048576")"
+else
+    row "stripped static binary, armv7" "not built (make pi-armv7 or make cross-check)" "—" "—" "≤ 1.5 MiB" "—"
+fi
+if [ -n "$SIZE_AARCH64" ]; then
+    row "stripped static binary, aarch64 ($(arm_label "$AARCH64_BIN"))" "$(mib "$SIZE_AARCH64")" "—" "—" "≤ 2 MiB" "$(yesno "$SIZE_AARCH64 <= 2 * 1048576")"
+else
+    row "stripped static binary, aarch64" "not built (make pi-arm64 or make cross-check)" "—" "—" "≤ 2 MiB" "—"
+fi
+row "RSS connected over mTLS, idle: VmRSS (pubsub vs mosquitto_sub)" "$(kb "$RSS_D_IDLE")" "$(kb "$RSS_S_IDLE")" \
+    "$(ratio "$RSS_D_IDLE" "$RSS_S_IDLE")" "≤ 2 MiB" "$(yesno "$RSS_D_IDLE <= 2048")"
+row "… VmHWM (peak) at the same moment" "$(kb "$HWM_D_IDLE")" "$(kb "$HWM_S_IDLE")" \
+    "$(ratio "$HWM_D_IDLE" "$HWM_S_IDLE")" "—" "—"
+row "RSS of pubsub after the throughput runs: VmRSS / VmHWM (vs mosquitto_pub -l's VmHWM during its run)" \
+    "$(kb "$RSS_D_AFTER") / $(kb "$HWM_D_AFTER")" "$( [ -n "$MPUB_HWM" ] && kb "$MPUB_HWM" || echo '—') (VmHWM)" \
+    "$(ratio "$HWM_D_AFTER" "${MPUB_HWM:-0}")" "— (2 MiB is the idle budget)" "—"
+wd=$(med "${WAKE_D[@]}")
+row "idle wake-ups per ${IDLE_SECS} s, connected, keep-alive ${KEEPALIVE} s (voluntary context switches)" \
+    "$(show 1 0 '' "${WAKE_D[@]}")" "$(show 1 0 '' "${WAKE_S[@]}")" "$(ratio "$wd" "$(med "${WAKE_S[@]}")")" \
+    "only the keep-alive ping: ≤ 1 ping per ${KEEPALIVE} s (≤ 2 switches: timer, PINGRESP)" \
+    "$(yesno "$(maxv "${WAKE_D[@]}") <= 2 * (int(($IDLE_SECS - 1) / $KEEPALIVE) + 1)")"
+sd=$(med "${START_D[@]}") ss=$(med "${START_S[@]}")
+row "exec → subscribed (pubsub: 'Subscription Success.'; mosquitto_sub: first message after SUBACK)" \
+    "$(show 1e6 2 ' ms' "${START_D[@]}")" "$(show 1e6 2 ' ms' "${START_S[@]}")" "$(ratio "$sd" "$ss")" \
+    "≤ mosquitto_sub" "$(yesno "$sd <= $ss")"
+row "CPU exec → subscribed" "$(show 1e6 2 ' ms' "${SCPU_D[@]}")" "$(show 1e6 2 ' ms' "${SCPU_S[@]}")" \
+    "$(ratio "$(med "${SCPU_D[@]}")" "$(med "${SCPU_S[@]}")")" "— (AWS SDK sample: 60 ms)" "—"
+for q in 1 0; do
+    # shellcheck disable=SC2086
+    set -- ${TP[iotbox$q]}
+    a=("$@")
+    # shellcheck disable=SC2086
+    set -- ${TP[mosq$q]}
+    b=("$@")
+    ta=$(med "${a[@]}") tb=$(med "${b[@]}")
+    if [ "$q" = 1 ]; then bud="≥ mosquitto_pub -l"; met=$(yesno "$ta >= $tb"); else bud="—"; met="—"; fi
+    row "throughput QoS $q, ${MSGS} × ${SIZE} B, end to end at a subscriber (publish socket, ${CONC} connections in flight, vs mosquitto_pub -l)" \
+        "$(show 1 0 ' msg/s' "${a[@]}")" "$(show 1 0 ' msg/s' "${b[@]}")" "$(ratio "$ta" "$tb")" "$bud" "$met"
+done
+# shellcheck disable=SC2086
+set -- ${TP[iotbox1-c1]}
+a=("$@")
+# shellcheck disable=SC2086
+set -- ${CPUK[iotbox1-c1]}
+b=("$@")
+row "… QoS 1 through the socket with one client at a time (for scale; daemon CPU per 1000 messages)" \
+    "$(show 1 0 ' msg/s' "${a[@]}"); $(show 1e6 2 ' ms' "${b[@]}")" "—" "—" "—" "—"
+for q in 1 0; do
+    # shellcheck disable=SC2086
+    set -- ${CPUK[iotbox$q]}
+    a=("$@")
+    # shellcheck disable=SC2086
+    set -- ${CPUK[mosq$q]}
+    b=("$@")
+    ca=$(med "${a[@]}") cb=$(med "${b[@]}")
+    if [ "$q" = 1 ]; then bud="≤ mosquitto_pub's"; met=$(yesno "$ca <= $cb"); else bud="—"; met="—"; fi
+    row "CPU per 1000 messages, QoS $q (pubsub daemon vs mosquitto_pub -l)" \
+        "$(show 1e6 2 ' ms' "${a[@]}")" "$(show 1e6 2 ' ms' "${b[@]}")" "$(ratio "$ca" "$cb")" "$bud" "$met"
+done
+row "latency send → subscriber, p50, QoS 1, one at a time (publish socket vs mosquitto_pub -l)" \
+    "$(show 1e3 0 ' µs' "${LAT50_D[@]}")" "$(show 1e3 0 ' µs' "${LAT50_S[@]}")" \
+    "$(ratio "$(med "${LAT50_D[@]}")" "$(med "${LAT50_S[@]}")")" "—" "—"
+row "latency send → subscriber, p99" \
+    "$(show 1e3 0 ' µs' "${LAT99_D[@]}")" "$(show 1e3 0 ' µs' "${LAT99_S[@]}")" \
+    "$(ratio "$(med "${LAT99_D[@]}")" "$(med "${LAT99_S[@]}")")" "—" "—"
+od=$(med "${OS_D[@]}") os=$(med "${OS_S[@]}")
+row "one message from a shell script, wall: \`iotbox send\` (exec → OK) vs \`mosquitto_pub -m\` (mTLS, QoS 1)" \
+    "$(show 1e6 2 ' ms' "${OS_D[@]}")" "$(show 1e6 2 ' ms' "${OS_S[@]}")" "$(ratio "$od" "$os")" \
+    "≥ 5× faster (ratio ≤ 0.20)" "$(yesno "$od * 5 <= $os")"
+ocd=$(med "${OS_DC[@]}") ocs=$(med "${OS_SC[@]}") oct=$(med "${OS_DT[@]}")
+row "… CPU of \`iotbox send\` itself" "$(show 1e6 3 ' ms' "${OS_DC[@]}")" "$(show 1e6 3 ' ms' "${OS_SC[@]}")" \
+    "$(ratio "$ocd" "$ocs")" "less CPU" "$(yesno "$ocd < $ocs")"
+row "… CPU of \`iotbox send\` + the daemon's share for that message" "$(show 1e6 3 ' ms' "${OS_DT[@]}")" \
+    "$(show 1e6 3 ' ms' "${OS_SC[@]}")" "$(ratio "$oct" "$ocs")" "less CPU" "$(yesno "$oct < $ocs")"
+
+cat >>"$md" <<EOF
+
+## How each figure is measured
+
+- **Setup.** One mosquitto $MOSQ_VERSION on 127.0.0.1 (\`require_certificate true\`, \`set_tcp_nodelay true\`, \`max_queued_messages 1000000\` so a slow subscriber is queued, not dropped; logging without per-packet debug lines). One RSA 2048 CA, server and client certificate (openssl, X.509 v3); iotbox and the mosquitto clients use the same client certificate, the same broker, MQTT 5, TLS 1.3. The load generator is \`bench/loadgen\`.
+- **Binary size**: the static musl binary (the release profile strips it; a copy is run through \`strip\` anyway). mosquitto_sub is dynamic: its own file plus the libraries \`ldd\` lists (libmosquitto, libssl, libcrypto, libcjson), libc not counted. ARM sizes are shown when a build is there (musl builds first, else the glibc-static ones of \`make cross-check\`); they are not rebuilt here, so their build time is shown beside the last commit's.
+- **RSS**: VmRSS and VmHWM from /proc/PID/status, 2 s after \`Subscription Success.\` for \`iotbox pubsub\` and after the broker logged the subscription of a \`mosquitto_sub -k $KEEPALIVE\` on an unused topic. "After" is the QoS 1 daemon once its ${RUNS} throughput runs (${MSGS} messages each, ${CONC} clients at a time) are over; the QoS 0 daemon's figures are in the raw data. mosquitto_pub -l's VmHWM is read by loadgen once all lines of a run were written to its stdin.
+- **Idle wake-ups**: voluntary context switches (all threads, /proc/PID/task/*/status) of both idle processes over the same ${IDLE_SECS} s windows, ${RUNS} consecutive windows; involuntary ones are in the raw data. A keep-alive ping costs about two (the timer, then PINGRESP).
+- **exec → subscribed**: loadgen spawns the program with stdout on a pipe and takes the time when the line arrives. iotbox: \`Subscription Success.\` (printed on the SUBACK). mosquitto_sub has no such line, so its topic holds a retained message: the broker sends it right after the SUBACK and mosquitto_sub prints it at once; that line is its "subscribed" (it includes the one extra message, a few µs). Runs alternate iotbox/mosquitto_sub; fresh client ids; each process is then stopped with SIGTERM. CPU until then: the process's time on CPU (/proc/PID/task/*/schedstat) read when the line arrived.
+- **Throughput**: a \`mosquitto_sub -C $MSGS -F %U\` subscribes first (the broker's log shows it); then $MSGS messages of $SIZE B go out: through iotbox's publish socket, one UNIX connection per message (connect, write \`topic\\npayload\`, shut down, read \`OK\`), $CONC connections in flight from loadgen threads; or as $MSGS lines on the stdin of \`mosquitto_pub -l\`, written once the broker logged its connection (so its connect is not counted, as the daemon's is not). Time from the first send (loadgen's clock, CLOCK_REALTIME) to the subscriber's receive time of the last message (%U, same clock). Same QoS for publisher and subscriber. QoS 0 uses a second daemon started with \`--qos 0\`. Rounds alternate which side goes first. The socket figure depends on how many clients are in flight (each message is its own connection; more at once means more work per event-loop wake-up): BENCH_CONC sets it, and the row "one client at a time" shows the other end.
+- **CPU per 1000 messages**: the daemon's time on CPU (schedstat, the same quantity as utime+stime in ns) before the first send and after the last arrival; mosquitto_pub: its rusage at exit (utime+stime) minus its CPU when it had connected. The client side of the socket path (loadgen's own connect/write/read) is not in the daemon's figure; it is in the raw data (\`client_cpu_ns\`), as is the broker's CPU per run.
+- **Latency**: $LAT_MSGS messages of $SIZE B, QoS 1, one at a time: each carries its send time, the next goes only after the previous one reached a \`mosquitto_sub -F %U,%p\` (its receive time, %U). iotbox: send time taken before connect() to the publish socket (the \`OK\` is awaited too). mosquitto_pub: a connected \`mosquitto_pub -l\`, send time taken before writing the line to its stdin. Probe messages until one gets through, then 20 warm-up messages, neither counted.
+- **One message from a shell script**: loadgen runs the program ${ONESHOTS} times each, alternating: \`iotbox send SOCK FILE\` against the connected QoS 1 daemon (exec → \`OK\` → exit), and \`mosquitto_pub -q 1 -m PAYLOAD\` (exec, TLS handshake, CONNECT, PUBLISH, PUBACK, DISCONNECT, exit). Wall time spawn → exit; CPU from rusage of the child (utime+stime). The daemon's CPU for each message (schedstat before/after) is added in the last row.
+
+## Raw data
+
+\`\`\`
+$(cat "$RAW")
+\`\`\`
+EOF
+
+mkdir -p "$(dirname "$OUT")"
+cp "$md" "$OUT"
+echo
+sed -n '/^| figure/,/^$/p' "$md"
+echo "(written to $OUT, with the methods and the raw data)"
+ok=1
