@@ -11,20 +11,19 @@
 use super::Config;
 use super::backoff::{self, Backoff};
 use super::delivery::Delivery;
-use super::publish_socket::PublishSocket;
+use super::publish_socket::{PublishSocket, Submission};
 use super::resolve::{self, Lookup};
 use super::session::{Event, Session};
 use super::tls;
 use super::transport::{Failure, Transport};
 use crate::error::{Error, runtime, usage};
-use crate::say;
 use mio::event::Event as MioEvent;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::client::ClientConfig;
 use rustls::pki_types::ServerName;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -86,6 +85,11 @@ struct Daemon {
     shutdown_deadline: Option<Instant>,
     exit: Option<Result<(), Error>>,
     scratch: Vec<u8>,
+    /// Messages read by the last accept, reused between calls.
+    submissions: Vec<Submission>,
+    /// Status lines for stdout, written once per loop turn: a burst of
+    /// publishes costs one write(2), not one per `Publish Succeed.`.
+    console: Vec<u8>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (`Ok`) or a fatal error.
@@ -142,12 +146,15 @@ impl Daemon {
             shutdown_deadline: None,
             exit: None,
             scratch: vec![0; SCRATCH],
+            submissions: Vec::new(),
+            console: Vec::new(),
             config,
         })
     }
 
     fn run(&mut self) -> Result<(), Error> {
-        say("Mqtt5 Client attempting connection...");
+        self.say("Mqtt5 Client attempting connection...");
+        self.flush_console();
         self.start_resolve();
         let mut events = Events::with_capacity(256);
         loop {
@@ -167,6 +174,7 @@ impl Daemon {
             self.tick(now);
             if let Some(result) = self.exit.take() {
                 self.drop_link(now);
+                self.flush_console();
                 return result;
             }
         }
@@ -174,7 +182,7 @@ impl Daemon {
 
     fn dispatch(&mut self, now: Instant, event: &MioEvent) {
         match event.token() {
-            PUBLISH_LISTENER => self.publish.accept(now, self.poll.registry()),
+            PUBLISH_LISTENER => self.accept_clients(now),
             BROKER => self.on_broker(now, event),
             SIGNALS => self.on_signals(now),
             WAKER => self.on_resolved(now),
@@ -188,6 +196,9 @@ impl Daemon {
     fn tick(&mut self, now: Instant) {
         self.session.handle_timeout(now);
         self.publish.handle_timeout(now, self.poll.registry());
+        if self.publish.wants_accept(now) {
+            self.accept_clients(now);
+        }
         self.delivery.handle_timeout(now, self.poll.registry());
         self.link_timeouts(now);
         self.drain_session(now);
@@ -199,6 +210,25 @@ impl Daemon {
                 self.finish_shutdown(now);
             }
         }
+        self.flush_console();
+    }
+
+    /// Queues one status line for stdout (see [`Daemon::flush_console`]).
+    fn say(&mut self, line: &str) {
+        self.console.extend_from_slice(line.as_bytes());
+        self.console.push(b'\n');
+    }
+
+    /// Writes the queued status lines. Scripts and init logs read them live,
+    /// so this runs at the end of every loop turn. A closed stdout is not a
+    /// reason to stop bridging messages.
+    fn flush_console(&mut self) {
+        if self.console.is_empty() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&self.console).and_then(|()| out.flush());
+        self.console.clear();
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -452,13 +482,13 @@ impl Daemon {
         match event {
             Event::Connected { client_id, .. } => {
                 self.mqtt_connected = true;
-                say(&format!(
+                self.say(&format!(
                     "Mqtt5 Client connection succeed, clientid: {client_id}."
                 ));
             }
             Event::Subscribed => {
                 self.subscribed_once = true;
-                say("Subscription Success.");
+                self.say("Subscription Success.");
             }
             Event::ConnectRefused { reason } => {
                 let text = format!(
@@ -488,7 +518,7 @@ impl Daemon {
             Event::Published(id) => {
                 self.publish
                     .reply(Token(id as usize), Ok(()), self.poll.registry());
-                say("Publish Succeed.");
+                self.say("Publish Succeed.");
                 self.published += 1;
                 if self.config.count > 0 && self.published >= self.config.count {
                     log::info!("{} publishes done (--count): stopping", self.published);
@@ -501,7 +531,7 @@ impl Daemon {
                     .reply(Token(id as usize), Err(&reason), self.poll.registry());
             }
             Event::Message { topic, payload } => {
-                say(&format!(
+                self.say(&format!(
                     "Publish received on topic {}:{}",
                     String::from_utf8_lossy(&topic),
                     String::from_utf8_lossy(&payload)
@@ -511,7 +541,7 @@ impl Daemon {
             }
             Event::ConnectionLost { reason, taken_over } => {
                 if self.mqtt_connected {
-                    say(&format!(
+                    self.say(&format!(
                         "Mqtt5 Client disconnection with reason: {reason}."
                     ));
                 }
@@ -530,15 +560,30 @@ impl Daemon {
 
     // ----- publish socket clients -----
 
+    fn accept_clients(&mut self, now: Instant) {
+        let mut done = std::mem::take(&mut self.submissions);
+        let max = self.session.max_payload();
+        self.publish
+            .accept(now, self.poll.registry(), max, &mut self.scratch, &mut done);
+        for sub in done.drain(..) {
+            self.submit(now, sub);
+        }
+        self.submissions = done;
+    }
+
     fn on_client(&mut self, now: Instant, token: Token) {
         let max = self.session.max_payload();
         let registry = self.poll.registry();
-        let Some(sub) = self
+        if let Some(sub) = self
             .publish
             .on_readable(token, max, &mut self.scratch, registry)
-        else {
-            return;
-        };
+        {
+            self.submit(now, sub);
+        }
+    }
+
+    /// Hands a complete message to the session; a refusal is answered now.
+    fn submit(&mut self, now: Instant, sub: Submission) {
         let id = sub.token.0 as u64;
         if let Err(rejected) = self.session.publish(now, id, sub.topic, sub.payload) {
             log::warn!("publish refused: {rejected}");
@@ -608,7 +653,7 @@ impl Daemon {
         }
         self.flush_broker(now);
         self.drop_link(now);
-        say("Mqtt5 Client stopped.");
+        self.say("Mqtt5 Client stopped.");
         self.exit = Some(Ok(()));
     }
 }

@@ -50,6 +50,8 @@ enum State {
 struct Client {
     stream: UnixStream,
     state: State,
+    /// Watched by the poll (only when its message did not arrive at once).
+    registered: bool,
 }
 
 /// A complete, valid message read from a client.
@@ -112,7 +114,19 @@ impl PublishSocket {
     }
 
     /// Accepts until the backlog is empty or the reading cap is reached.
-    pub fn accept(&mut self, now: Instant, registry: &Registry) {
+    ///
+    /// Each new client is read at once: a client that writes and shuts down
+    /// (as `send` and the original `awsapp` do) has usually sent everything
+    /// by now, and then costs no poll registration and no extra wake-up.
+    /// Complete messages are appended to `done`.
+    pub fn accept(
+        &mut self,
+        now: Instant,
+        registry: &Registry,
+        max_payload: usize,
+        scratch: &mut [u8],
+        done: &mut Vec<Submission>,
+    ) {
         if self.accept_paused_until.is_some_and(|t| now < t) {
             return;
         }
@@ -127,26 +141,35 @@ impl PublishSocket {
                 return;
             };
             match listener.accept() {
-                Ok((mut stream, _)) => {
+                Ok((stream, _)) => {
                     let token = Token(self.next_token);
                     self.next_token += 1;
-                    if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
-                        log::warn!("publish socket: cannot watch a client: {e}");
-                        continue;
-                    }
                     let deadline = now + READ_TIMEOUT;
-                    self.clients.insert(
-                        token,
-                        Client {
-                            stream,
-                            state: State::Reading {
-                                buf: Vec::new(),
-                                deadline,
-                            },
-                        },
-                    );
+                    let state = State::Reading {
+                        buf: Vec::new(),
+                        deadline,
+                    };
+                    let client = Client {
+                        stream,
+                        state,
+                        registered: false,
+                    };
+                    self.clients.insert(token, client);
                     self.reading += 1;
-                    self.deadlines.push_back((deadline, token));
+                    if let Some(sub) = self.read(token, max_payload, scratch, registry) {
+                        done.push(sub);
+                    } else if let Some(client) = self.clients.get_mut(&token) {
+                        // Not complete yet: watch it, with a deadline.
+                        if let Err(e) =
+                            registry.register(&mut client.stream, token, Interest::READABLE)
+                        {
+                            log::warn!("publish socket: cannot watch a client: {e}");
+                            self.finish(token, b"", registry);
+                            continue;
+                        }
+                        client.registered = true;
+                        self.deadlines.push_back((deadline, token));
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -166,6 +189,14 @@ impl PublishSocket {
         }
     }
 
+    /// Whether accepting should resume: a pause ended, or a reading slot
+    /// freed up after the cap was reached.
+    pub fn wants_accept(&self, now: Instant) -> bool {
+        self.listener.is_some()
+            && (self.accept_paused_until.is_some_and(|t| t <= now)
+                || (self.at_cap && self.reading < MAX_READING))
+    }
+
     /// Answers the oldest waiting clients `QUEUED` and closes them.
     fn evict_waiting(&mut self, registry: &Registry) -> usize {
         let mut evicted = 0;
@@ -182,9 +213,21 @@ impl PublishSocket {
         evicted
     }
 
-    /// Reads what a client sent. Returns its message once it is complete and
-    /// valid; an invalid or oversized one is answered `ERR` here.
+    /// A watched client is readable: see [`PublishSocket::read`].
     pub fn on_readable(
+        &mut self,
+        token: Token,
+        max_payload: usize,
+        scratch: &mut [u8],
+        registry: &Registry,
+    ) -> Option<Submission> {
+        self.read(token, max_payload, scratch, registry)
+    }
+
+    /// Reads what a client sent, until it would block or ends. Returns its
+    /// message once it is complete and valid; an invalid or oversized one
+    /// is answered `ERR` here.
+    fn read(
         &mut self,
         token: Token,
         max_payload: usize,
@@ -225,9 +268,11 @@ impl PublishSocket {
         client.state = State::Waiting;
         self.reading -= 1;
         // Stop watching: its status is written when the outcome is known.
-        let _ = registry.deregister(&mut client.stream);
-        let parsed = message::parse(&bytes).map(|m| m.topic.len());
-        match parsed {
+        if client.registered {
+            let _ = registry.deregister(&mut client.stream);
+            client.registered = false;
+        }
+        match message::parse(&bytes).map(|m| m.topic.len()) {
             Ok(topic_len) => {
                 self.waiting.push_back(token);
                 Some(Submission {
@@ -270,6 +315,8 @@ impl PublishSocket {
         };
         if let State::Reading { .. } = client.state {
             self.reading -= 1;
+        }
+        if client.registered {
             let _ = registry.deregister(&mut client.stream);
         }
         if !status.is_empty() {
@@ -285,7 +332,7 @@ impl PublishSocket {
         [read, self.accept_paused_until].into_iter().flatten().min()
     }
 
-    /// Answers clients past their read deadline, and resumes accepting.
+    /// Answers clients past their read deadline.
     pub fn handle_timeout(&mut self, now: Instant, registry: &Registry) {
         while let Some(&(deadline, token)) = self.deadlines.front() {
             let still_reading = matches!(
@@ -307,11 +354,6 @@ impl PublishSocket {
                 );
                 self.finish(token, reply.as_bytes(), registry);
             }
-        }
-        let resume = self.accept_paused_until.is_some_and(|t| t <= now)
-            || (self.at_cap && self.reading < MAX_READING);
-        if resume {
-            self.accept(now, registry);
         }
     }
 
