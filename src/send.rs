@@ -19,6 +19,11 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+/// How long writing the message may take. Longer than the daemon's read
+/// timeout (10 s): a message this slow was already refused by the daemon,
+/// so giving up cannot leave a truncated message to be published.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// A status line is short; anything longer is not a status.
 const MAX_STATUS_LEN: u64 = 4096;
 
@@ -108,9 +113,9 @@ enum Status {
 /// status line.
 fn exchange(socket: &Path, bytes: &[u8], timeout: Option<Duration>) -> Result<Status, Error> {
     let mut stream = UnixStream::connect(socket).map_err(|e| connect_error(socket, e))?;
-    // Timeouts on both directions: a daemon that stops reading must not
-    // hang us forever either.
-    let _ = stream.set_write_timeout(timeout);
+    // A daemon that stops reading must not hang us forever either; --timeout
+    // is for the broker's confirmation only.
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let _ = stream.set_read_timeout(timeout);
     let written = stream
         .write_all(bytes)
@@ -120,7 +125,11 @@ fn exchange(socket: &Path, bytes: &[u8], timeout: Option<Duration>) -> Result<St
         (Ok(()), status) => Ok(status),
         // The daemon stopped reading but said why (e.g. too large).
         (Err(_), status @ (Status::Err(_) | Status::Queued | Status::Ok)) => Ok(status),
-        (Err(e), _) if is_timeout(&e) => Ok(Status::TimedOut),
+        (Err(e), _) if is_timeout(&e) => Err(runtime!(
+            "send: the write to {} did not complete within {} s; the message was not sent",
+            socket.display(),
+            WRITE_TIMEOUT.as_secs()
+        )),
         (Err(e), _) => Err(runtime!(
             "send: the write to {} did not complete: {e}; the message was not sent",
             socket.display()

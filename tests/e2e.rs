@@ -351,3 +351,28 @@ fn sigterm_stops_cleanly() {
         deadline(),
     );
 }
+
+/// A broker that refuses the CONNECT (here: no anonymous clients) at the
+/// first connection: exit 1 with the reason in words (SPEC §2), before
+/// `Subscription Success.`, and the publish socket is gone.
+#[test]
+fn refused_connect_is_fatal_at_the_first_connection() {
+    let env = Env::new("connack");
+    let broker = env.broker_with("allow_anonymous false");
+    let args = env.pubsub_args(&broker, "refused-connect", &["sdk/test/python"]);
+    let mut daemon = env.spawn_pubsub(Via::Iotbox, &args);
+    daemon.expect_exit_code(1, deadline());
+    if daemon.stdout_text().contains("Subscription Success.") {
+        daemon.fail("printed `Subscription Success.` although the CONNECT was refused");
+    }
+    if !daemon
+        .stderr_text()
+        .lines()
+        .any(|l| l.contains("refused the connection") && l.contains("not authorized"))
+    {
+        daemon.fail("stderr does not say the broker refused the connection and why");
+    }
+    if env.smsg().exists() {
+        daemon.fail("the publish socket was left behind");
+    }
+}

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
+/// The reader listens but its backlog is full: try again soon, quietly.
+const BACKLOG_RETRY: Duration = Duration::from_millis(10);
+
 /// Queue bounds: like the publish queue, 1000 messages or 1 MiB.
 pub const QUEUE_MESSAGES: usize = 1000;
 pub const QUEUE_BYTES: usize = 1 << 20;
@@ -130,6 +133,11 @@ impl Delivery {
                             data,
                             written: 0,
                         });
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // A reader is there, busy with earlier messages.
+                        self.retry_at = Some(now + BACKLOG_RETRY);
+                        return;
                     }
                     Err(e) => {
                         self.reader_absent(now, e);

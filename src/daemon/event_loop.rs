@@ -11,7 +11,7 @@
 use super::Config;
 use super::backoff::{self, Backoff};
 use super::delivery::Delivery;
-use super::publish_socket::{PublishSocket, Submission};
+use super::publish_socket::{PublishSocket, Status, Submission};
 use super::resolve::{self, Lookup};
 use super::session::{Event, Session};
 use super::tls;
@@ -173,6 +173,11 @@ impl Daemon {
             }
             self.tick(now);
             if let Some(result) = self.exit.take() {
+                if result.is_err() {
+                    // A fatal error: no client may take the closing socket
+                    // for a success (EOF without status means OK to send).
+                    self.close_session(now);
+                }
                 self.drop_link(now);
                 self.flush_console();
                 return result;
@@ -355,8 +360,14 @@ impl Daemon {
         };
         let session = &mut self.session;
         let result = transport.read(&mut self.scratch, |bytes| session.handle_input(now, bytes));
-        if let Err(failure) = result {
-            self.transport_failed(now, failure);
+        match result {
+            Ok(()) => {}
+            // The session ended the connection itself (a DISCONNECT, say,
+            // followed by the close): its ConnectionLost is handled once.
+            Err(failure) if !self.session.is_active() => {
+                log::debug!("after the session ended: {failure}");
+            }
+            Err(failure) => self.transport_failed(now, failure),
         }
     }
 
@@ -368,7 +379,7 @@ impl Daemon {
         let result = transport
             .write(self.session.pending_output())
             .and_then(|n| {
-                self.session.advance_output(n);
+                self.session.advance_output(now, n);
                 transport
                     .update_interest(self.poll.registry(), BROKER)
                     .map_err(Failure::Io)
@@ -517,7 +528,7 @@ impl Daemon {
             }
             Event::Published(id) => {
                 self.publish
-                    .reply(Token(id as usize), Ok(()), self.poll.registry());
+                    .reply(Token(id as usize), Status::Ok, self.poll.registry());
                 self.say("Publish Succeed.");
                 self.published += 1;
                 if self.config.count > 0 && self.published >= self.config.count {
@@ -527,8 +538,15 @@ impl Daemon {
             }
             Event::PublishFailed(id, reason) => {
                 log::warn!("publish failed: {reason}");
+                self.publish.reply(
+                    Token(id as usize),
+                    Status::Err(&reason),
+                    self.poll.registry(),
+                );
+            }
+            Event::Unconfirmed(id) => {
                 self.publish
-                    .reply(Token(id as usize), Err(&reason), self.poll.registry());
+                    .reply(Token(id as usize), Status::Queued, self.poll.registry());
             }
             Event::Message { topic, payload } => {
                 self.say(&format!(
@@ -576,7 +594,7 @@ impl Daemon {
         let registry = self.poll.registry();
         if let Some(sub) = self
             .publish
-            .on_readable(token, max, &mut self.scratch, registry)
+            .on_readable(now, token, max, &mut self.scratch, registry)
         {
             self.submit(now, sub);
         }
@@ -587,8 +605,11 @@ impl Daemon {
         let id = sub.token.0 as u64;
         if let Err(rejected) = self.session.publish(now, id, sub.topic, sub.payload) {
             log::warn!("publish refused: {rejected}");
-            self.publish
-                .reply(sub.token, Err(&rejected.to_string()), self.poll.registry());
+            self.publish.reply(
+                sub.token,
+                Status::Err(&rejected.to_string()),
+                self.poll.registry(),
+            );
         }
     }
 
@@ -643,17 +664,27 @@ impl Daemon {
         if self.exit.is_some() {
             return;
         }
-        self.publish.stop_accepting(self.poll.registry());
-        self.session.close();
-        while let Some(event) = self.session.poll_event() {
-            if let Event::PublishFailed(id, reason) = event {
-                self.publish
-                    .reply(Token(id as usize), Err(&reason), self.poll.registry());
-            }
-        }
-        self.flush_broker(now);
+        self.close_session(now);
         self.drop_link(now);
         self.say("Mqtt5 Client stopped.");
         self.exit = Some(Ok(()));
+    }
+
+    /// Ends the session for good: stops accepting, sends DISCONNECT if
+    /// connected, and gives every client still waiting its answer: `ERR`
+    /// for what was never sent, `QUEUED` for what the broker may have.
+    fn close_session(&mut self, now: Instant) {
+        self.publish.stop_accepting(self.poll.registry());
+        self.session.close();
+        while let Some(event) = self.session.poll_event() {
+            let (id, status) = match &event {
+                Event::PublishFailed(id, reason) => (*id, Status::Err(reason)),
+                Event::Unconfirmed(id) => (*id, Status::Queued),
+                _ => continue,
+            };
+            self.publish
+                .reply(Token(id as usize), status, self.poll.registry());
+        }
+        self.flush_broker(now);
     }
 }

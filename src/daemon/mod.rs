@@ -22,6 +22,9 @@ use std::path::PathBuf;
 /// AWS IoT Core's limit on client id length.
 const MAX_CLIENT_ID: usize = 128;
 
+/// No MQTT packet is larger than 256 MiB, so no payload either.
+const MAX_MQTT_PAYLOAD: usize = 268_435_455;
+
 /// AWS IoT Core's limit on subscriptions per connection.
 const MAX_FILTERS: usize = 50;
 
@@ -117,8 +120,11 @@ impl Config {
                 ));
             }
         };
-        if flags.max_payload == 0 {
-            return Err(usage!("--max_payload must be at least 1"));
+        if !(1..=MAX_MQTT_PAYLOAD).contains(&flags.max_payload) {
+            return Err(usage!(
+                "--max_payload {}: must be 1 to {MAX_MQTT_PAYLOAD} (the MQTT limit; AWS IoT takes 131072)",
+                flags.max_payload
+            ));
         }
         let socket_mode = match &flags.socket_mode {
             None => 0o660,

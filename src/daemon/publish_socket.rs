@@ -54,6 +54,17 @@ struct Client {
     registered: bool,
 }
 
+/// The status line a client gets (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status<'a> {
+    /// The broker has it.
+    Ok,
+    /// Accepted, not confirmed by the broker (`send` exits 3).
+    Queued,
+    /// Not published, and never will be.
+    Err(&'a str),
+}
+
 /// A complete, valid message read from a client.
 pub struct Submission {
     pub token: Token,
@@ -142,8 +153,7 @@ impl PublishSocket {
             };
             match listener.accept() {
                 Ok((stream, _)) => {
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
+                    let token = self.new_token();
                     let deadline = now + READ_TIMEOUT;
                     let state = State::Reading {
                         buf: Vec::new(),
@@ -156,7 +166,7 @@ impl PublishSocket {
                     };
                     self.clients.insert(token, client);
                     self.reading += 1;
-                    if let Some(sub) = self.read(token, max_payload, scratch, registry) {
+                    if let Some(sub) = self.read(now, token, max_payload, scratch, registry) {
                         done.push(sub);
                     } else if let Some(client) = self.clients.get_mut(&token) {
                         // Not complete yet: watch it, with a deadline.
@@ -197,6 +207,19 @@ impl PublishSocket {
                 || (self.at_cap && self.reading < MAX_READING))
     }
 
+    /// A token for a new client. Tokens count up and are not reused while
+    /// anything may still refer to them; on a 32-bit target they wrap after
+    /// 2^32 clients, skipping those still connected.
+    fn new_token(&mut self) -> Token {
+        loop {
+            let token = Token(self.next_token);
+            self.next_token = self.next_token.checked_add(1).unwrap_or(FIRST_CLIENT);
+            if !self.clients.contains_key(&token) {
+                return token;
+            }
+        }
+    }
+
     /// Answers the oldest waiting clients `QUEUED` and closes them.
     fn evict_waiting(&mut self, registry: &Registry) -> usize {
         let mut evicted = 0;
@@ -216,12 +239,13 @@ impl PublishSocket {
     /// A watched client is readable: see [`PublishSocket::read`].
     pub fn on_readable(
         &mut self,
+        now: Instant,
         token: Token,
         max_payload: usize,
         scratch: &mut [u8],
         registry: &Registry,
     ) -> Option<Submission> {
-        self.read(token, max_payload, scratch, registry)
+        self.read(now, token, max_payload, scratch, registry)
     }
 
     /// Reads what a client sent, until it would block or ends. Returns its
@@ -229,18 +253,19 @@ impl PublishSocket {
     /// is answered `ERR` here.
     fn read(
         &mut self,
+        now: Instant,
         token: Token,
         max_payload: usize,
         scratch: &mut [u8],
         registry: &Registry,
     ) -> Option<Submission> {
         let client = self.clients.get_mut(&token)?;
-        let State::Reading { buf, .. } = &mut client.state else {
+        let State::Reading { buf, deadline } = &mut client.state else {
             // A waiting client wrote more or hung up: nothing to read for
             // us; its status goes out when the outcome is known.
             return None;
         };
-        let cap = message::MAX_TOPIC_LEN + 1 + max_payload;
+        let cap = max_payload.saturating_add(message::MAX_TOPIC_LEN + 1);
         loop {
             match client.stream.read(scratch) {
                 Ok(0) => break,
@@ -263,7 +288,17 @@ impl PublishSocket {
                 }
             }
         }
-        // EOF: the message is complete.
+        // EOF: the message is complete, unless it took too long. A writer
+        // that gives up (send's write timeout is longer than ours) closes
+        // its end, and that EOF must not publish a truncated message.
+        if now > *deadline {
+            let reply = format!(
+                "ERR no end of message within {} s\n",
+                READ_TIMEOUT.as_secs()
+            );
+            self.finish(token, reply.as_bytes(), registry);
+            return None;
+        }
         let bytes = Bytes::from(std::mem::take(buf));
         client.state = State::Waiting;
         self.reading -= 1;
@@ -292,10 +327,13 @@ impl PublishSocket {
     /// Sends the outcome of a submitted message and closes the client.
     /// A client that already left is fine (the original `awsapp` never
     /// reads).
-    pub fn reply(&mut self, token: Token, outcome: Result<(), &str>, registry: &Registry) {
-        match outcome {
-            Ok(()) => self.finish(token, b"OK\n", registry),
-            Err(reason) => self.finish(token, format!("ERR {reason}\n").as_bytes(), registry),
+    pub fn reply(&mut self, token: Token, status: Status<'_>, registry: &Registry) {
+        match status {
+            Status::Ok => self.finish(token, b"OK\n", registry),
+            Status::Queued => self.finish(token, b"QUEUED\n", registry),
+            Status::Err(reason) => {
+                self.finish(token, format!("ERR {reason}\n").as_bytes(), registry)
+            }
         }
         // Outcomes mostly come in order: forget answered clients at the front.
         while self

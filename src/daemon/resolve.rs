@@ -27,6 +27,7 @@ pub fn start(host: &str, port: u16, waker: Arc<Waker>) -> Lookup {
         return Lookup { rx };
     }
     let host = host.to_owned();
+    let failure_waker = waker.clone();
     let spawned = std::thread::Builder::new()
         .name("resolve".into())
         .stack_size(64 * 1024)
@@ -40,9 +41,11 @@ pub fn start(host: &str, port: u16, waker: Arc<Waker>) -> Lookup {
             }
         });
     if let Err(e) = spawned {
-        // No thread: report the failure through the same channel.
+        // No thread (out of processes or memory): report it like a failed
+        // lookup; the loop retries with backoff.
         let (tx, rx) = mpsc::channel();
         let _ = tx.send(Err(e));
+        let _ = failure_waker.wake();
         return Lookup { rx };
     }
     Lookup { rx }

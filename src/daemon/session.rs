@@ -43,6 +43,11 @@ pub const MAX_INBOUND_PACKET: usize = 1 << 20;
 /// AWS IoT Core takes at most 8 filters per SUBSCRIBE.
 pub const FILTERS_PER_SUBSCRIBE: usize = 8;
 
+/// Publishes move from the queue into the output only while it holds less
+/// than this: a slow link backs up into the bounded queue (and `ERR queue
+/// full`), not into unbounded output.
+pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
 /// Settings that do not change for the life of the daemon.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -79,6 +84,9 @@ pub enum Event {
     Published(RequestId),
     /// The publish will never be sent; `reason` is for the `ERR` reply.
     PublishFailed(RequestId, String),
+    /// The session closed with this publish sent but not acknowledged: the
+    /// broker may or may not have it.
+    Unconfirmed(RequestId),
     /// A message arrived on a subscription (already acknowledged).
     Message { topic: Bytes, payload: Bytes },
     /// The connection is gone; drop the transport and reconnect later.
@@ -128,11 +136,13 @@ enum State {
 #[derive(Debug, Clone, Copy)]
 enum Timer {
     ConnAck = 0,
-    KeepAlive = 1,
-    PingResp = 2,
+    PingResp = 1,
+    KeepAlive = 2,
 }
 
-const TIMERS: [Timer; 3] = [Timer::ConnAck, Timer::KeepAlive, Timer::PingResp];
+/// Expired timers run in this order: a missing PINGRESP is judged before a
+/// keep-alive due at the same instant could push it back.
+const TIMERS: [Timer; 3] = [Timer::ConnAck, Timer::PingResp, Timer::KeepAlive];
 
 /// A publish on its way: waiting, or sent and not yet acknowledged.
 #[derive(Debug)]
@@ -166,8 +176,21 @@ pub struct Session {
     /// Waiting to be sent, in order.
     pending: VecDeque<Outgoing>,
     pending_bytes: usize,
-    /// Sent at QoS 1, waiting for PUBACK, in send order.
+    /// Sent at QoS 1, waiting for PUBACK, in send order. The first
+    /// `on_wire` were sent on this connection; the rest, from an earlier
+    /// one, wait for the receive maximum to let them go again (with DUP).
     inflight: VecDeque<Outgoing>,
+    on_wire: usize,
+    /// QoS 0 publishes in `out`, with the output offset where each ends:
+    /// confirmed once the transport has taken them, queued again if the
+    /// connection is lost first.
+    qos0_in_output: VecDeque<(u64, Outgoing)>,
+    /// Bytes the transport took from `out` on this connection.
+    consumed: u64,
+    /// When something was last sent and received (the keep-alive watches
+    /// both: silence from the broker is how a dead link shows).
+    last_sent: Option<Instant>,
+    last_received: Option<Instant>,
     /// SUBSCRIBE packet ids and their filters, waiting for SUBACK.
     subscribing: Vec<(u16, Vec<String>)>,
     next_pkid: u16,
@@ -189,6 +212,11 @@ impl Session {
             pending: VecDeque::new(),
             pending_bytes: 0,
             inflight: VecDeque::new(),
+            on_wire: 0,
+            qos0_in_output: VecDeque::new(),
+            consumed: 0,
+            last_sent: None,
+            last_received: None,
             subscribing: Vec::new(),
             next_pkid: 0,
             ever_connected: false,
@@ -210,7 +238,7 @@ impl Session {
 
     /// Nothing waits to be sent or acknowledged.
     pub fn is_settled(&self) -> bool {
-        self.pending.is_empty() && self.inflight.is_empty()
+        self.pending.is_empty() && self.inflight.is_empty() && self.qos0_in_output.is_empty()
     }
 
     /// The largest payload accepted now: the flag, lowered by the broker's
@@ -249,7 +277,10 @@ impl Session {
         self.inbuf.extend_from_slice(bytes);
         while matches!(self.state, State::Connecting | State::Connected) {
             match codec::decode(&mut self.inbuf, MAX_INBOUND_PACKET) {
-                Ok(Some(packet)) => self.handle_packet(now, packet),
+                Ok(Some(packet)) => {
+                    self.received(now);
+                    self.handle_packet(now, packet);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     self.lose(e.to_string(), false);
@@ -325,18 +356,24 @@ impl Session {
         } else {
             self.out.clear();
         }
-        let unconfirmed: Vec<_> = self
-            .inflight
+        let sent: Vec<_> = self.inflight.drain(..).collect();
+        for o in sent {
+            self.events.push_back(Event::Unconfirmed(o.id));
+        }
+        let never_sent: Vec<_> = self
+            .qos0_in_output
             .drain(..)
+            .map(|(_, o)| o)
             .chain(self.pending.drain(..))
             .collect();
-        for o in unconfirmed {
+        for o in never_sent {
             self.events.push_back(Event::PublishFailed(
                 o.id,
-                "the daemon stopped before the broker confirmed it".into(),
+                "the daemon stopped before sending it".into(),
             ));
         }
         self.pending_bytes = 0;
+        self.on_wire = 0;
         self.timers = [None; 3];
         self.state = State::Closed;
     }
@@ -349,8 +386,25 @@ impl Session {
         &self.out
     }
 
-    pub fn advance_output(&mut self, n: usize) {
-        let _ = self.out.split_to(n.min(self.out.len()));
+    ///
+    /// QoS 0 publishes whose bytes were all taken are confirmed now, and
+    /// more of the queue may move into the output.
+    pub fn advance_output(&mut self, now: Instant, n: usize) {
+        let n = n.min(self.out.len());
+        let _ = self.out.split_to(n);
+        self.consumed += n as u64;
+        while self
+            .qos0_in_output
+            .front()
+            .is_some_and(|(end, _)| *end <= self.consumed)
+        {
+            if let Some((_, o)) = self.qos0_in_output.pop_front() {
+                self.events.push_back(Event::Published(o.id));
+            }
+        }
+        if n > 0 {
+            self.send_pending(now);
+        }
     }
 
     /// When [`Session::handle_timeout`] must be called next.
@@ -372,10 +426,19 @@ impl Session {
     /// Forgets everything tied to one connection.
     fn reset_connection(&mut self) {
         self.out.clear();
+        self.consumed = 0;
         self.inbuf.clear();
         self.timers = [None; 3];
         self.subscribing.clear();
         self.limits = Limits::unknown(&self.config);
+        self.on_wire = 0;
+        self.last_sent = None;
+        self.last_received = None;
+        // QoS 0 publishes that never left: first in line again.
+        while let Some((_, o)) = self.qos0_in_output.pop_back() {
+            self.pending_bytes += o.payload.len();
+            self.pending.push_front(o);
+        }
     }
 
     fn lose(&mut self, reason: String, taken_over: bool) {
@@ -385,12 +448,37 @@ impl Session {
             .push_back(Event::ConnectionLost { reason, taken_over });
     }
 
-    /// Something was written: the keep-alive ping is due one interval later.
+    /// Something was queued for the broker.
     fn sent(&mut self, now: Instant) {
-        if self.limits.keep_alive > 0 && self.state == State::Connected {
-            let interval = Duration::from_secs(self.limits.keep_alive.into());
-            self.set(Timer::KeepAlive, Some(now + interval));
-        }
+        self.last_sent = Some(now);
+        self.rearm_keep_alive();
+    }
+
+    /// A packet arrived: the link is alive, whatever PINGREQ is pending.
+    fn received(&mut self, now: Instant) {
+        self.last_received = Some(now);
+        self.set(Timer::PingResp, None);
+        self.rearm_keep_alive();
+    }
+
+    /// A PINGREQ is due one keep-alive after the older of the last packet
+    /// sent and the last received: the broker hears from us in time (MQTT's
+    /// rule), and a broker that went silent is probed even while we keep
+    /// publishing. Not armed while a PINGRESP is awaited.
+    fn rearm_keep_alive(&mut self) {
+        let keep_alive = self.limits.keep_alive;
+        let waiting = self.timers[Timer::PingResp as usize].is_some();
+        let base = match (self.last_sent, self.last_received) {
+            (Some(s), Some(r)) => Some(s.min(r)),
+            (one, other) => one.or(other),
+        };
+        let at = match base {
+            Some(base) if keep_alive > 0 && self.state == State::Connected && !waiting => {
+                Some(base + Duration::from_secs(keep_alive.into()))
+            }
+            _ => None,
+        };
+        self.set(Timer::KeepAlive, at);
     }
 
     fn on_timer(&mut self, now: Instant, timer: Timer) {
@@ -450,6 +538,9 @@ impl Session {
             (Inbound::PubAck { pkid, reason }, _) => {
                 if let Some(i) = self.inflight.iter().position(|o| o.pkid == pkid) {
                     let done = self.inflight.remove(i).expect("index from position");
+                    if i < self.on_wire {
+                        self.on_wire -= 1;
+                    }
                     self.events.push_back(if codec::puback_ok(&reason) {
                         Event::Published(done.id)
                     } else {
@@ -461,7 +552,8 @@ impl Session {
                 }
             }
             (Inbound::SubAck(ack), _) => self.on_suback(ack),
-            (Inbound::PingResp, _) => self.set(Timer::PingResp, None),
+            // `received` already cleared the PINGRESP wait.
+            (Inbound::PingResp, _) => {}
         }
     }
 
@@ -525,20 +617,8 @@ impl Session {
 
         if resumed {
             // The broker kept our subscriptions and knows these packet ids:
-            // send them again, with DUP, in their order.
-            for i in 0..self.inflight.len() {
-                let o = &self.inflight[i];
-                if let Err(e) = codec::encode_publish(
-                    &mut self.out,
-                    &o.topic,
-                    &o.payload,
-                    QoS::AtLeastOnce,
-                    o.pkid,
-                    true,
-                ) {
-                    log::warn!("cannot resend publish: {}", e.0);
-                }
-            }
+            // send_pending sends them again, with DUP, in their order, as
+            // far as the (new) receive maximum allows.
             self.events.push_back(Event::Subscribed);
         } else {
             // A new session: unacknowledged publishes go again as new,
@@ -605,14 +685,38 @@ impl Session {
         }
     }
 
-    /// Sends what waits, as far as the broker's receive maximum allows.
+    /// Sends what waits, oldest first: publishes of an earlier connection
+    /// (with DUP), then the queue; as far as the broker's receive maximum
+    /// and [`OUTPUT_HIGH_WATER`] allow.
     fn send_pending(&mut self, now: Instant) {
         if self.state != State::Connected {
             return;
         }
         let qos = self.effective_qos();
+        let window = self.limits.receive_maximum;
         let mut wrote = false;
-        while qos == QoS::AtMostOnce || self.inflight.len() < self.limits.receive_maximum {
+        while self.on_wire < self.inflight.len()
+            && self.on_wire < window
+            && self.out.len() < OUTPUT_HIGH_WATER
+        {
+            let o = &self.inflight[self.on_wire];
+            let encoded = codec::encode_publish(
+                &mut self.out,
+                &o.topic,
+                &o.payload,
+                QoS::AtLeastOnce,
+                o.pkid,
+                true,
+            );
+            if let Err(e) = encoded {
+                log::warn!("cannot resend publish: {}", e.0);
+            }
+            self.on_wire += 1;
+            wrote = true;
+        }
+        while self.out.len() < OUTPUT_HIGH_WATER
+            && (qos == QoS::AtMostOnce || self.on_wire < window)
+        {
             let Some(mut o) = self.pending.pop_front() else {
                 break;
             };
@@ -632,8 +736,14 @@ impl Session {
                 o.pkid = self.next_packet_id();
             }
             match codec::encode_publish(&mut self.out, &o.topic, &o.payload, qos, o.pkid, false) {
-                Ok(()) if qos == QoS::AtLeastOnce => self.inflight.push_back(o),
-                Ok(()) => self.events.push_back(Event::Published(o.id)),
+                Ok(()) if qos == QoS::AtLeastOnce => {
+                    self.inflight.push_back(o);
+                    self.on_wire = self.inflight.len();
+                }
+                Ok(()) => {
+                    let end = self.consumed + self.out.len() as u64;
+                    self.qos0_in_output.push_back((end, o));
+                }
                 Err(e) => self.events.push_back(Event::PublishFailed(o.id, e.0)),
             }
             wrote = true;
@@ -693,9 +803,14 @@ mod tests {
     }
 
     /// The broker's side: decodes what the session sent.
+    /// The transport takes everything, at the session's latest moment.
     fn sent_packets(s: &mut Session) -> Vec<Packet> {
+        let now = s
+            .last_sent
+            .max(s.last_received)
+            .unwrap_or_else(Instant::now);
         let mut buf = BytesMut::from(s.pending_output());
-        s.advance_output(buf.len());
+        s.advance_output(now, buf.len());
         let mut packets = Vec::new();
         while !buf.is_empty() {
             // rumqttc cannot decode the short DISCONNECT (codec trap 4).
@@ -1096,17 +1211,160 @@ mod tests {
     }
 
     #[test]
-    fn close_sends_disconnect_and_fails_the_unconfirmed() {
-        let (mut s, t0) = connected(config(&["a"]));
-        publish(&mut s, t0, 7);
+    fn close_sends_disconnect_and_answers_what_is_left() {
+        let mut cfg = config(&["a"]);
+        cfg.qos = QoS::AtLeastOnce;
+        let t0 = Instant::now();
+        let mut s = Session::new(cfg);
+        s.handle_connected(t0);
+        sent_packets(&mut s);
+        let mut p = props();
+        p.receive_max = Some(1);
+        s.handle_input(t0, &connack(false, Some(p)));
+        sent_packets(&mut s);
+        events(&mut s);
+        publish(&mut s, t0, 7); // sent, not acknowledged
+        publish(&mut s, t0, 8); // held back by the receive maximum
         sent_packets(&mut s);
         s.close();
         assert!(matches!(sent_packets(&mut s)[..], [Packet::Disconnect(_)]));
-        assert!(matches!(&events(&mut s)[..], [Event::PublishFailed(7, _)]));
+        let ev = events(&mut s);
+        assert!(ev.contains(&Event::Unconfirmed(7)), "{ev:?}");
+        assert!(
+            ev.iter().any(|e| matches!(e, Event::PublishFailed(8, _))),
+            "{ev:?}"
+        );
         assert_eq!(
-            s.publish(t0, 8, Bytes::from_static(b"t"), Bytes::new()),
+            s.publish(t0, 9, Bytes::from_static(b"t"), Bytes::new()),
             Err(Rejected::Closed)
         );
+    }
+
+    #[test]
+    fn output_is_bounded_and_qos0_is_confirmed_when_the_transport_takes_it() {
+        let mut cfg = config(&["a"]);
+        cfg.qos = QoS::AtMostOnce;
+        cfg.queue_messages = 10;
+        cfg.queue_bytes = 1000;
+        let (mut s, t0) = connected(cfg);
+        let payload = Bytes::from(vec![b'x'; 1000]);
+        let mut accepted = 0;
+        for id in 0..5000 {
+            if s.publish(t0, id, Bytes::from_static(b"t"), payload.clone())
+                .is_ok()
+            {
+                accepted += 1;
+            }
+        }
+        // A stalled transport: the output stops near the high-water mark
+        // and the bounded queue refuses the rest.
+        assert!(s.pending_output().len() < OUTPUT_HIGH_WATER + 1100);
+        assert!(accepted < 100, "{accepted} accepted");
+        assert!(
+            !events(&mut s)
+                .iter()
+                .any(|e| matches!(e, Event::Published(_))),
+            "no OK before the bytes leave"
+        );
+        // The transport takes half: those publishes are confirmed, more
+        // move from the queue into the output.
+        let half = s.pending_output().len() / 2;
+        s.advance_output(t0, half);
+        let confirmed = events(&mut s)
+            .iter()
+            .filter(|e| matches!(e, Event::Published(_)))
+            .count();
+        assert!(confirmed > 20, "{confirmed}");
+        // The link breaks: what is still in the output goes out again later.
+        let waiting = s.pending.len() + s.qos0_in_output.len();
+        s.handle_transport_lost("reset".into());
+        assert_eq!(s.pending.len(), waiting);
+        assert!(
+            !events(&mut s)
+                .iter()
+                .any(|e| matches!(e, Event::Published(_))),
+            "nothing confirmed by a lost connection"
+        );
+    }
+
+    #[test]
+    fn a_silent_broker_is_detected_while_publishing() {
+        let (mut s, t0) = connected(config(&["a"]));
+        // Publish every 50 s (under the 60 s keep-alive); the broker never
+        // answers again.
+        let mut now = t0;
+        let mut lost = None;
+        for i in 0..10 {
+            now += Duration::from_secs(50);
+            if let Some(at) = s.poll_timeout().filter(|at| *at <= now) {
+                s.handle_timeout(at);
+            }
+            s.handle_timeout(now);
+            publish(&mut s, now, i);
+            sent_packets(&mut s);
+            if let Some(e) = events(&mut s)
+                .into_iter()
+                .find(|e| matches!(e, Event::ConnectionLost { .. }))
+            {
+                lost = Some((now, e));
+                break;
+            }
+        }
+        let (at, _) = lost.expect("a dead link is noticed");
+        assert!(at <= t0 + Duration::from_secs(150), "{:?}", at - t0);
+    }
+
+    #[test]
+    fn one_second_keep_alive_still_detects_a_dead_link() {
+        let mut cfg = config(&["a"]);
+        cfg.keep_alive = 1;
+        let (mut s, t0) = connected(cfg);
+        for ms in (100..10_000).step_by(100) {
+            s.handle_timeout(t0 + Duration::from_millis(ms));
+            sent_packets(&mut s);
+            if events(&mut s)
+                .iter()
+                .any(|e| matches!(e, Event::ConnectionLost { .. }))
+            {
+                return;
+            }
+        }
+        panic!("no ConnectionLost within 10 s");
+    }
+
+    #[test]
+    fn resumed_session_respects_a_lower_receive_maximum() {
+        let mut cfg = config(&["a"]);
+        cfg.session_expiry = 3600;
+        let (mut s, t0) = connected(cfg);
+        for id in 0..10 {
+            publish(&mut s, t0, id);
+        }
+        sent_packets(&mut s);
+        s.handle_transport_lost("reset".into());
+        s.handle_connected(t0);
+        sent_packets(&mut s);
+        let mut p = props();
+        p.receive_max = Some(2);
+        s.handle_input(t0, &connack(true, Some(p)));
+        let resent: Vec<u16> = sent_packets(&mut s)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) if p.dup => Some(p.pkid),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(resent.len(), 2, "{resent:?}");
+        // A PUBACK frees a slot: the next one goes, still with DUP.
+        s.handle_input(t0, &puback(resent[0]));
+        let next: Vec<bool> = sent_packets(&mut s)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p.dup),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(next, vec![true]);
     }
 
     #[test]

@@ -153,14 +153,18 @@ impl Transport {
         }
         let mut taken = 0;
         loop {
-            let n = self.buffer(&out[taken..])?;
-            taken += n;
-            let drained = self.flush()?;
-            // Stop when the socket is full, all is handed over, or the
-            // connection takes no more (plaintext held during a handshake).
-            if !drained || taken == out.len() || n == 0 {
+            // Flush first: what is buffered must leave before more fits, and
+            // a full buffer on entry must not look like "takes no more".
+            if !self.flush()? || taken == out.len() {
                 return Ok(taken);
             }
+            let n = self.buffer(&out[taken..])?;
+            if n == 0 {
+                // Only during the TLS handshake: rustls holds plaintext
+                // until it has keys.
+                return Ok(taken);
+            }
+            taken += n;
         }
     }
 
@@ -243,6 +247,8 @@ fn drain_plaintext(
             Ok(0) => return Err(Failure::Closed), // close_notify
             Ok(n) => sink(&scratch[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            // TCP closed without close_notify: still the broker hanging up.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(Failure::Closed),
             Err(e) => return Err(Failure::Io(e)),
         }
     }

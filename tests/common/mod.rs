@@ -906,7 +906,13 @@ impl Env {
 
     /// Start a broker for this test (see [`Broker::start`]).
     pub fn broker(&self) -> Broker {
-        Broker::start(&self.dir.join("broker"), self.pki())
+        Broker::start(&self.dir.join("broker"), self.pki(), "")
+    }
+
+    /// A broker with `extra` lines appended to its configuration (which
+    /// override the defaults, e.g. `allow_anonymous false`).
+    pub fn broker_with(&self, extra: &str) -> Broker {
+        Broker::start(&self.dir.join("broker"), self.pki(), extra)
     }
 
     /// The daemon's flags for `broker` with the how-to's spelling, this test's
@@ -1017,7 +1023,7 @@ impl Broker {
     /// Write `dir/mosquitto.conf`, start `mosquitto -c` on a free port and
     /// wait until the port accepts TCP connections. A port lost to a race is
     /// retried with another.
-    pub fn start(dir: &Path, pki: &Pki) -> Broker {
+    pub fn start(dir: &Path, pki: &Pki, extra: &str) -> Broker {
         let mosquitto = find_tool("mosquitto", "MOSQUITTO");
         // Fail early, and with the install hint, if the clients are missing.
         find_tool("mosquitto_sub", "MOSQUITTO_SUB");
@@ -1045,7 +1051,8 @@ impl Broker {
                  certfile {cert}\n\
                  keyfile {key}\n\
                  require_certificate true\n\
-                 use_identity_as_username false\n",
+                 use_identity_as_username false\n\
+                 {extra}\n",
                 ca = pki.ca.display(),
                 cert = pki.server_cert.display(),
                 key = pki.server_key.display(),
