@@ -1,10 +1,11 @@
 //! Load generator and measuring tool for `make bench` (scripts/bench.sh).
 //!
-//! Std only (plus two libc calls declared here: `getrusage` and `kill`), so
-//! it builds with the crate's MSRV and needs nothing new in Cargo.toml:
+//! A crate of its own, std only (plus three libc calls declared here:
+//! `getrusage`, `kill` and `prctl`, which need `unsafe`, forbidden in iotbox
+//! itself); it builds with iotbox's MSRV:
 //!
 //! ```text
-//! cargo build --release --example loadgen
+//! cargo build --release --manifest-path bench/loadgen/Cargo.toml
 //! ```
 //!
 //! Every mode prints its results as `key=value` lines on stdout (times in
