@@ -86,7 +86,8 @@ pub struct PubsubArgs {
     /// seconds the broker keeps the session after a disconnect (default 0)
     #[argh(option, long = "session-expiry", default = "0")]
     pub session_expiry: u32,
-    /// publishes per second to the broker (not supported yet)
+    /// publishes per second to the broker, 0 for no limit (default 100 for
+    /// *.amazonaws.com, AWS IoT's limit per connection; else 0)
     #[argh(option, long = "max-rate")]
     pub max_rate: Option<u32>,
     /// largest payload accepted from the publish socket (default 131072)

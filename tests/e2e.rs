@@ -376,3 +376,45 @@ fn refused_connect_is_fatal_at_the_first_connection() {
         daemon.fail("the publish socket was left behind");
     }
 }
+
+/// `--max_rate 2`: a burst of 6 goes out as 2 at once, then one per half
+/// second, every one confirmed; none is dropped (SPEC §2). Only a lower
+/// bound on the time is checked: the limit must hold on any machine.
+#[test]
+fn max_rate_paces_a_burst() {
+    let env = Env::new("rate");
+    let broker = env.broker();
+    let mut args = env.pubsub_args(&broker, "rate", &["sdk/test/python"]);
+    args.extend(["--max_rate".into(), "2".into()]);
+    let mut daemon = env.spawn_pubsub(Via::Iotbox, &args);
+    wait_subscribed(&mut daemon);
+    let mut console = broker.console_sub("rate/#");
+    let smsg = env.smsg();
+    let start = std::time::Instant::now();
+    let outputs: Vec<Output> = thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let (env, smsg) = (&env, &smsg);
+                s.spawn(move || {
+                    let file = env.write(&format!("r{i}.txt"), format!("rate/{i}\n{i}").as_bytes());
+                    env.send(smsg, &file)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sender"))
+            .collect()
+    });
+    for out in &outputs {
+        out.expect_code(0);
+    }
+    let elapsed = start.elapsed();
+    for _ in 0..6 {
+        console.next_message(deadline());
+    }
+    assert!(
+        elapsed >= std::time::Duration::from_millis(1500),
+        "6 publishes at 2/s were all confirmed after {elapsed:?}"
+    );
+}

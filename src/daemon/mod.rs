@@ -7,6 +7,7 @@ mod crypto;
 mod delivery;
 mod event_loop;
 mod publish_socket;
+mod rate;
 mod resolve;
 mod session;
 mod tls;
@@ -24,6 +25,10 @@ const MAX_CLIENT_ID: usize = 128;
 
 /// No MQTT packet is larger than 256 MiB, so no payload either.
 const MAX_MQTT_PAYLOAD: usize = 268_435_455;
+
+/// AWS IoT Core's publish rate limit per connection, the default of
+/// `--max_rate` for `*.amazonaws.com` endpoints.
+const AWS_MAX_RATE: u32 = 100;
 
 /// AWS IoT Core's limit on subscriptions per connection.
 const MAX_FILTERS: usize = 50;
@@ -105,9 +110,6 @@ impl Config {
                 "--proxy_host/--proxy_port are not supported yet; connect without a proxy"
             ));
         }
-        if flags.max_rate.is_some() {
-            return Err(usage!("--max_rate is not supported yet; leave it out"));
-        }
         if let Some(text) = &flags.message {
             log::debug!("--message {text:?} is accepted for compatibility and ignored");
         }
@@ -157,6 +159,14 @@ impl Config {
             message::validate_filter(filter).map_err(|e| usage!("--topic: {e}"))?;
         }
         let port = flags.port.unwrap_or(443);
+        // AWS IoT Core allows 100 publishes per second per connection.
+        let max_rate = flags
+            .max_rate
+            .unwrap_or(if endpoint.ends_with(".amazonaws.com") {
+                AWS_MAX_RATE
+            } else {
+                0
+            });
         if endpoint.ends_with(".amazonaws.com") && !(30..=1200).contains(&flags.keep_alive) {
             log::warn!(
                 "--keep_alive {}: AWS IoT Core accepts 30..1200 seconds",
@@ -198,6 +208,7 @@ impl Config {
                 max_payload: flags.max_payload,
                 queue_messages: QUEUE_MESSAGES,
                 queue_bytes: QUEUE_BYTES,
+                max_rate,
             },
             pub_socket: flags.pub_socket,
             sub_socket: flags.sub_socket,
@@ -339,6 +350,24 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.exit_code(), 1);
         assert!(err.to_string().contains("/nonexistent/c.pem"), "{err}");
+    }
+
+    #[test]
+    fn aws_endpoints_are_rate_limited_by_default() {
+        let aws = "a1b2c3-ats.iot.ap-northeast-1.amazonaws.com";
+        let c = Config::from_flags(flags(&["--endpoint", aws, "--plaintext"])).unwrap();
+        assert_eq!(c.session.max_rate, 100);
+        let c = Config::from_flags(flags(&[
+            "--endpoint",
+            aws,
+            "--plaintext",
+            "--max_rate",
+            "0",
+        ]))
+        .unwrap();
+        assert_eq!(c.session.max_rate, 0);
+        let c = Config::from_flags(flags(&["--endpoint", "localhost", "--plaintext"])).unwrap();
+        assert_eq!(c.session.max_rate, 0);
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! otherwise) and publishes waiting for a connection, in order.
 
 use super::codec::{self, Inbound, QoS};
+use super::rate::RateLimit;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -64,6 +65,8 @@ pub struct Config {
     /// Publishes that may wait for a connection (count, total payload bytes).
     pub queue_messages: usize,
     pub queue_bytes: usize,
+    /// Publishes per second to the broker; 0 = no limit.
+    pub max_rate: u32,
 }
 
 /// What happened, for the event loop to act on.
@@ -138,11 +141,18 @@ enum Timer {
     ConnAck = 0,
     PingResp = 1,
     KeepAlive = 2,
+    /// The rate limit lets the next publish go.
+    Rate = 3,
 }
 
 /// Expired timers run in this order: a missing PINGRESP is judged before a
 /// keep-alive due at the same instant could push it back.
-const TIMERS: [Timer; 3] = [Timer::ConnAck, Timer::PingResp, Timer::KeepAlive];
+const TIMERS: [Timer; 4] = [
+    Timer::ConnAck,
+    Timer::PingResp,
+    Timer::KeepAlive,
+    Timer::Rate,
+];
 
 /// A publish on its way: waiting, or sent and not yet acknowledged.
 #[derive(Debug)]
@@ -171,8 +181,10 @@ pub struct Session {
     limits: Limits,
     out: BytesMut,
     inbuf: BytesMut,
-    timers: [Option<Instant>; 3],
+    timers: [Option<Instant>; 4],
     events: VecDeque<Event>,
+    /// `--max_rate`; `None` for no limit.
+    rate: Option<RateLimit>,
     /// Waiting to be sent, in order.
     pending: VecDeque<Outgoing>,
     pending_bytes: usize,
@@ -201,14 +213,16 @@ pub struct Session {
 impl Session {
     pub fn new(config: Config) -> Session {
         let limits = Limits::unknown(&config);
+        let rate = RateLimit::new(config.max_rate);
         Session {
             config,
             state: State::Idle,
             limits,
             out: BytesMut::new(),
             inbuf: BytesMut::new(),
-            timers: [None; 3],
+            timers: [None; 4],
             events: VecDeque::new(),
+            rate,
             pending: VecDeque::new(),
             pending_bytes: 0,
             inflight: VecDeque::new(),
@@ -374,7 +388,7 @@ impl Session {
         }
         self.pending_bytes = 0;
         self.on_wire = 0;
-        self.timers = [None; 3];
+        self.timers = [None; 4];
         self.state = State::Closed;
     }
 
@@ -428,7 +442,7 @@ impl Session {
         self.out.clear();
         self.consumed = 0;
         self.inbuf.clear();
-        self.timers = [None; 3];
+        self.timers = [None; 4];
         self.subscribing.clear();
         self.limits = Limits::unknown(&self.config);
         self.on_wire = 0;
@@ -496,6 +510,7 @@ impl Session {
                 self.set(Timer::PingResp, Some(now + wait));
                 self.sent(now);
             }
+            (Timer::Rate, State::Connected) => self.send_pending(now),
             (Timer::PingResp, State::Connected) => self.lose(
                 format!(
                     "no PINGRESP within {} s: the link is dead",
@@ -698,6 +713,7 @@ impl Session {
         while self.on_wire < self.inflight.len()
             && self.on_wire < window
             && self.out.len() < OUTPUT_HIGH_WATER
+            && self.rate_allows(now)
         {
             let o = &self.inflight[self.on_wire];
             let encoded = codec::encode_publish(
@@ -716,6 +732,8 @@ impl Session {
         }
         while self.out.len() < OUTPUT_HIGH_WATER
             && (qos == QoS::AtMostOnce || self.on_wire < window)
+            && !self.pending.is_empty()
+            && self.rate_allows(now)
         {
             let Some(mut o) = self.pending.pop_front() else {
                 break;
@@ -750,6 +768,21 @@ impl Session {
         }
         if wrote {
             self.sent(now);
+        }
+    }
+
+    /// Takes one publish from the `--max_rate` budget; when it is spent,
+    /// arms the timer for the next one and says no.
+    fn rate_allows(&mut self, now: Instant) -> bool {
+        let Some(rate) = &mut self.rate else {
+            return true;
+        };
+        match rate.try_take(now) {
+            Ok(()) => true,
+            Err(at) => {
+                self.set(Timer::Rate, Some(at));
+                false
+            }
         }
     }
 
@@ -799,6 +832,7 @@ mod tests {
             max_payload: 131_072,
             queue_messages: 1000,
             queue_bytes: 1 << 20,
+            max_rate: 0,
         }
     }
 
@@ -1330,6 +1364,33 @@ mod tests {
             }
         }
         panic!("no ConnectionLost within 10 s");
+    }
+
+    #[test]
+    fn max_rate_paces_publishes() {
+        let mut cfg = config(&["a"]);
+        cfg.max_rate = 10;
+        let (mut s, t0) = connected(cfg);
+        let publishes = |s: &mut Session| {
+            sent_packets(s)
+                .iter()
+                .filter(|p| matches!(p, Packet::Publish(_)))
+                .count()
+        };
+        for id in 0..25 {
+            publish(&mut s, t0, id);
+        }
+        assert_eq!(publishes(&mut s), 10, "a burst of one second's worth");
+        let next = t0 + Duration::from_millis(100);
+        assert_eq!(s.poll_timeout(), Some(next));
+        s.handle_timeout(next);
+        assert_eq!(publishes(&mut s), 1, "then one per 1/10 s");
+        // Unlimited by default (0).
+        let (mut s, t0) = connected(config(&["a"]));
+        for id in 0..25 {
+            publish(&mut s, t0, id);
+        }
+        assert_eq!(publishes(&mut s), 25);
     }
 
     #[test]
