@@ -118,6 +118,17 @@ pub struct SendArgs {
 /// `iotbox recv SOCKET COUNT`: listen on SOCKET and print COUNT messages.
 #[derive(FromArgs, Debug)]
 pub struct RecvArgs {
+    /// messages carry their topic (pubsub --deliver_topic): print
+    /// "Topic: <topic>" before the payload
+    #[argh(switch)]
+    pub topic: bool,
+    /// run /bin/sh -c CMD for each message, payload on its stdin,
+    /// IOTBOX_TOPIC set when known
+    #[argh(option)]
+    pub exec: Option<String>,
+    /// print the payloads only, nothing else (for pipes)
+    #[argh(switch)]
+    pub raw: bool,
     /// the delivery socket to listen on, e.g. /tmp/aws_socket_rmsg
     #[argh(positional)]
     pub socket: PathBuf,

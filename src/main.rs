@@ -192,6 +192,18 @@ fn usage_all() -> String {
     text
 }
 
+/// Logging for the short-lived tools (`send`, `recv`): warnings and errors
+/// on stderr, one plain line each; `RUST_LOG` overrides the level.
+pub(crate) fn init_tool_logging() {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(log::LevelFilter::Warn);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder.format(|out, record| writeln!(out, "{}", record.args()));
+    let _ = builder.try_init();
+}
+
 /// Prints one line on stdout and flushes it. A closed stdout (the reader of a
 /// pipe went away) is not an error worth dying for.
 pub(crate) fn say(line: &str) {

@@ -9,9 +9,15 @@
 //!
 //! Unlike the original (1023 bytes at most), each connection is read to EOF.
 //! SIGINT and SIGTERM remove the socket and exit 0.
+//!
+//! Extensions: `--topic` for `pubsub --deliver_topic` framing (prints
+//! `Topic: <topic>` before the payload; N counts the payload only), `--exec
+//! CMD` (runs `/bin/sh -c CMD` per message, payload on stdin, `IOTBOX_TOPIC`
+//! set when known, a failing exit status logged), `--raw` (payloads only).
 
 use crate::cli::{self, RecvArgs};
 use crate::error::{Error, runtime};
+use crate::message;
 use crate::unix_socket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -21,6 +27,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const LISTENER: Token = Token(0);
@@ -35,7 +42,10 @@ const MAX_MESSAGE: u64 = 16 << 20;
 
 pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
     match cli::parse::<RecvArgs>(command, args)? {
-        Some(flags) => run(&flags),
+        Some(flags) => {
+            crate::init_tool_logging();
+            run(&flags)
+        }
         None => Ok(()),
     }
 }
@@ -70,7 +80,9 @@ fn run(flags: &RecvArgs) -> Result<(), Error> {
 
     let mut events = Events::with_capacity(8);
     let mut received = 0u64;
-    crate::say("wait message...");
+    if !flags.raw {
+        crate::say("wait message...");
+    }
     loop {
         match poll.poll(&mut events, None) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -92,12 +104,19 @@ fn run(flags: &RecvArgs) -> Result<(), Error> {
                     break;
                 }
             };
-            print_message(&read_message(stream, &flags.socket));
+            let data = read_message(stream, &flags.socket);
+            let (topic, payload) = split_topic(&data, flags.topic);
+            print_message(topic, payload, flags.raw);
+            if let Some(cmd) = &flags.exec {
+                run_command(cmd, topic, payload);
+            }
             received += 1;
             if flags.count != 0 && received >= flags.count {
                 return Ok(());
             }
-            crate::say("wait message...");
+            if !flags.raw {
+                crate::say("wait message...");
+            }
         }
     }
 }
@@ -123,10 +142,57 @@ fn read_message(stream: UnixStream, socket: &Path) -> Vec<u8> {
     payload
 }
 
-fn print_message(payload: &[u8]) {
+/// With `--topic`, splits `topic\npayload`; a message without that framing
+/// is all payload (and said so).
+fn split_topic(data: &[u8], framed: bool) -> (Option<&str>, &[u8]) {
+    if !framed {
+        return (None, data);
+    }
+    match message::parse(data) {
+        Ok(m) => (Some(m.topic), m.payload),
+        Err(why) => {
+            log::warn!("recv --topic: a message without a topic line ({why}); printed whole");
+            (None, data)
+        }
+    }
+}
+
+fn print_message(topic: Option<&str>, payload: &[u8], raw: bool) {
     let mut out = io::stdout().lock();
-    let _ = writeln!(out, "Receive {} Byte", payload.len());
-    let _ = out.write_all(payload);
-    let _ = out.write_all(b"\n");
+    if raw {
+        let _ = out.write_all(payload);
+    } else {
+        if let Some(topic) = topic {
+            let _ = writeln!(out, "Topic: {topic}");
+        }
+        let _ = writeln!(out, "Receive {} Byte", payload.len());
+        let _ = out.write_all(payload);
+        let _ = out.write_all(b"\n");
+    }
     let _ = out.flush();
+}
+
+/// `--exec`: `/bin/sh -c CMD` with the payload on stdin, one at a time.
+fn run_command(cmd: &str, topic: Option<&str>, payload: &[u8]) {
+    let mut command = Command::new("/bin/sh");
+    command.arg("-c").arg(cmd).stdin(Stdio::piped());
+    if let Some(topic) = topic {
+        command.env("IOTBOX_TOPIC", topic);
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            log::warn!("recv --exec: cannot run /bin/sh: {e}");
+            return;
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its stdin is fine.
+        let _ = stdin.write_all(payload);
+    }
+    match child.wait() {
+        Ok(status) if status.success() => {}
+        Ok(status) => log::warn!("recv --exec: {cmd:?} {status}"),
+        Err(e) => log::warn!("recv --exec: {cmd:?}: {e}"),
+    }
 }

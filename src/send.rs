@@ -30,7 +30,10 @@ const MAX_STATUS_LEN: u64 = 4096;
 pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
     let args = stdin_dash_as_positional(args);
     match cli::parse::<SendArgs>(command, &args)? {
-        Some(flags) => run(&flags),
+        Some(flags) => {
+            crate::init_tool_logging();
+            run(&flags)
+        }
         None => Ok(()),
     }
 }

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::thread;
+use std::time::Instant;
 
 /// The applets every usage text must name.
 const APPLETS: [&str; 3] = ["pubsub", "send", "recv"];
@@ -489,4 +490,97 @@ fn pubsub_refuses_a_live_publish_socket() {
     assert!(std::fs::symlink_metadata(&smsg).is_ok(), "socket removed");
     assert!(UnixStream::connect(&smsg).is_ok(), "socket replaced");
     assert!(!broker.was_connected(), "connected to the broker anyway");
+}
+
+/// Waits (with the deadline) until `recv` listens on `sock`.
+fn wait_listening(sock: &Path) {
+    let end = deadline();
+    while UnixStream::connect(sock).is_err() {
+        assert!(
+            Instant::now() < end,
+            "nothing listens on {}",
+            sock.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// `recv --topic` reads `pubsub --deliver_topic` framing (SPEC §5).
+#[test]
+fn recv_topic_prints_the_topic_and_counts_the_payload() {
+    let env = Env::new("c-recvtopic");
+    let sock = env.path("rmsg");
+    let mut recv = Proc::spawn(
+        "iotbox recv --topic",
+        env.iotbox(&[
+            OsStr::new("recv"),
+            OsStr::new("--topic"),
+            sock.as_os_str(),
+            OsStr::new("1"),
+        ]),
+    );
+    recv.expect_line("wait message...", deadline());
+    raw_send_and_close(&sock, b"sdk/test/python\nhello");
+    recv.expect_line("Topic: sdk/test/python", deadline());
+    recv.expect_line("Receive 5 Byte", deadline());
+    recv.expect_line("hello", deadline());
+    recv.expect_exit_code(0, deadline());
+}
+
+/// `recv --raw` prints the payloads only, byte for byte (for pipes).
+#[test]
+fn recv_raw_prints_payloads_only() {
+    let env = Env::new("c-recvraw");
+    let sock = env.path("rmsg");
+    let mut recv = Proc::spawn(
+        "iotbox recv --raw",
+        env.iotbox(&[
+            OsStr::new("recv"),
+            OsStr::new("--raw"),
+            sock.as_os_str(),
+            OsStr::new("2"),
+        ]),
+    );
+    // The probe connection of wait_listening counts as an (empty) message.
+    wait_listening(&sock);
+    raw_send_and_close(&sock, b"\0binary\xff");
+    recv.expect_exit_code(0, deadline());
+    assert_eq!(recv.stdout_bytes(), b"\0binary\xff");
+}
+
+/// `recv --exec` runs the command per message with the payload on stdin and
+/// IOTBOX_TOPIC set (with --topic); a failing command is logged, and recv
+/// goes on.
+#[test]
+fn recv_exec_runs_a_command_per_message() {
+    let env = Env::new("c-recvexec");
+    let sock = env.path("rmsg");
+    let out_file = env.path("got");
+    let cmd = format!(
+        "{{ printf '%s|' \"$IOTBOX_TOPIC\"; cat; echo; }} >> '{}'; [ \"$IOTBOX_TOPIC\" != fail ]",
+        out_file.display()
+    );
+    let mut recv = Proc::spawn(
+        "iotbox recv --exec",
+        env.iotbox(&[
+            OsStr::new("recv"),
+            OsStr::new("--topic"),
+            OsStr::new("--exec"),
+            OsStr::new(&cmd),
+            sock.as_os_str(),
+            OsStr::new("2"),
+        ]),
+    );
+    recv.expect_line("wait message...", deadline());
+    raw_send_and_close(&sock, b"fail\nfirst");
+    recv.expect_line("Topic: fail", deadline());
+    raw_send_and_close(&sock, b"a/b\nsecond");
+    recv.expect_exit_code(0, deadline());
+    assert_eq!(
+        std::fs::read_to_string(&out_file).unwrap(),
+        "fail|first\na/b|second\n"
+    );
+    if !recv.stderr_text().contains("exit status: 1") {
+        recv.fail("the failing command's exit status was not logged");
+    }
 }

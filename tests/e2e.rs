@@ -418,3 +418,31 @@ fn max_rate_paces_a_burst() {
         "6 publishes at 2/s were all confirmed after {elapsed:?}"
     );
 }
+
+/// `pubsub --deliver_topic` with `recv --topic`: the topic of each message
+/// arrives with it (SPEC §3, §5).
+#[test]
+fn deliver_topic_reaches_recv_topic() {
+    let env = Env::new("delivertopic");
+    let broker = env.broker();
+    let rmsg = env.rmsg();
+    let mut recv = Proc::spawn(
+        "awsapp recv --topic",
+        env.awsapp(&[
+            OsStr::new("recv"),
+            OsStr::new("--topic"),
+            rmsg.as_os_str(),
+            OsStr::new("1"),
+        ]),
+    );
+    recv.expect_line("wait message...", deadline());
+    let mut args = env.pubsub_args(&broker, "delivertopic", &["sensors/#"]);
+    args.push("--deliver_topic".into());
+    let mut daemon = env.spawn_pubsub(Via::Iotbox, &args);
+    wait_subscribed(&mut daemon);
+    broker.console_pub("sensors/room1", b"21.5");
+    recv.expect_line("Topic: sensors/room1", deadline());
+    recv.expect_line("Receive 4 Byte", deadline());
+    recv.expect_line("21.5", deadline());
+    recv.expect_exit_code(0, deadline());
+}
