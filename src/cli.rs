@@ -45,10 +45,10 @@ pub struct PubsubArgs {
     /// accepted for compatibility with the SDK sample; ignored
     #[argh(option)]
     pub message: Option<String>,
-    /// HTTP CONNECT proxy host (not supported yet)
+    /// HTTP CONNECT proxy to connect through
     #[argh(option, long = "proxy-host")]
     pub proxy_host: Option<String>,
-    /// HTTP CONNECT proxy port (not supported yet)
+    /// port of the HTTP CONNECT proxy (default 8080)
     #[argh(option, long = "proxy-port")]
     pub proxy_port: Option<u16>,
     /// one of None, Fatal, Error, Warn, Info (default), Debug, Trace;

@@ -26,7 +26,9 @@
 //!                      bytes, deadlines and events out
 //!   codec.rs           the only user of rumqttc's codec; works around its
 //!                      known bugs (each has a regression test)
-//!   transport.rs       non-blocking TCP connect + rustls byte pump
+//!   transport.rs       non-blocking TCP connect (+ HTTP CONNECT tunnel) +
+//!                      rustls byte pump
+//!   proxy.rs           the HTTP CONNECT request and reply, pure
 //!   tls.rs             rustls ClientConfig, PEM loading, CA defaults, error
 //!                      messages (the 1970 clock, a refused certificate)
 //!   crypto.rs          the *ring* provider, trimmed to AES-GCM suites (size)
@@ -36,6 +38,7 @@
 //!   delivery.rs        bounded queue of received messages, pushed to the
 //!                      delivery socket one connection each
 //!   backoff.rs         reconnect delays: full jitter, 1 s doubling to 120 s
+//!   rate.rs            --max_rate: publishes per second (GCRA), pure
 //! ```
 //!
 //! # Design

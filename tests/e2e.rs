@@ -446,3 +446,29 @@ fn deliver_topic_reaches_recv_topic() {
     recv.expect_line("21.5", deadline());
     recv.expect_exit_code(0, deadline());
 }
+
+/// `--proxy_host`/`--proxy_port`: the connection goes through an HTTP
+/// CONNECT tunnel, which is asked for the broker by name (SPEC §2).
+#[test]
+fn through_an_http_connect_proxy() {
+    let env = Env::new("proxy");
+    let broker = env.broker();
+    let proxy = ConnectProxy::start();
+    let mut args = env.pubsub_args(&broker, "proxied", &["sdk/test/python"]);
+    args.extend([
+        "--proxy_host".into(),
+        "127.0.0.1".into(),
+        "--proxy_port".into(),
+        proxy.port.to_string().into(),
+    ]);
+    let mut daemon = env.spawn_pubsub(Via::Mqtt5Pubsub, &args);
+    wait_subscribed(&mut daemon);
+    let mut console = broker.console_sub("via/proxy");
+    let file = env.write("m.txt", b"via/proxy\nthrough the tunnel");
+    env.send(&env.smsg(), &file).expect_code(0);
+    console.expect_message("via/proxy", b"through the tunnel", deadline());
+    assert_eq!(
+        proxy.requests(),
+        vec![format!("CONNECT localhost:{} HTTP/1.1", broker.port)]
+    );
+}

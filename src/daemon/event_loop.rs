@@ -256,8 +256,14 @@ impl Daemon {
 
     // ----- the broker link -----
 
+    /// Resolves the broker, or the proxy when there is one (the proxy
+    /// resolves the broker's name itself).
     fn start_resolve(&mut self) {
-        let lookup = resolve::start(&self.config.endpoint, self.config.port, self.waker.clone());
+        let (host, port) = match &self.config.proxy {
+            Some((host, port)) => (host.as_str(), *port),
+            None => (self.config.endpoint.as_str(), self.config.port),
+        };
+        let lookup = resolve::start(host, port, self.waker.clone());
         self.link = Link::Resolving(lookup);
     }
 
@@ -269,13 +275,14 @@ impl Daemon {
             None => {}
             Some(Ok(addrs)) if !addrs.is_empty() => self.connect_next(now, addrs),
             Some(Ok(_)) => self.link_failed(now, "the name resolved to no address".into()),
-            Some(Err(e)) => self.link_failed(
-                now,
-                format!(
-                    "cannot resolve {}: {e} (check --endpoint and the network)",
-                    self.config.endpoint
-                ),
-            ),
+            Some(Err(e)) => {
+                let (name, flag) = match &self.config.proxy {
+                    Some((host, _)) => (host.clone(), "--proxy_host"),
+                    None => (self.config.endpoint.clone(), "--endpoint"),
+                };
+                let why = format!("cannot resolve {name}: {e} (check {flag} and the network)");
+                self.link_failed(now, why);
+            }
         }
     }
 
@@ -296,7 +303,12 @@ impl Daemon {
                 }
                 None => None,
             };
-            match Transport::connect(addr, tls, self.poll.registry(), BROKER) {
+            let via_proxy = self
+                .config
+                .proxy
+                .as_ref()
+                .map(|_| (self.config.endpoint.as_str(), self.config.port));
+            match Transport::connect(addr, via_proxy, tls, self.poll.registry(), BROKER) {
                 Ok(transport) => {
                     log::debug!("connecting to {addr}");
                     self.link = Link::Connecting {

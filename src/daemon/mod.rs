@@ -6,6 +6,7 @@ mod codec;
 mod crypto;
 mod delivery;
 mod event_loop;
+mod proxy;
 mod publish_socket;
 mod rate;
 mod resolve;
@@ -26,6 +27,9 @@ const MAX_CLIENT_ID: usize = 128;
 /// No MQTT packet is larger than 256 MiB, so no payload either.
 const MAX_MQTT_PAYLOAD: usize = 268_435_455;
 
+/// The SDK sample's default proxy port.
+const DEFAULT_PROXY_PORT: u16 = 8080;
+
 /// AWS IoT Core's publish rate limit per connection, the default of
 /// `--max_rate` for `*.amazonaws.com` endpoints.
 const AWS_MAX_RATE: u32 = 100;
@@ -42,6 +46,8 @@ const QUEUE_BYTES: usize = 1 << 20;
 pub struct Config {
     pub endpoint: String,
     pub port: u16,
+    /// HTTP CONNECT proxy (host, port), if any.
+    pub proxy: Option<(String, u16)>,
     /// `None` with `--plaintext`.
     pub tls: Option<tls::Files>,
     pub session: session::Config,
@@ -105,11 +111,13 @@ impl Config {
         if endpoint.is_empty() {
             return Err(usage!("--endpoint is empty"));
         }
-        if flags.proxy_host.is_some() || flags.proxy_port.is_some() {
-            return Err(usage!(
-                "--proxy_host/--proxy_port are not supported yet; connect without a proxy"
-            ));
-        }
+        let proxy = match (&flags.proxy_host, flags.proxy_port) {
+            (Some(host), port) if !host.is_empty() => {
+                Some((host.clone(), port.unwrap_or(DEFAULT_PROXY_PORT)))
+            }
+            (None, None) => None,
+            _ => return Err(usage!("--proxy_port needs --proxy_host HOST")),
+        };
         if let Some(text) = &flags.message {
             log::debug!("--message {text:?} is accepted for compatibility and ignored");
         }
@@ -198,6 +206,7 @@ impl Config {
         Ok(Config {
             endpoint,
             port,
+            proxy,
             tls,
             session: session::Config {
                 client_id,

@@ -1,5 +1,6 @@
-//! The broker connection: a non-blocking TCP socket and, unless
-//! `--plaintext`, a rustls client connection pumped over it.
+//! The broker connection: a non-blocking TCP socket, optionally an HTTP
+//! CONNECT tunnel through a proxy, and, unless `--plaintext`, a rustls client
+//! connection pumped over it.
 //!
 //! rustls is sans-IO: `read_tls` only buffers, `process_new_packets` does the
 //! work, `reader()` hands out plaintext, `writer()` takes plaintext and
@@ -7,6 +8,7 @@
 //! the socket until `WouldBlock`, and WRITABLE is registered only while there
 //! is something to write.
 
+use super::proxy::{self, Reply};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rustls::ClientConnection;
@@ -26,6 +28,8 @@ pub enum Failure {
     Tls(rustls::Error),
     /// The broker closed the connection.
     Closed,
+    /// The proxy refused or broke the tunnel.
+    Proxy(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -34,6 +38,7 @@ impl std::fmt::Display for Failure {
             Failure::Io(e) => write!(f, "{e}"),
             Failure::Tls(e) => write!(f, "TLS: {e}"),
             Failure::Closed => write!(f, "the broker closed the connection"),
+            Failure::Proxy(why) => write!(f, "proxy: {why}"),
         }
     }
 }
@@ -44,9 +49,18 @@ enum Link {
     Plain(Vec<u8>),
 }
 
+/// An HTTP CONNECT tunnel being set up.
+struct Tunnel {
+    request: Vec<u8>,
+    sent: usize,
+    reply: Vec<u8>,
+}
+
 pub struct Transport {
     socket: TcpStream,
     link: Link,
+    /// Until the proxy says 200, nothing else is written or read.
+    tunnel: Option<Tunnel>,
     /// The non-blocking connect has completed.
     established: bool,
     interest: Interest,
@@ -55,8 +69,11 @@ pub struct Transport {
 
 impl Transport {
     /// Starts a non-blocking connect to `addr` and registers it.
+    /// With `via_proxy`, `addr` is the proxy's and the tunnel goes to that
+    /// `(host, port)`.
     pub fn connect(
         addr: SocketAddr,
+        via_proxy: Option<(&str, u16)>,
         tls: Option<ClientConnection>,
         registry: &Registry,
         token: Token,
@@ -71,9 +88,15 @@ impl Transport {
             }
             None => Link::Plain(Vec::new()),
         };
+        let tunnel = via_proxy.map(|(host, port)| Tunnel {
+            request: proxy::connect_request(host, port),
+            sent: 0,
+            reply: Vec::new(),
+        });
         Ok(Transport {
             socket,
             link,
+            tunnel,
             established: false,
             interest,
             addr,
@@ -109,6 +132,22 @@ impl Transport {
     pub fn read(&mut self, scratch: &mut [u8], mut sink: impl FnMut(&[u8])) -> Result<(), Failure> {
         if !self.established {
             return Ok(());
+        }
+        if self.tunnel.is_some() {
+            let early = self.read_proxy_reply(scratch)?;
+            if self.tunnel.is_some() {
+                return Ok(());
+            }
+            // Bytes after the proxy's header are the broker's.
+            match &mut self.link {
+                Link::Plain(_) => sink(&early),
+                Link::Tls(conn) if !early.is_empty() => {
+                    conn.read_tls(&mut &early[..]).map_err(Failure::Io)?;
+                    conn.process_new_packets().map_err(Failure::Tls)?;
+                    drain_plaintext(conn, scratch, &mut sink)?;
+                }
+                Link::Tls(_) => {}
+            }
         }
         match &mut self.link {
             Link::Plain(_) => loop {
@@ -149,6 +188,10 @@ impl Transport {
     /// How many bytes of `out` were taken.
     pub fn write(&mut self, out: &[u8]) -> Result<usize, Failure> {
         if !self.established {
+            return Ok(0);
+        }
+        if self.tunnel.is_some() {
+            self.send_proxy_request()?;
             return Ok(0);
         }
         let mut taken = 0;
@@ -202,6 +245,9 @@ impl Transport {
     }
 
     fn wants_write(&self) -> bool {
+        if let Some(t) = &self.tunnel {
+            return t.sent < t.request.len();
+        }
         match &self.link {
             Link::Tls(conn) => conn.wants_write(),
             Link::Plain(buf) => !buf.is_empty(),
@@ -220,6 +266,53 @@ impl Transport {
             self.interest = wanted;
         }
         Ok(())
+    }
+
+    /// Writes what is left of the CONNECT request.
+    fn send_proxy_request(&mut self) -> Result<(), Failure> {
+        let Some(t) = &mut self.tunnel else {
+            return Ok(());
+        };
+        while t.sent < t.request.len() {
+            match self.socket.write(&t.request[t.sent..]) {
+                Ok(0) => return Err(Failure::Proxy("the proxy closed the connection".into())),
+                Ok(n) => t.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Failure::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the proxy's reply; on 2xx ends the tunnel setup and returns the
+    /// bytes that came after the header.
+    fn read_proxy_reply(&mut self, scratch: &mut [u8]) -> Result<Vec<u8>, Failure> {
+        let Some(t) = &mut self.tunnel else {
+            return Ok(Vec::new());
+        };
+        loop {
+            match self.socket.read(scratch) {
+                Ok(0) => {
+                    return Err(Failure::Proxy(
+                        "the proxy closed the connection before answering".into(),
+                    ));
+                }
+                Ok(n) => t.reply.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Failure::Io(e)),
+            }
+        }
+        match proxy::parse_reply(&t.reply) {
+            Reply::Incomplete => Ok(Vec::new()),
+            Reply::Refused(why) => Err(Failure::Proxy(why)),
+            Reply::Established { header_len } => {
+                let early = t.reply.split_off(header_len);
+                self.tunnel = None;
+                Ok(early)
+            }
+        }
     }
 
     /// Best-effort goodbye: TLS close_notify, flush what the socket takes

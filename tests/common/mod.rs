@@ -1493,3 +1493,76 @@ pub fn numbered(text: &str) -> String {
     }
     s
 }
+
+// ---------------------------------------------------------------------------
+// An HTTP CONNECT proxy
+
+/// A minimal HTTP CONNECT proxy on 127.0.0.1 for `--proxy_host`: it tunnels
+/// only to 127.0.0.1 (whatever name the request carries) and records each
+/// request line. Its threads end with the test process.
+pub struct ConnectProxy {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl ConnectProxy {
+    pub fn start() -> ConnectProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let seen = seen.clone();
+                thread::spawn(move || tunnel(client, &seen));
+            }
+        });
+        ConnectProxy { port, requests }
+    }
+
+    /// The request lines received so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().expect("proxy log").clone()
+    }
+}
+
+fn tunnel(mut client: std::net::TcpStream, seen: &Mutex<Vec<String>>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let line = text.lines().next().unwrap_or_default().to_owned();
+    seen.lock().expect("proxy log").push(line.clone());
+    let port = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|authority| authority.rsplit(':').next())
+        .and_then(|p| p.parse::<u16>().ok());
+    let upstream = port.and_then(|p| std::net::TcpStream::connect(("127.0.0.1", p)).ok());
+    let Some(upstream) = upstream else {
+        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+        return;
+    };
+    if client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .is_err()
+    {
+        return;
+    }
+    let (mut c2, mut u2) = match (client.try_clone(), upstream.try_clone()) {
+        (Ok(c), Ok(u)) => (c, u),
+        _ => return,
+    };
+    let (mut client, mut upstream) = (client, upstream);
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut u2, &mut c2);
+        let _ = c2.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut client, &mut upstream);
+    let _ = upstream.shutdown(std::net::Shutdown::Write);
+}
