@@ -487,7 +487,12 @@ impl Daemon {
             return;
         }
         let delay = self.backoff.next_delay();
-        log::info!("next connection attempt in {:.1} s", delay.as_secs_f32());
+        // Integer formatting: float formatting alone costs ~20 KB of binary.
+        log::info!(
+            "next connection attempt in {}.{} s",
+            delay.as_secs(),
+            delay.subsec_millis() / 100
+        );
         self.link = Link::Down {
             retry_at: now + delay,
         };
