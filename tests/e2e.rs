@@ -472,3 +472,98 @@ fn through_an_http_connect_proxy() {
         vec![format!("CONNECT localhost:{} HTTP/1.1", broker.port)]
     );
 }
+
+/// Messages that arrive while no reader listens on the delivery socket wait,
+/// and reach the reader that appears later, in order (SPEC §3).
+#[test]
+fn messages_wait_for_a_reader() {
+    let env = Env::new("noreader");
+    let broker = env.broker();
+    let daemon = env.start_pubsub(&broker, "noreader", &["sdk/test/python"]);
+    for m in ["m1", "m2", "m3"] {
+        broker.console_pub("sdk/test/python", m.as_bytes());
+    }
+    daemon.wait_stderr_line(
+        "saying no reader listens",
+        |l| l.contains("no reader on"),
+        deadline(),
+    );
+    let mut recv = Proc::spawn(
+        "awsapp recv",
+        env.awsapp(&[OsStr::new("recv"), env.rmsg().as_os_str(), OsStr::new("3")]),
+    );
+    for m in ["m1", "m2", "m3"] {
+        recv.expect_line("wait message...", deadline());
+        recv.expect_line("Receive 2 Byte", deadline());
+        recv.expect_line(m, deadline());
+    }
+    recv.expect_exit_code(0, deadline());
+}
+
+/// `--count N` (the SDK sample's flag): stop cleanly after N publishes.
+#[test]
+fn count_stops_after_n_publishes() {
+    let env = Env::new("count");
+    let broker = env.broker();
+    let mut args = env.pubsub_args(&broker, "count", &["sdk/test/python"]);
+    args.extend(["--count".into(), "2".into()]);
+    let mut daemon = env.spawn_pubsub(Via::Iotbox, &args);
+    wait_subscribed(&mut daemon);
+    for i in 0..2 {
+        let file = env.write(&format!("c{i}.txt"), format!("count/{i}\n{i}").as_bytes());
+        env.send(&env.smsg(), &file).expect_code(0);
+    }
+    daemon.expect_exit_code(0, deadline());
+    let stdout = daemon.stdout_text();
+    assert_eq!(stdout.matches("Publish Succeed.").count(), 2, "{stdout}");
+    assert!(stdout.ends_with("Mqtt5 Client stopped.\n"), "{stdout}");
+}
+
+/// SIGHUP reloads certificate, key and CA; a broken file is refused and the
+/// daemon goes on with what it had (SPEC §2).
+#[test]
+fn sighup_reloads_and_keeps_working_on_a_broken_file() {
+    let env = Env::new("sighup");
+    let broker = env.broker();
+    let pki = env.pki();
+    // The daemon's own copies, so the test can break one.
+    let cert = env.write("device.pem", &std::fs::read(&pki.client_cert).unwrap());
+    let key = env.write("device.key", &std::fs::read(&pki.client_key).unwrap());
+    let args = os_args([
+        OsStr::new("--endpoint"),
+        OsStr::new("localhost"),
+        OsStr::new("--port"),
+        OsStr::new(&broker.port.to_string()),
+        OsStr::new("--cert"),
+        cert.as_os_str(),
+        OsStr::new("--key"),
+        key.as_os_str(),
+        OsStr::new("--ca_file"),
+        pki.ca.as_os_str(),
+        OsStr::new("--client_id"),
+        OsStr::new("sighup"),
+        OsStr::new("--pub_socket"),
+        env.smsg().as_os_str(),
+        OsStr::new("--sub_socket"),
+        env.rmsg().as_os_str(),
+    ]);
+    let mut daemon = env.spawn_pubsub(Via::Iotbox, &args);
+    wait_subscribed(&mut daemon);
+    daemon.signal("HUP");
+    daemon.wait_stderr_line(
+        "saying it reloaded",
+        |l| l.contains("SIGHUP: reloaded"),
+        deadline(),
+    );
+    std::fs::write(&key, b"not a key").unwrap();
+    daemon.signal("HUP");
+    daemon.wait_stderr_line(
+        "saying the reload failed",
+        |l| l.contains("reload failed") && l.contains("device.key"),
+        deadline(),
+    );
+    let mut console = broker.console_sub("after/hup");
+    let file = env.write("m.txt", b"after/hup\nstill working");
+    env.send(&env.smsg(), &file).expect_code(0);
+    console.expect_message("after/hup", b"still working", deadline());
+}
