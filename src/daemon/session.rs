@@ -588,38 +588,25 @@ impl Session {
             self.events.push_back(Event::ConnectRefused { reason });
             return;
         }
-        let props =
-            ack.properties
-                .unwrap_or_else(|| rumqttc::v5::mqttbytes::v5::ConnAckProperties {
-                    session_expiry_interval: None,
-                    receive_max: None,
-                    max_qos: None,
-                    retain_available: None,
-                    max_packet_size: None,
-                    assigned_client_identifier: None,
-                    topic_alias_max: None,
-                    reason_string: None,
-                    user_properties: Vec::new(),
-                    wildcard_subscription_available: None,
-                    subscription_identifiers_available: None,
-                    shared_subscription_available: None,
-                    server_keep_alive: None,
-                    response_information: None,
-                    server_reference: None,
-                    authentication_method: None,
-                    authentication_data: None,
-                });
+        let props = ack.properties.as_ref();
         self.limits = Limits {
-            receive_maximum: props.receive_max.map_or(65_535, usize::from).max(1),
-            max_packet: props.max_packet_size.map_or(usize::MAX, |m| m as usize),
-            max_qos: match props.max_qos {
+            receive_maximum: props
+                .and_then(|p| p.receive_max)
+                .map_or(65_535, usize::from)
+                .max(1),
+            max_packet: props
+                .and_then(|p| p.max_packet_size)
+                .map_or(usize::MAX, |m| m as usize),
+            max_qos: match props.and_then(|p| p.max_qos) {
                 Some(0) => QoS::AtMostOnce,
                 _ => QoS::AtLeastOnce,
             },
-            keep_alive: props.server_keep_alive.unwrap_or(self.config.keep_alive),
+            keep_alive: props
+                .and_then(|p| p.server_keep_alive)
+                .unwrap_or(self.config.keep_alive),
         };
-        if let Some(id) = &props.assigned_client_identifier {
-            self.config.client_id = id.clone();
+        if let Some(id) = props.and_then(|p| p.assigned_client_identifier.clone()) {
+            self.config.client_id = id;
         }
         let resumed = ack.session_present && self.ever_connected;
         self.ever_connected = true;
