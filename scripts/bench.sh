@@ -20,12 +20,13 @@
 #
 # What it does: installs mosquitto and its clients if missing (scripts/deps.sh
 # test), builds the static x86_64 musl binary and the load generator
-# (bench/loadgen, a std-only crate of its own), makes a throw-away PKI with openssl, starts mosquitto
-# 2.0.x on 127.0.0.1 and a free port, then measures (each method is described
-# in the "How" section of target/bench.md). Every wait has a deadline; a step
-# that fails says which and shows the logs. Everything it starts is stopped by
-# PID on exit. Nothing is asserted about the numbers: the "met?" column only
-# compares them with the budgets. Exit 0 when every measurement was taken.
+# (bench/loadgen, a std-only crate of its own), makes a throw-away PKI with
+# openssl (scripts/pki.sh), starts mosquitto 2.0.x on 127.0.0.1 and a free
+# port, then measures (each method is described in the "How" section of
+# target/bench.md). Every wait has a deadline; a step that fails says which
+# and shows the logs. Everything it starts is stopped by PID on exit. Nothing
+# is asserted about the numbers: the "met?" column only compares them with the
+# budgets. Exit 0 when every measurement was taken.
 set -Eeuo pipefail
 
 cd "$(dirname "$0")/.."
@@ -231,44 +232,9 @@ chmod 0700 "$T"
 # --- 1. PKI: RSA 2048, X.509 v3 ----------------------------------------------
 
 step "1. a throw-away PKI (openssl, RSA 2048)"
-cat >"$T/openssl.cnf" <<'EOF'
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-[client]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-EOF
-(
-    cd "$T"
-    set -e
-    newkey() { openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null; }
-    newkey ca.key
-    openssl req -config openssl.cnf -x509 -new -key ca.key -days 2 -subj "/CN=iotbox bench CA" \
-        -extensions ca -out ca.pem
-    for n in server client; do
-        newkey "$n.key"
-        openssl req -config openssl.cnf -new -key "$n.key" -subj "/CN=bench-$n" -out "$n.csr"
-        openssl x509 -req -in "$n.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-            -extfile openssl.cnf -extensions "$n" -out "$n.pem" 2>/dev/null
-    done
-    chmod 0600 ./*.key
-) >&2 || fail "openssl could not make the PKI"
+# ca.pem, server.pem and client.pem (iotbox's and the mosquitto clients'),
+# with their keys.
+"$ROOT/scripts/pki.sh" "$T" client || fail "openssl could not make the PKI"
 
 # --- 2. the broker ------------------------------------------------------------
 

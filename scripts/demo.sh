@@ -2,7 +2,8 @@
 # `make demo`: the how-to's whole session, unattended, against a local broker
 # instead of AWS IoT Core.
 #
-#   1. a throw-away CA, server and device certificates (openssl, EC P-256)
+#   1. a throw-away CA, server and device certificates (scripts/pki.sh:
+#      openssl, RSA 2048)
 #   2. mosquitto with mutual TLS on 127.0.0.1, a free port
 #   3. iotbox --install: the awsapp and mqtt5_pubsub symlinks
 #   4. awsapp recv + mqtt5_pubsub, as in the how-to, until "Subscription Success."
@@ -116,46 +117,10 @@ chmod 0700 "$T"
 # --- 1. certificates ----------------------------------------------------------
 
 step "1. certificates: a throw-away CA, the broker's (localhost) and the device's"
-cat >"$T/openssl.cnf" <<'EOF'
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-[client]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-EOF
-(
-    cd "$T"
-    newkey() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-    newkey ca.key
-    openssl req -config openssl.cnf -x509 -new -key ca.key -days 2 \
-        -subj "/CN=iotbox demo CA" -extensions ca -out ca.pem
-    # name  CN  extensions
-    for c in "server localhost server" "device basicPubSub client" "console console client"; do
-        read -r name cn ext <<<"$c"
-        newkey "$name.key"
-        openssl req -config openssl.cnf -new -key "$name.key" -subj "/CN=$cn" -out "$name.csr"
-        openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
-            -CAserial ca.srl -days 2 -extfile openssl.cnf -extensions "$ext" \
-            -out "$name.pem" 2>/dev/null
-        rm -f "$name.csr"
-    done
-) || fail "openssl could not make the certificates"
+# scripts/pki.sh: ca.pem, server.pem (localhost) and one client certificate
+# each for the device (CN basicPubSub, the how-to's client id) and the
+# console, with their .key files; RSA 2048, X.509 v3.
+scripts/pki.sh "$T" device=basicPubSub console || fail "openssl could not make the certificates"
 for c in server device console; do
     printf '    %-12s %s\n' "$c.pem" "$(openssl x509 -in "$T/$c.pem" -noout -subject -ext subjectAltName,extendedKeyUsage 2>/dev/null |
         grep -v '^X509v3' | sed 's/^ *//; s/ = /=/g' | paste -sd ';' | sed 's/;/; /g')"

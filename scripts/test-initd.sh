@@ -6,7 +6,7 @@
 #   arguments built from the defaults file, SIGKILL after STOP_TIMEOUT; with a
 #   small sh script standing in for iotbox. Needs no broker.
 # Part 2 (real daemon): the real binary (IOTBOX_BIN) against a real mosquitto
-#   with mutual TLS on 127.0.0.1 (free port, certificates made with openssl):
+#   with mutual TLS on 127.0.0.1 (free port, certificates from scripts/pki.sh):
 #   start -> status 0 -> "Subscription Success." in the log -> reload ->
 #   "iotbox send" reaches a mosquitto_sub -> a mosquitto_pub reaches
 #   "iotbox recv" on the delivery socket -> stop -> status 3 -> the publish
@@ -399,27 +399,6 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-make_certs() {
-    local c=$1
-    mkdir -p "$c"
-    (
-        cd "$c"
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=iotbox test CA" \
-            -keyout ca.key -out ca.pem
-        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-            -keyout server.key -out server.csr
-        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-            -days 2 -extfile server.ext -out server.pem
-        for who in device observer; do
-            openssl req -newkey rsa:2048 -nodes -subj "/CN=$who" -keyout "$who.key" -out "$who.csr"
-            printf 'extendedKeyUsage=clientAuth\n' >"$who.ext"
-            openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
-                -days 2 -extfile "$who.ext" -out "$who.pem"
-        done
-    ) >"$c/openssl.log" 2>&1 || { cat "$c/openssl.log" >&2; die "openssl failed"; }
-}
-
 broker_port=
 start_broker() {
     local c=$tmp/certs
@@ -570,7 +549,9 @@ if [ $run_real = 1 ]; then
         echo "test-initd: $bin missing; cargo build --release"
         (cd "$root" && cargo build --release) || die "cargo build --release failed"
     fi
-    make_certs "$tmp/certs"
+    # ca, server (localhost) and the clients device (the daemon's) and
+    # observer (mosquitto_sub/_pub's), CN = name (use_identity_as_username).
+    "$root/scripts/pki.sh" "$tmp/certs" device observer || die "openssl failed"
     start_broker
     mqtt_tls=(-h 127.0.0.1 -p "$broker_port" --cafile "$tmp/certs/ca.pem"
         --cert "$tmp/certs/observer.pem" --key "$tmp/certs/observer.key")
