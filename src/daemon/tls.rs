@@ -4,6 +4,7 @@
 
 use rustls::client::ClientConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::time_provider::{DefaultTimeProvider, TimeProvider};
 use rustls::{AlertDescription, CertificateError, RootCertStore};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,6 +66,11 @@ impl Files {
     /// # Returns
     /// The configuration, or one sentence naming the file and the problem.
     pub fn load(&self) -> Result<Arc<ClientConfig>, String> {
+        self.load_with_clock(Arc::new(DefaultTimeProvider))
+    }
+
+    /// [`Files::load`] with the clock certificate checks use (tests pin it).
+    fn load_with_clock(&self, clock: Arc<dyn TimeProvider>) -> Result<Arc<ClientConfig>, String> {
         let certs = load_certs(&self.cert)?;
         let key = load_key(&self.key)?;
         let mut roots = RootCertStore::empty();
@@ -80,7 +86,7 @@ impl Files {
             ));
         }
         let provider = Arc::new(super::crypto::provider());
-        let mut config = ClientConfig::builder_with_provider(provider)
+        let mut config = ClientConfig::builder_with_details(provider, clock)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS setup: {e}"))?
             .with_root_certificates(roots)
@@ -311,6 +317,142 @@ mod tests {
         assert_eq!(pem.certs.len(), 2);
         let mut roots = RootCertStore::empty();
         assert_eq!(roots.add_parsable_certificates(pem.certs), (2, 0));
+    }
+
+    /// A throw-away PKI in a temp dir: CA, server (localhost), and a client
+    /// certificate with its key, plus a key that belongs to nothing.
+    struct Pki {
+        dir: PathBuf,
+        server: (String, String),
+    }
+
+    impl Pki {
+        fn new(name: &str) -> Pki {
+            use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+            let dir =
+                std::env::temp_dir().join(format!("iotbox-tls-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let key = KeyPair::generate().unwrap();
+            let ca_cert = params.self_signed(&key).unwrap();
+            std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+            let ca = rcgen::Issuer::new(params, key);
+            let server = Self::leaf(&ca, &["localhost"]);
+            let (cert, key) = Self::leaf(&ca, &[]);
+            std::fs::write(dir.join("client.pem"), cert).unwrap();
+            std::fs::write(dir.join("client.key"), key).unwrap();
+            let (_, other_key) = Self::leaf(&ca, &[]);
+            std::fs::write(dir.join("other.key"), other_key).unwrap();
+            Pki { dir, server }
+        }
+
+        fn leaf(ca: &rcgen::Issuer<'static, rcgen::KeyPair>, sans: &[&str]) -> (String, String) {
+            let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+            let params = rcgen::CertificateParams::new(names).unwrap();
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, ca).unwrap();
+            (cert.pem(), key.serialize_pem())
+        }
+
+        fn files(&self, key: &str) -> Files {
+            Files {
+                cert: self.dir.join("client.pem"),
+                key: self.dir.join(key),
+                ca: CaSource::File(self.dir.join("ca.pem")),
+                alpn: false,
+            }
+        }
+
+        /// A handshake in memory against a server with `self.server`; the
+        /// client's error, if any.
+        fn handshake(&self, client: Arc<ClientConfig>, name: &str) -> Option<rustls::Error> {
+            let certs = parse_pem(self.server.0.as_bytes(), "server").unwrap().certs;
+            let key = parse_pem(self.server.1.as_bytes(), "server")
+                .unwrap()
+                .key
+                .unwrap();
+            let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+            let mut server = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+            let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+            let mut client = rustls::ClientConnection::new(client, name).unwrap();
+            for _ in 0..10 {
+                let mut buf = Vec::new();
+                client.write_tls(&mut buf).unwrap();
+                server.read_tls(&mut &buf[..]).unwrap();
+                let _ = server.process_new_packets();
+                buf.clear();
+                server.write_tls(&mut buf).unwrap();
+                client.read_tls(&mut &buf[..]).unwrap();
+                if let Err(e) = client.process_new_packets() {
+                    return Some(e);
+                }
+                if !client.is_handshaking() {
+                    return None;
+                }
+            }
+            panic!("handshake did not finish");
+        }
+    }
+
+    impl Drop for Pki {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[derive(Debug)]
+    struct Clock(u64);
+
+    impl TimeProvider for Clock {
+        fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+            Some(rustls::pki_types::UnixTime::since_unix_epoch(
+                Duration::from_secs(self.0),
+            ))
+        }
+    }
+
+    #[test]
+    fn a_pi_booted_in_1970_is_told_to_set_its_clock() {
+        let pki = Pki::new("clock");
+        let files = pki.files("client.key");
+        assert_eq!(pki.handshake(files.load().unwrap(), "localhost"), None);
+        let booted = files.load_with_clock(Arc::new(Clock(42))).unwrap();
+        let err = pki.handshake(booted, "localhost").expect("refused in 1970");
+        let at = UNIX_EPOCH + Duration::from_secs(42);
+        assert!(is_certificate_error(&err));
+        assert!(is_clock_error(&err, at), "{err:?}");
+        let text = explain(&err, "localhost", Some(&files), at);
+        assert!(
+            text.starts_with("system clock is 1970-01-01 00:00:42 UTC"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_endpoint_name_is_named() {
+        let pki = Pki::new("name");
+        let files = pki.files("client.key");
+        let err = pki
+            .handshake(files.load().unwrap(), "elsewhere.example")
+            .unwrap();
+        let text = explain(&err, "elsewhere.example", Some(&files), SystemTime::now());
+        assert!(text.contains("not valid for elsewhere.example"), "{text}");
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused_at_load() {
+        let pki = Pki::new("key");
+        let err = pki.files("other.key").load().unwrap_err();
+        assert!(err.contains("does not belong to"), "{err}");
     }
 
     #[test]
