@@ -273,7 +273,7 @@ impl Daemon {
         };
         match lookup.poll() {
             None => {}
-            Some(Ok(addrs)) if !addrs.is_empty() => self.connect_next(now, addrs),
+            Some(Ok(addrs)) if !addrs.is_empty() => self.connect_next(now, addrs, None),
             Some(Ok(_)) => self.link_failed(now, "the name resolved to no address".into()),
             Some(Err(e)) => {
                 let (name, flag) = match &self.config.proxy {
@@ -286,9 +286,14 @@ impl Daemon {
         }
     }
 
-    /// Starts a TCP connect to the first address of `addrs` that accepts one.
-    fn connect_next(&mut self, now: Instant, mut addrs: Vec<SocketAddr>) {
-        let mut last_error = None;
+    /// Starts a TCP connect to the first address of `addrs` that accepts one;
+    /// when none is left, the connection failed with `last_error`.
+    fn connect_next(
+        &mut self,
+        now: Instant,
+        mut addrs: Vec<SocketAddr>,
+        mut last_error: Option<String>,
+    ) {
         while !addrs.is_empty() {
             let addr = addrs.remove(0);
             let tls = match &self.tls_config {
@@ -350,9 +355,10 @@ impl Daemon {
                     }
                 }
                 Err(failure) => {
-                    log::warn!("cannot connect to {}: {failure}", transport.addr);
+                    let why = format!("{}: {failure}", transport.addr);
+                    log::debug!("{why}");
                     transport.close(self.poll.registry());
-                    self.connect_next(now, rest);
+                    self.connect_next(now, rest, Some(why));
                 }
             },
             link @ Link::Up { .. } => {
@@ -456,9 +462,14 @@ impl Daemon {
                     transport, rest, ..
                 } = std::mem::replace(&mut self.link, Link::Closed)
                 {
-                    log::warn!("connect to {} timed out", transport.addr);
+                    let why = format!(
+                        "{}: no answer within {} s",
+                        transport.addr,
+                        TCP_CONNECT_TIMEOUT.as_secs()
+                    );
+                    log::debug!("{why}");
                     transport.close(self.poll.registry());
-                    self.connect_next(now, rest);
+                    self.connect_next(now, rest, Some(why));
                 }
             }
             _ => {}

@@ -97,6 +97,10 @@ impl Files {
                     self.key.display(),
                     self.cert.display()
                 ),
+                e if is_v1_certificate(&e) => format!(
+                    "{} is an X.509 v1 certificate, which TLS libraries refuse: make it v3 (with openssl: add -extfile with basicConstraints=CA:FALSE when signing)",
+                    self.cert.display()
+                ),
                 e => format!(
                     "cannot use {} with {}: {e}",
                     self.cert.display(),
@@ -163,6 +167,18 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
                 path.display()
             )
         })
+}
+
+/// webpki refuses X.509 v1 certificates (openssl makes them unless told
+/// otherwise); AWS issues v3.
+fn is_v1_certificate(e: &rustls::Error) -> bool {
+    match e {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => matches!(
+            other.0.downcast_ref::<webpki::Error>(),
+            Some(webpki::Error::UnsupportedCertVersion)
+        ),
+        _ => false,
+    }
 }
 
 /// Alerts a broker sends when it does not accept our client certificate.
