@@ -6,6 +6,8 @@ mod common;
 
 use common::*;
 use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::thread;
 
 /// The payload the how-to publishes from the AWS IoT console's MQTT test
@@ -566,4 +568,40 @@ fn sighup_reloads_and_keeps_working_on_a_broken_file() {
     let file = env.write("m.txt", b"after/hup\nstill working");
     env.send(&env.smsg(), &file).expect_code(0);
     console.expect_message("after/hup", b"still working", deadline());
+}
+
+/// The broker crashes and comes back: the daemon says it lost the
+/// connection, keeps a message written meanwhile, reconnects with backoff,
+/// subscribes again, publishes the message and answers `OK`; the message
+/// comes back to it through its own subscription (SPEC §2 life cycle, §6).
+#[test]
+fn survives_a_broker_restart() {
+    let env = Env::new("restart");
+    let mut broker = env.broker();
+    let mut delivered = DeliveryListener::bind(&env.rmsg());
+    let mut daemon = env.start_pubsub(&broker, "restart", &["fault/#"]);
+    let mut client = None;
+    broker.restart(|| {
+        daemon.wait_line(
+            "saying the connection was lost",
+            |l| l.starts_with("Mqtt5 Client disconnection with reason: "),
+            deadline(),
+        );
+        // Written while the broker is away: the daemon must keep it.
+        let mut c = UnixStream::connect(env.smsg()).expect("connect publish socket");
+        c.write_all(b"fault/x\nqueued while the broker was down")
+            .expect("write message");
+        c.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        client = Some(c);
+    });
+    daemon.wait_for_line("Subscription Success.", deadline());
+    let mut client = client.expect("message written");
+    client.set_read_timeout(Some(timeout())).unwrap();
+    let mut status = String::new();
+    client.read_to_string(&mut status).expect("status line");
+    assert_eq!(status, "OK\n");
+    assert_eq!(
+        delivered.next(deadline()),
+        b"queued while the broker was down"
+    );
 }

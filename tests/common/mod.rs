@@ -1091,6 +1091,29 @@ impl Broker {
         panic!("mosquitto did not start\n{last_report}");
     }
 
+    /// Kills the broker (SIGKILL: a crash, no goodbye to its clients), runs
+    /// `while_down`, then starts it again on the same port with the same
+    /// configuration and waits until the port accepts connections.
+    pub fn restart(&mut self, while_down: impl FnOnce()) {
+        self.proc.signal("KILL");
+        let _ = self.proc.wait_exit(deadline());
+        while_down();
+        let mosquitto = find_tool("mosquitto", "MOSQUITTO");
+        let mut cmd = Command::new(&mosquitto);
+        cmd.arg("-c")
+            .arg(self.dir.join("mosquitto.conf"))
+            .stdin(Stdio::null());
+        self.proc = Proc::spawn("mosquitto (restarted)", cmd);
+        let end = deadline();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if self.proc.has_exited() || Instant::now() >= end {
+                self.proc
+                    .fail(&format!("did not come back on port {}", self.port));
+            }
+            thread::sleep(POLL);
+        }
+    }
+
     /// Everything the broker logged so far.
     pub fn log(&self) -> String {
         self.proc.stderr_text()
