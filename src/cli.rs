@@ -119,7 +119,7 @@ pub struct SendArgs {
 #[derive(FromArgs, Debug)]
 pub struct RecvArgs {
     /// messages carry their topic (pubsub --deliver_topic): print
-    /// "Topic: <topic>" before the payload
+    /// "Topic: TOPIC" before the payload
     #[argh(switch)]
     pub topic: bool,
     /// run /bin/sh -c CMD for each message, payload on its stdin,

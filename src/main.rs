@@ -134,7 +134,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Picks the applet from argv[0]'s basename, or from the first argument when
+/// Picks the applet from `argv[0]`'s basename, or from the first argument when
 /// called by a multicall name, and runs it.
 fn dispatch(argv: &[OsString]) -> Result<(), Error> {
     let name = argv.first().and_then(|a| program_name(a)).unwrap_or("");
@@ -177,7 +177,7 @@ fn dispatch(argv: &[OsString]) -> Result<(), Error> {
     }
 }
 
-/// The file name of argv[0], if it is valid UTF-8.
+/// The file name of `argv[0]`, if it is valid UTF-8.
 fn program_name(argv0: &OsString) -> Option<&str> {
     Path::new(argv0).file_name()?.to_str()
 }

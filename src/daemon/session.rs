@@ -4,7 +4,7 @@
 //! loop drives it with four kinds of calls, in the style of quinn-proto's
 //! `Connection`:
 //!
-//! - getters on `&self` ([`Session::is_connected`], [`Session::is_settled`], ...);
+//! - getters on `&self` ([`Session::is_active`], [`Session::is_settled`], ...);
 //! - `handle_*` for input: the transport came up ([`Session::handle_connected`]),
 //!   bytes arrived ([`Session::handle_input`]), it went down
 //!   ([`Session::handle_transport_lost`]), or a deadline passed
