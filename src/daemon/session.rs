@@ -365,13 +365,20 @@ impl Session {
     /// Ends the session: queues DISCONNECT when connected, and fails every
     /// publish not yet acknowledged. Nothing is produced afterwards.
     pub fn close(&mut self) {
-        if self.state == State::Connected {
+        let connected = self.state == State::Connected;
+        if connected {
+            // After whatever is still in the output: those go out first.
             codec::encode_disconnect(&mut self.out);
         } else {
             self.out.clear();
         }
-        let sent: Vec<_> = self.inflight.drain(..).collect();
-        for o in sent {
+        // Sent, or in the output ahead of the DISCONNECT: the broker may
+        // have them.
+        let mut maybe_sent: Vec<_> = self.inflight.drain(..).collect();
+        if connected {
+            maybe_sent.extend(self.qos0_in_output.drain(..).map(|(_, o)| o));
+        }
+        for o in maybe_sent {
             self.events.push_back(Event::Unconfirmed(o.id));
         }
         let never_sent: Vec<_> = self
@@ -1259,6 +1266,26 @@ mod tests {
             s.publish(t0, 9, Bytes::from_static(b"t"), Bytes::new()),
             Err(Rejected::Closed)
         );
+    }
+
+    #[test]
+    fn close_with_qos0_in_the_output_is_unconfirmed_not_failed() {
+        let mut cfg = config(&["a"]);
+        cfg.qos = QoS::AtMostOnce;
+        let (mut s, t0) = connected(cfg);
+        publish(&mut s, t0, 3); // in the output, ahead of the DISCONNECT
+        s.close();
+        assert_eq!(events(&mut s), vec![Event::Unconfirmed(3)]);
+        let packets = sent_packets(&mut s);
+        assert!(matches!(
+            packets[..],
+            [Packet::Publish(_), Packet::Disconnect(_)]
+        ));
+        // Not connected: nothing will go out.
+        let mut s = Session::new(config(&["a"]));
+        publish(&mut s, t0, 4);
+        s.close();
+        assert!(matches!(&events(&mut s)[..], [Event::PublishFailed(4, _)]));
     }
 
     #[test]
