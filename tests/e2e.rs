@@ -280,26 +280,13 @@ fn refused_client_certificate_is_fatal() {
     let env = Env::new("refused");
     let broker = env.broker();
     let pki = env.pki();
-    let args = os_args([
-        OsStr::new("--endpoint"),
-        OsStr::new("localhost"),
-        OsStr::new("--port"),
-        OsStr::new(&broker.port.to_string()),
-        OsStr::new("--cert"),
-        pki.rogue_cert.as_os_str(),
-        OsStr::new("--key"),
-        pki.rogue_key.as_os_str(),
-        OsStr::new("--ca_file"),
-        pki.ca.as_os_str(),
-        OsStr::new("--client_id"),
-        OsStr::new("refused"),
-        OsStr::new("--topic"),
-        OsStr::new("sdk/test/python"),
-        OsStr::new("--pub_socket"),
-        env.smsg().as_os_str(),
-        OsStr::new("--sub_socket"),
-        env.rmsg().as_os_str(),
-    ]);
+    let args = env.pubsub_args_as(
+        &broker,
+        "refused",
+        &["sdk/test/python"],
+        &pki.rogue_cert,
+        &pki.rogue_key,
+    );
     let mut daemon = env.spawn_pubsub(Via::Iotbox, &args);
     daemon.expect_exit_code(1, deadline());
 
@@ -531,24 +518,7 @@ fn sighup_reloads_and_keeps_working_on_a_broken_file() {
     // The daemon's own copies, so the test can break one.
     let cert = env.write("device.pem", &std::fs::read(&pki.client_cert).unwrap());
     let key = env.write("device.key", &std::fs::read(&pki.client_key).unwrap());
-    let args = os_args([
-        OsStr::new("--endpoint"),
-        OsStr::new("localhost"),
-        OsStr::new("--port"),
-        OsStr::new(&broker.port.to_string()),
-        OsStr::new("--cert"),
-        cert.as_os_str(),
-        OsStr::new("--key"),
-        key.as_os_str(),
-        OsStr::new("--ca_file"),
-        pki.ca.as_os_str(),
-        OsStr::new("--client_id"),
-        OsStr::new("sighup"),
-        OsStr::new("--pub_socket"),
-        env.smsg().as_os_str(),
-        OsStr::new("--sub_socket"),
-        env.rmsg().as_os_str(),
-    ]);
+    let args = env.pubsub_args_as(&broker, "sighup", &[], &cert, &key);
     let mut daemon = env.spawn_pubsub(Via::Iotbox, &args);
     wait_subscribed(&mut daemon);
     daemon.signal("HUP");

@@ -921,15 +921,28 @@ impl Env {
     /// --client_id ID --topic T... --pub_socket DIR/smsg --sub_socket DIR/rmsg`.
     pub fn pubsub_args(&self, broker: &Broker, client_id: &str, topics: &[&str]) -> Vec<OsString> {
         let pki = self.pki();
+        self.pubsub_args_as(broker, client_id, topics, &pki.client_cert, &pki.client_key)
+    }
+
+    /// [`Env::pubsub_args`] with another device certificate and key.
+    pub fn pubsub_args_as(
+        &self,
+        broker: &Broker,
+        client_id: &str,
+        topics: &[&str],
+        cert: &Path,
+        key: &Path,
+    ) -> Vec<OsString> {
+        let pki = self.pki();
         let mut a = os_args([
             OsStr::new("--endpoint"),
             OsStr::new("localhost"),
             OsStr::new("--port"),
             OsStr::new(&broker.port.to_string()),
             OsStr::new("--cert"),
-            pki.client_cert.as_os_str(),
+            cert.as_os_str(),
             OsStr::new("--key"),
-            pki.client_key.as_os_str(),
+            key.as_os_str(),
             OsStr::new("--ca_file"),
             pki.ca.as_os_str(),
             OsStr::new("--client_id"),
