@@ -52,8 +52,10 @@ STATIC_TARGET=x86_64-unknown-linux-musl
 say() { printf 'bench: %s\n' "$*" >&2; }
 step() { printf '\n== bench: %s\n' "$*" >&2; }
 
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+
 T=""
-pids=()
 ok=0
 failed=0
 # Where set -e stopped us, for the message in cleanup (every failure we
@@ -61,37 +63,17 @@ failed=0
 err_line="" err_cmd=""
 trap 'err_line=$LINENO err_cmd=$BASH_COMMAND' ERR
 cleanup() {
-    local rc=$? p end
+    local rc=$?
     if [ "$rc" != 0 ] && [ "$failed" = 0 ] && [ "$rc" -lt 128 ]; then
         printf '\nbench: FAILED: exit status %s at line %s: %s\n' "$rc" "${err_line:-?}" "${err_cmd:-?}" >&2
     fi
-    # Only what this script started and has not reaped yet.
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    end=$(($(date +%s) + 5))
-    for p in "${pids[@]}"; do
-        while kill -0 "$p" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 0.05; done
-        kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    if [ -n "$T" ] && [ -d "$T" ]; then
-        if [ "$ok" = 1 ] && [ "${KEEP:-0}" != 1 ]; then
-            rm -rf "$T"
-        else
-            echo "bench: files kept in $T" >&2
-        fi
-    fi
+    stop_started
+    drop_tmp bench "$T" "$ok"
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# forget PID: it has been reaped (a reaped PID may be someone else's soon).
-forget() {
-    local p keep=()
-    for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-    pids=("${keep[@]}")
-}
 
 fail() {
     failed=1

@@ -27,36 +27,16 @@ indent() { sed 's/^/    /'; }
 # show_cmd: print a command as the how-to does ("$ ..."), indented.
 show_cmd() { printf '    $ %s\n' "$*"; }
 
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
 T=""
-pids=()
 ok=0
 cleanup() {
-    local rc=$? p end
-    # Only what this script started and has not reaped yet (a reaped PID may
-    # belong to someone else by now).
-    for p in "${pids[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    end=$(($(date +%s) + 5))
-    for p in "${pids[@]}"; do
-        while kill -0 "$p" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 0.05; done
-        kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    if [ -n "$T" ] && [ -d "$T" ]; then
-        if [ "$ok" = 1 ] && [ "${KEEP:-0}" != 1 ]; then
-            rm -rf "$T"
-        else
-            echo "demo: files kept in $T" >&2
-        fi
-    fi
+    local rc=$?
+    stop_started
+    drop_tmp demo "$T" "$ok"
     exit "$rc"
-}
-# reaped PID: drop PID from the list once `wait` has collected it.
-reaped() {
-    local p keep=()
-    for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-    pids=("${keep[@]}")
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -90,7 +70,7 @@ wait_exit() {
     local limit=$1 pid=$2 what=$3 rc=0
     wait_until "$limit" "$what" not_running "$pid"
     wait "$pid" || rc=$?
-    reaped "$pid"
+    forget "$pid"
     return "$rc"
 }
 not_running() { ! kill -0 "$1" 2>/dev/null; }
