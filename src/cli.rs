@@ -189,7 +189,7 @@ pub fn parse<T: FromArgs>(command: &str, args: &[&str]) -> Result<Option<T>, Err
     match T::from_args(&[command], args) {
         Ok(flags) => Ok(Some(flags)),
         Err(early) if early.status.is_ok() => {
-            crate::say(sample_spelling(&early.output).trim_end());
+            crate::output::say(sample_spelling(&early.output).trim_end());
             Ok(None)
         }
         Err(early) => Err(Error::Usage(format!(

@@ -10,20 +10,21 @@
 
 use super::Config;
 use super::backoff::{self, Backoff};
-use super::delivery::Delivery;
-use super::publish_socket::{PublishSocket, Status, Submission};
-use super::resolve::{self, Lookup};
-use super::session::{Event, Session};
-use super::tls;
-use super::transport::{Failure, Transport};
+use super::broker::resolve::{self, Lookup};
+use super::broker::session::{Event, Session};
+use super::broker::tls;
+use super::broker::transport::{Failure, Transport};
+use super::device::delivery::Delivery;
+use super::device::publish_socket::{PublishSocket, Status, Submission};
 use crate::error::{Error, runtime, usage};
+use crate::output::Sink;
 use mio::event::Event as MioEvent;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::client::ClientConfig;
 use rustls::pki_types::ServerName;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -90,11 +91,13 @@ struct Daemon {
     /// Status lines for stdout, written once per loop turn: a burst of
     /// publishes costs one write(2), not one per `Publish Succeed.`.
     console: Vec<u8>,
+    /// Where status lines go; never blocks.
+    stdout: Sink,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (`Ok`) or a fatal error.
-pub fn run(config: Config) -> Result<(), Error> {
-    let mut daemon = Daemon::new(config)?;
+pub fn run(config: Config, stdout: Sink) -> Result<(), Error> {
+    let mut daemon = Daemon::new(config, stdout)?;
     daemon.run()
 }
 
@@ -103,7 +106,7 @@ fn io_error(what: &str) -> impl Fn(io::Error) -> Error + '_ {
 }
 
 impl Daemon {
-    fn new(config: Config) -> Result<Daemon, Error> {
+    fn new(config: Config, stdout: Sink) -> Result<Daemon, Error> {
         let server_name = ServerName::try_from(config.endpoint.clone())
             .map_err(|_| usage!("--endpoint {:?} is not a valid host name", config.endpoint))?;
         let tls_config = match &config.tls {
@@ -148,6 +151,7 @@ impl Daemon {
             scratch: vec![0; SCRATCH],
             submissions: Vec::new(),
             console: Vec::new(),
+            stdout,
             config,
         })
     }
@@ -231,8 +235,7 @@ impl Daemon {
         if self.console.is_empty() {
             return;
         }
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(&self.console).and_then(|()| out.flush());
+        self.stdout.send(&self.console);
         self.console.clear();
     }
 

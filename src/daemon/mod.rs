@@ -1,22 +1,17 @@
 //! The `pubsub` applet (`mqtt5_pubsub`): flags become a validated [`Config`]
 //! before any network traffic, logging is set up, and the event loop runs.
 
-mod backoff;
-mod codec;
-mod crypto;
-mod delivery;
-mod event_loop;
-mod proxy;
-mod publish_socket;
-mod rate;
-mod resolve;
-mod session;
-mod tls;
-mod transport;
+pub mod backoff;
+pub mod broker;
+pub mod device;
+pub mod event_loop;
+
+use broker::{codec, crypto, session, tls};
 
 use crate::cli::{self, PubsubArgs};
 use crate::error::{Error, runtime, usage};
 use crate::message;
+use crate::output::{self, Sink};
 use log::LevelFilter;
 use std::io::Write;
 use std::path::PathBuf;
@@ -68,11 +63,22 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
     let Some(flags) = cli::parse::<PubsubArgs>(command, &refs)? else {
         return Ok(());
     };
-    init_logging(&flags)?;
-    let config = Config::from_flags(flags)?;
-    raise_fd_limit();
-    event_loop::run(config)
+    let log = start_logging(&flags)?;
+    let console = Sink::spawn(Box::new(std::io::stdout()), output::SINK_LIMIT)
+        .map_err(|e| runtime!("cannot start the output writer: {e}"))?;
+    let result = Config::from_flags(flags).and_then(|config| {
+        raise_fd_limit();
+        event_loop::run(config, console.clone())
+    });
+    // What is still queued gets a moment to reach its reader.
+    console.drain(EXIT_DRAIN);
+    log.drain(EXIT_DRAIN);
+    result
 }
+
+/// At exit, how long queued output may take to be written: a reader that
+/// does not read is not waited for longer.
+const EXIT_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Raises the soft limit on open descriptors to the hard limit: every
 /// publish socket client waiting for its PUBACK holds one (SPEC §3).
@@ -243,56 +249,26 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// `--verbosity` (the SDK sample's names) to a level.
-fn parse_verbosity(text: &str) -> Option<LevelFilter> {
-    Some(match text.to_ascii_lowercase().as_str() {
-        "none" => LevelFilter::Off,
-        "fatal" | "error" => LevelFilter::Error,
-        "warn" | "warning" => LevelFilter::Warn,
-        "info" => LevelFilter::Info,
-        "debug" => LevelFilter::Debug,
-        "trace" => LevelFilter::Trace,
-        _ => return None,
-    })
-}
-
-/// Log lines go to stderr or `--log_file` (appended), never to stdout:
-/// `2026-11-28 09:25:16 UTC WARN message`. `RUST_LOG` overrides the level.
-fn init_logging(flags: &PubsubArgs) -> Result<(), Error> {
+/// Log lines go to stderr or `--log_file` (appended), never to stdout,
+/// through a [`Sink`] so that a stuck reader never stops the loop.
+fn start_logging(flags: &PubsubArgs) -> Result<Sink, Error> {
     let level = match &flags.verbosity {
         None => LevelFilter::Info,
-        Some(text) => parse_verbosity(text).ok_or_else(|| {
+        Some(text) => output::parse_verbosity(text).ok_or_else(|| {
             usage!("--verbosity {text:?}: expected None, Fatal, Error, Warn, Info, Debug or Trace")
         })?,
     };
-    let mut builder = env_logger::Builder::new();
-    builder.filter_level(level);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
-    }
-    builder.format(|out, record| {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        writeln!(
-            out,
-            "{} {} {}",
-            tls::utc_date(secs),
-            record.level(),
-            record.args()
-        )
-    });
-    if let Some(path) = &flags.log_file {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| runtime!("cannot open --log_file {}: {e}", path.display()))?;
-        builder.target(env_logger::Target::Pipe(Box::new(file)));
-    }
-    // Only fails if a logger is already set (never, in this process).
-    let _ = builder.try_init();
-    Ok(())
+    let dest: Box<dyn Write + Send> = match &flags.log_file {
+        Some(path) => Box::new(
+            output::open_log_file(path)
+                .map_err(|e| runtime!("cannot open --log_file {}: {e}", path.display()))?,
+        ),
+        None => Box::new(std::io::stderr()),
+    };
+    let sink = Sink::spawn(dest, output::SINK_LIMIT)
+        .map_err(|e| runtime!("cannot start the log writer: {e}"))?;
+    output::init_daemon_logging(level, sink.clone());
+    Ok(sink)
 }
 
 #[cfg(test)]
@@ -305,15 +281,6 @@ mod tests {
         let normalized = cli::normalize(&owned);
         let refs: Vec<&str> = normalized.iter().map(String::as_str).collect();
         PubsubArgs::from_args(&["pubsub"], &refs).unwrap()
-    }
-
-    #[test]
-    fn verbosity_names_of_the_sdk() {
-        assert_eq!(parse_verbosity("None"), Some(LevelFilter::Off));
-        assert_eq!(parse_verbosity("Fatal"), Some(LevelFilter::Error));
-        assert_eq!(parse_verbosity("Info"), Some(LevelFilter::Info));
-        assert_eq!(parse_verbosity("TRACE"), Some(LevelFilter::Trace));
-        assert_eq!(parse_verbosity("loud"), None);
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
     let args = stdin_dash_as_positional(args);
     match cli::parse::<SendArgs>(command, &args)? {
         Some(flags) => {
-            crate::init_tool_logging();
+            crate::output::init_tool_logging();
             run(&flags)
         }
         None => Ok(()),
@@ -51,7 +51,7 @@ fn run(flags: &SendArgs) -> Result<(), Error> {
     let socket = flags.socket.display();
     match status {
         Status::Ok | Status::Closed => {
-            crate::say(&format!("send message to {socket}."));
+            crate::output::say(&format!("send message to {socket}."));
             Ok(())
         }
         Status::Err(reason) => Err(runtime!("send failed: {reason}")),

@@ -2,6 +2,7 @@
 //! PEM files (or Amazon's roots built in), ALPN for port 443, and TLS errors
 //! turned into sentences that say what to do.
 
+use crate::output::utc_date;
 use rustls::client::ClientConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::time_provider::{DefaultTimeProvider, TimeProvider};
@@ -271,38 +272,10 @@ pub fn explain(
     }
 }
 
-/// `YYYY-MM-DD hh:mm:ss UTC` for seconds since the epoch (civil-from-days).
-pub fn utc_date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn dates() {
-        assert_eq!(utc_date(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc_date(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc_date(1_795_857_916), "2026-11-28 09:25:16 UTC");
-    }
 
     #[test]
     fn the_1970_clock_is_named() {

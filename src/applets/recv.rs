@@ -43,7 +43,7 @@ const MAX_MESSAGE: u64 = 16 << 20;
 pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
     match cli::parse::<RecvArgs>(command, args)? {
         Some(flags) => {
-            crate::init_tool_logging();
+            crate::output::init_tool_logging();
             run(&flags)
         }
         None => Ok(()),
@@ -81,7 +81,7 @@ fn run(flags: &RecvArgs) -> Result<(), Error> {
     let mut events = Events::with_capacity(8);
     let mut received = 0u64;
     if !flags.raw {
-        crate::say("wait message...");
+        crate::output::say("wait message...");
     }
     loop {
         match poll.poll(&mut events, None) {
@@ -115,7 +115,7 @@ fn run(flags: &RecvArgs) -> Result<(), Error> {
                 return Ok(());
             }
             if !flags.raw {
-                crate::say("wait message...");
+                crate::output::say("wait message...");
             }
         }
     }

@@ -1,0 +1,79 @@
+//! iotbox: one small static binary that lets a Raspberry Pi (or any embedded
+//! Linux box) talk to AWS IoT Core over MQTT 5 with its X.509 device
+//! certificate, through two UNIX sockets.
+//!
+//! It replaces, drop-in, the AWS SDK's `mqtt5_pubsub` sample patched to serve
+//! sockets plus the small C tool `awsapp`: the same command lines, socket paths,
+//! message files and output lines keep working.
+//!
+//! # Layout
+//!
+//! The tree follows the data path: device side (local programs) → daemon →
+//! broker side (AWS IoT), and back.
+//!
+//! ```text
+//! main.rs                the executable: argv -> applets::dispatch -> exit code
+//! lib.rs                 this map
+//! applets/               what a user runs
+//!   mod.rs               BusyBox-style dispatch on argv[0] / first argument,
+//!                        usage, --version, --install
+//!   send.rs              send: validate a message file, write it, wait for
+//!                        OK/ERR/QUEUED
+//!   recv.rs              recv: listen on the delivery socket, print messages
+//! cli.rs                 every applet's flags (argh), SDK spellings normalized
+//! error.rs               the applets' error type and the exit code scheme
+//! output.rs              stdout and log lines: say, the loggers, the daemon's
+//!                        never-blocking Sink, the UTC date
+//! message.rs             the `topic\npayload` format: parse, validate, encode
+//! unix_socket.rs         binding a listening socket safely (stale vs. live
+//!                        vs. not a socket)
+//! daemon/                the pubsub applet
+//!   mod.rs               flags -> Config (validated, TLS loaded, once)
+//!   event_loop.rs        the one mio::Poll: waits, reads the clock, dispatches
+//!                        tokens, executes what the state machines ask for
+//!   backoff.rs           retry delays with full jitter (broker and delivery)
+//!   device/              the local side
+//!     publish_socket.rs  publish socket clients: read to EOF within limits,
+//!                        answer OK/ERR/QUEUED
+//!     delivery.rs        received messages pushed to the delivery socket
+//!   broker/              the AWS side
+//!     link.rs            the connection's life cycle, sans-IO: resolve,
+//!                        connect, backoff, first-connection rules, shutdown
+//!     session.rs         the MQTT 5 session, sans-IO: bytes and commands in,
+//!                        bytes, deadlines and events out
+//!     codec.rs           the only user of rumqttc's codec; works around its
+//!                        known bugs (each has a regression test)
+//!     transport.rs       non-blocking TCP (+ HTTP CONNECT tunnel) + rustls pump
+//!     proxy.rs           the HTTP CONNECT request and reply, pure
+//!     tls.rs             rustls ClientConfig, PEM loading, CA defaults, TLS
+//!                        errors in words (the 1970 clock, a refused cert)
+//!     crypto.rs          the *ring* provider, trimmed to AES-GCM suites (size)
+//!     resolve.rs         DNS on a short-lived thread that wakes the loop
+//!     rate.rs            --max_rate: publishes per second (GCRA), pure
+//! ```
+//!
+//! # Design
+//!
+//! One thread runs one `mio::Poll` over the publish socket's clients, the
+//! delivery connection, the broker connection, signals and a waker. Protocol
+//! and policy are state machines that never touch a socket or read the clock
+//! (in the style of quinn-proto): the MQTT session, the link's life cycle,
+//! the publish socket's client table. The event loop feeds them input and
+//! the time, then drains their output, their next deadline and their events.
+//! That keeps the logic testable in virtual time and the daemon idle between
+//! keep-alive pings. rustls is driven the same way (sans-IO). The one other
+//! thread writes the daemon's output, so a reader that stops reading never
+//! stops the loop (see [`output`]).
+//!
+//! The documents in `docs/` describe what users can rely on (the socket
+//! protocol, operation) and how the code is built (`docs/architecture.md`).
+
+#![forbid(unsafe_code)]
+
+pub mod applets;
+pub mod cli;
+pub mod daemon;
+pub mod error;
+pub mod message;
+pub mod output;
+pub mod unix_socket;

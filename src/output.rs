@@ -1,0 +1,329 @@
+//! Everything iotbox prints: status lines on stdout, log lines on stderr or
+//! `--log_file`, and the UTC date both use.
+//!
+//! The short-lived tools (`send`, `recv`) print with [`say`], a plain
+//! blocking write: a tool whose reader stops reading may wait for it.
+//!
+//! The daemon must never wait for a reader. A stdout pipe nobody reads, a
+//! terminal paused with Ctrl-S or a stuck log pipe would otherwise freeze
+//! the event loop in `write(2)`: no publishing, no keep-alive, no signals.
+//! So the daemon's lines go to a [`Sink`]: a bounded queue drained by a
+//! small writer thread that alone may block. When the queue is full, lines
+//! are dropped and counted, and the count is written as soon as the writer
+//! catches up. A thread rather than `O_NONBLOCK` on descriptor 1: that flag
+//! belongs to the open file description, which a terminal shares with the
+//! shell that started the daemon (and with stderr), so it would leak out.
+
+use log::LevelFilter;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime};
+
+/// Prints one line on stdout and flushes it. A closed stdout (the reader of a
+/// pipe went away) is not an error worth dying for. For the tools; the
+/// daemon uses a [`Sink`].
+pub fn say(line: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Logging for the short-lived tools (`send`, `recv`): warnings and errors
+/// on stderr, one plain line each; `RUST_LOG` overrides the level.
+pub fn init_tool_logging() {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(LevelFilter::Warn);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder.format(|out, record| writeln!(out, "{}", record.args()));
+    let _ = builder.try_init();
+}
+
+/// `--verbosity` (the SDK sample's names) to a level.
+pub fn parse_verbosity(text: &str) -> Option<LevelFilter> {
+    Some(match text.to_ascii_lowercase().as_str() {
+        "none" => LevelFilter::Off,
+        "fatal" | "error" => LevelFilter::Error,
+        "warn" | "warning" => LevelFilter::Warn,
+        "info" => LevelFilter::Info,
+        "debug" => LevelFilter::Debug,
+        "trace" => LevelFilter::Trace,
+        _ => return None,
+    })
+}
+
+/// The daemon's logger: `2026-11-28 09:25:16 UTC WARN message` lines into
+/// `sink` (stderr or `--log_file`). `RUST_LOG` overrides `level`.
+pub fn init_daemon_logging(level: LevelFilter, sink: Sink) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder.format(|out, record| {
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        writeln!(
+            out,
+            "{} {} {}",
+            utc_date(secs),
+            record.level(),
+            record.args()
+        )
+    });
+    builder.target(env_logger::Target::Pipe(Box::new(sink)));
+    // Only fails if a logger is already set (never, in this process).
+    let _ = builder.try_init();
+}
+
+/// Opens `--log_file` for appending.
+pub fn open_log_file(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+/// Bytes a [`Sink`] holds for a writer that does not keep up. A status line
+/// is about 20 bytes and a log line about 100: this is thousands of lines,
+/// and bounds the memory a stuck reader can cost.
+pub const SINK_LIMIT: usize = 256 * 1024;
+
+/// Stack of a writer thread: it only copies bytes into `write(2)`.
+const WRITER_STACK: usize = 64 * 1024;
+
+/// What a [`Sink`]'s writer thread shares with the senders.
+struct Shared {
+    /// Bytes queued and not yet written.
+    queued: AtomicUsize,
+    /// Lines dropped since the writer last reported them.
+    dropped: AtomicU64,
+}
+
+/// A bounded, never-blocking line writer: see the module documentation.
+/// Clones write to the same destination, in order.
+#[derive(Clone)]
+pub struct Sink {
+    tx: SyncSender<Vec<u8>>,
+    shared: Arc<Shared>,
+    limit: usize,
+}
+
+impl Sink {
+    /// Starts a writer thread for `dest` holding at most `limit` bytes.
+    ///
+    /// # Errors
+    /// When the thread cannot be started (out of memory or threads).
+    pub fn spawn(dest: Box<dyn Write + Send>, limit: usize) -> io::Result<Sink> {
+        // The channel's own bound only keeps a flood of tiny writes from
+        // growing the queue; `limit` is the real one.
+        let (tx, rx) = mpsc::sync_channel(1024);
+        let shared = Arc::new(Shared {
+            queued: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+        });
+        let theirs = shared.clone();
+        std::thread::Builder::new()
+            .name("output".into())
+            .stack_size(WRITER_STACK)
+            .spawn(move || write_all_of(rx, dest, &theirs))?;
+        Ok(Sink { tx, shared, limit })
+    }
+
+    /// Queues `bytes` (whole lines) for the writer; never blocks. When the
+    /// writer is `limit` bytes behind, the lines are dropped and counted.
+    ///
+    /// # Returns
+    /// Whether they were queued.
+    pub fn send(&self, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return true;
+        }
+        let queued = self.shared.queued.load(Ordering::Relaxed);
+        if queued + bytes.len() > self.limit {
+            self.drop_lines(bytes);
+            return false;
+        }
+        self.shared.queued.fetch_add(bytes.len(), Ordering::Relaxed);
+        match self.tx.try_send(bytes.to_vec()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(v) | TrySendError::Disconnected(v)) => {
+                self.shared.queued.fetch_sub(v.len(), Ordering::Relaxed);
+                self.drop_lines(&v);
+                false
+            }
+        }
+    }
+
+    fn drop_lines(&self, bytes: &[u8]) {
+        let lines = bytes.iter().filter(|&&b| b == b'\n').count().max(1);
+        self.shared
+            .dropped
+            .fetch_add(lines as u64, Ordering::Relaxed);
+    }
+
+    /// Lines dropped and not yet reported by the writer.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to `limit` for the writer to write what is queued (at exit:
+    /// a reader that does not read is not waited for longer).
+    ///
+    /// # Returns
+    /// Whether everything was written.
+    pub fn drain(&self, limit: Duration) -> bool {
+        let start = std::time::Instant::now();
+        while self.shared.queued.load(Ordering::Relaxed) > 0 {
+            if start.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+}
+
+/// `log`'s writer: each record is one `write` of whole lines.
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Sink::send(self, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The writer thread: writes each chunk, then reports lines dropped while
+/// it was blocked. Ends when every sender is gone.
+fn write_all_of(rx: Receiver<Vec<u8>>, mut dest: Box<dyn Write + Send>, shared: &Shared) {
+    while let Ok(chunk) = rx.recv() {
+        // Errors (a reader that left) are not worth stopping for: the
+        // daemon keeps bridging, the bytes are gone either way.
+        let _ = dest.write_all(&chunk).and_then(|()| dest.flush());
+        shared.queued.fetch_sub(chunk.len(), Ordering::Relaxed);
+        let dropped = shared.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let note = format!(
+                "iotbox: {dropped} output line(s) dropped: the reader of this output did not keep up\n"
+            );
+            let _ = dest.write_all(note.as_bytes()).and_then(|()| dest.flush());
+        }
+    }
+}
+
+/// `YYYY-MM-DD hh:mm:ss UTC` for seconds since the epoch (civil-from-days).
+pub fn utc_date(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn verbosity_names_of_the_sdk() {
+        assert_eq!(parse_verbosity("None"), Some(LevelFilter::Off));
+        assert_eq!(parse_verbosity("Fatal"), Some(LevelFilter::Error));
+        assert_eq!(parse_verbosity("Info"), Some(LevelFilter::Info));
+        assert_eq!(parse_verbosity("TRACE"), Some(LevelFilter::Trace));
+        assert_eq!(parse_verbosity("loud"), None);
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc_date(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_date(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_date(1_795_857_916), "2026-11-28 09:25:16 UTC");
+    }
+
+    /// A destination that blocks until the test opens the gate.
+    struct Gate {
+        open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+        got: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let (lock, cv) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            self.got.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_reader_never_blocks_the_sender_and_drops_are_counted() {
+        let open = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let gate = Gate {
+            open: open.clone(),
+            got: got.clone(),
+        };
+        let sink = Sink::spawn(Box::new(gate), 1000).unwrap();
+        let line = [b'x'; 99];
+        let mut line = line.to_vec();
+        line.push(b'\n');
+        let start = std::time::Instant::now();
+        let mut queued = 0;
+        for _ in 0..10_000 {
+            if sink.send(&line) {
+                queued += 1;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "sending never waits"
+        );
+        assert!(queued <= 10, "bounded: {queued} lines queued");
+        assert_eq!(sink.dropped(), 10_000 - queued);
+        // The reader catches up: the queued lines, then the count.
+        {
+            let (lock, cv) = &*open;
+            *lock.lock().unwrap() = true;
+            cv.notify_all();
+        }
+        assert!(sink.drain(Duration::from_secs(10)));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = String::from_utf8_lossy(&got.lock().unwrap()).into_owned();
+            if text.contains("output line(s) dropped") {
+                assert!(text.contains(&format!("{} output line(s)", 10_000 - queued)));
+                assert_eq!(text.matches(&"x".repeat(99)).count(), queued as usize);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{text}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
