@@ -90,6 +90,10 @@ pub struct PubsubArgs {
     /// *.amazonaws.com, AWS IoT's limit per connection; else 0)
     #[argh(option, long = "max-rate")]
     pub max_rate: Option<u32>,
+    /// longest wait in seconds between reconnect attempts (default 120);
+    /// each wait is random up to a ceiling that doubles from 1 s to this
+    #[argh(option, long = "reconnect-max", default = "120")]
+    pub reconnect_max: u64,
     /// largest payload accepted from the publish socket (default 131072)
     #[argh(option, long = "max-payload", default = "131072")]
     pub max_payload: usize,

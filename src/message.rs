@@ -6,6 +6,14 @@
 //! payload are all fine).
 
 use std::fmt;
+use std::time::Duration;
+
+/// A writer on either socket must finish its message (close, or shut down
+/// its write side) within this long after connecting: the daemon's publish
+/// socket and `recv` drop slower ones, so a silent client cannot hold a slot
+/// forever. `send` gives its own write longer, so it never leaves a
+/// truncated message behind.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest topic accepted, in bytes. AWS IoT Core allows 256 bytes of topic
 /// (plus a few levels for `$aws/` reserved topics, which we do not count).

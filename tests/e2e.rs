@@ -9,6 +9,7 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::thread;
+use std::time::{Duration, Instant};
 
 /// The payload the how-to publishes from the AWS IoT console's MQTT test
 /// client; `awsapp recv` printed `Receive 45 Byte` for it.
@@ -270,6 +271,76 @@ fn twenty_concurrent_senders() {
         .collect();
     expected.sort();
     assert_eq!(got, expected);
+}
+
+/// Ten `iotbox send` at once with 100 KiB payloads under `--qos 0` (just
+/// under the 1 MiB the daemon queues): the session refills its output while
+/// the transport takes it, and those bytes must go out at once, not wait for
+/// an unrelated event such as the keep-alive. Every send exits 0 long before
+/// its timeout.
+#[test]
+fn large_qos0_sends_all_flow_without_stalling() {
+    const N: u8 = 10;
+    let env = Env::new("stall");
+    let broker = env.broker();
+    let mut args = env.pubsub_args(&broker, "stall", &["sdk/test/python"]);
+    args.extend(os_args(["--qos", "0"]));
+    let mut daemon = env.spawn_pubsub(Via::Iotbox, &args);
+    wait_subscribed(&mut daemon);
+    let mut console = broker.console_sub("big/#");
+    let smsg = env.smsg();
+    let files: Vec<_> = (0..N)
+        .map(|i| {
+            let mut m = format!("big/{i}\n").into_bytes();
+            m.extend(std::iter::repeat_n(b'a' + (i % 26), 100 * 1024));
+            env.write(&format!("big{i}.txt"), &m)
+        })
+        .collect();
+    let started = Instant::now();
+    let outputs: Vec<Output> = thread::scope(|s| {
+        let handles: Vec<_> = files
+            .iter()
+            .map(|f| {
+                let (env, smsg) = (&env, &smsg);
+                s.spawn(move || {
+                    run(
+                        "iotbox send --timeout 8",
+                        env.iotbox(&[
+                            OsStr::new("send"),
+                            OsStr::new("--timeout"),
+                            OsStr::new("8"),
+                            smsg.as_os_str(),
+                            f.as_os_str(),
+                        ]),
+                        None,
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sender thread"))
+            .collect()
+    });
+    for out in &outputs {
+        out.expect_code(0);
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "{N} sends took {took:?}: output waited for something else"
+    );
+    let mut topics: Vec<String> = (0..N)
+        .map(|_| {
+            let m = console.next_message(deadline());
+            assert_eq!(m.payload.len(), 100 * 1024, "{}", m.topic);
+            m.topic
+        })
+        .collect();
+    topics.sort();
+    let mut expected: Vec<String> = (0..N).map(|i| format!("big/{i}")).collect();
+    expected.sort();
+    assert_eq!(topics, expected);
 }
 
 /// A broker that refuses the client certificate (signed by an unrelated CA)

@@ -20,9 +20,9 @@ use std::path::Path;
 use std::time::Duration;
 
 /// How long writing the message may take. Longer than the daemon's read
-/// timeout (10 s): a message this slow was already refused by the daemon,
-/// so giving up cannot leave a truncated message to be published.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+/// timeout: a message this slow was already refused by the daemon, so
+/// giving up cannot leave a truncated message to be published.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(message::READ_TIMEOUT.as_secs() + 5);
 
 /// A status line is short; anything longer is not a status.
 const MAX_STATUS_LEN: u64 = 4096;

@@ -1,41 +1,48 @@
-//! Reconnect delays: exponential backoff with full jitter.
+//! Retry delays: exponential backoff with full jitter.
 //!
-//! The ceiling starts at 1 s and doubles up to 120 s; each delay is drawn
+//! The ceiling starts at `first` and doubles up to `max`; each delay is drawn
 //! uniformly from zero to the ceiling ("full jitter"), so a fleet of devices
-//! that lost the broker together does not come back in lock-step. The ceiling
-//! resets once a connection has stayed up for 30 s: a link that flaps keeps
-//! backing off, one that worked starts fresh.
+//! that lost the broker together does not come back in lock-step. The owner
+//! resets it when an attempt worked: for the broker, once a connection has
+//! stayed up for [`STABLE_AFTER`] (a link that flaps keeps backing off, one
+//! that worked starts fresh); for the delivery socket, when a reader answers.
 
 use std::time::Duration;
 
-const FIRST: Duration = Duration::from_secs(1);
-const CEILING: Duration = Duration::from_secs(120);
+/// The broker: 1 s doubling to 120 s (`--reconnect_max` changes the top).
+pub const RECONNECT_FIRST: Duration = Duration::from_secs(1);
+pub const RECONNECT_MAX: Duration = Duration::from_secs(120);
 
 /// A connection that lasted this long resets the backoff.
 pub const STABLE_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 pub struct Backoff {
+    first: Duration,
+    max: Duration,
     attempt: u32,
     rng: u64,
 }
 
 impl Backoff {
-    /// `seed` makes the jitter reproducible in tests; the daemon seeds it
-    /// from the system's random source.
-    pub fn new(seed: u64) -> Backoff {
+    /// Delays from `first` doubling to `max`. `seed` makes the jitter
+    /// reproducible in tests; the daemon seeds it from the system's random
+    /// source.
+    pub fn new(seed: u64, first: Duration, max: Duration) -> Backoff {
         Backoff {
+            first,
+            max: max.max(first),
             attempt: 0,
             // xorshift must not start at 0.
             rng: seed | 1,
         }
     }
 
-    /// The ceiling for the next delay: 1 s, 2 s, 4 s ... 120 s.
+    /// The ceiling for the next delay: first, 2 first, 4 first ... max.
     pub fn ceiling(&self) -> Duration {
-        FIRST
-            .checked_mul(1u32 << self.attempt.min(7))
-            .map_or(CEILING, |d| d.min(CEILING))
+        self.first
+            .checked_mul(1u32 << self.attempt.min(20))
+            .map_or(self.max, |d| d.min(self.max))
     }
 
     /// The next delay, and one more step up the ladder.
@@ -67,7 +74,7 @@ mod tests {
 
     #[test]
     fn ceiling_doubles_to_two_minutes_and_resets() {
-        let mut b = Backoff::new(7);
+        let mut b = Backoff::new(7, RECONNECT_FIRST, RECONNECT_MAX);
         let mut ceilings = Vec::new();
         for _ in 0..10 {
             ceilings.push(b.ceiling().as_secs());
@@ -76,17 +83,33 @@ mod tests {
         }
         assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 64, 120, 120, 120]);
         b.reset();
-        assert_eq!(b.ceiling(), FIRST);
+        assert_eq!(b.ceiling(), RECONNECT_FIRST);
     }
 
     #[test]
     fn jitter_spreads_delays() {
-        let mut b = Backoff::new(12345);
+        let mut b = Backoff::new(12345, RECONNECT_FIRST, RECONNECT_MAX);
         for _ in 0..7 {
             b.next_delay();
         }
         let delays: Vec<_> = (0..20).map(|_| b.next_delay()).collect();
         let distinct: std::collections::HashSet<_> = delays.iter().collect();
         assert!(distinct.len() > 15, "{delays:?}");
+    }
+
+    #[test]
+    fn a_lower_maximum_caps_the_ladder() {
+        let mut b = Backoff::new(1, RECONNECT_FIRST, Duration::from_secs(5));
+        let ceilings: Vec<_> = (0..6)
+            .map(|_| {
+                let c = b.ceiling().as_secs();
+                b.next_delay();
+                c
+            })
+            .collect();
+        assert_eq!(ceilings, [1, 2, 4, 5, 5, 5]);
+        // Never below the first step.
+        let b = Backoff::new(1, Duration::from_millis(250), Duration::ZERO);
+        assert_eq!(b.ceiling(), Duration::from_millis(250));
     }
 }

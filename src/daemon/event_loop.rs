@@ -1,33 +1,37 @@
 //! The one `mio::Poll` of the daemon: the only place that waits and the only
 //! place that reads the clock.
 //!
-//! Each turn: wait until an event or the earliest deadline (the session's,
-//! the reconnect timer, a client's read deadline, a delivery retry, the
-//! shutdown limit), read the clock once, handle the events, run the expired
-//! timers, act on the session's events, then hand the session's output to
-//! the transport. While idle and connected the only deadline is the
-//! keep-alive ping.
+//! The shape of mio's `tcp_server` and quinn's driver: fixed tokens for the
+//! listener, the broker, the signals, the waker and the delivery connection,
+//! one range of tokens for publish socket clients. Each turn: wait until an
+//! event or the earliest deadline of the state machines, read the clock
+//! once, dispatch the events by token, run the expired timers, then
+//! [`Daemon::process`] until quiet: hand the session's output to the
+//! transport, act on the session's events and the link's actions. While
+//! idle and connected the only deadline is the keep-alive ping.
+//!
+//! The decisions are the state machines': [`Session`] (MQTT), [`Link`]
+//! (when to connect, retry, give up, stop), the publish socket's and the
+//! delivery's client tables. This file only moves bytes and events between
+//! them and the sockets.
 
 use super::Config;
-use super::backoff::{self, Backoff};
+use super::broker::link::{Action, Link};
 use super::broker::resolve::{self, Lookup};
 use super::broker::session::{Event, Session};
 use super::broker::tls;
 use super::broker::transport::{Failure, Transport};
 use super::device::delivery::Delivery;
 use super::device::publish_socket::{PublishSocket, Status, Submission};
-use crate::error::{Error, runtime, usage};
+use crate::error::{Error, runtime};
 use crate::output::Sink;
 use mio::event::Event as MioEvent;
 use mio::{Events, Interest, Poll, Token, Waker};
-use rustls::client::ClientConfig;
-use rustls::pki_types::ServerName;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 const PUBLISH_LISTENER: Token = Token(0);
 const BROKER: Token = Token(1);
@@ -35,61 +39,29 @@ const SIGNALS: Token = Token(2);
 const WAKER: Token = Token(3);
 const DELIVERY: Token = Token(4);
 
-/// A TCP connect that has not completed by then is given up.
-const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// SIGTERM/SIGINT: in-flight publishes and deliveries get this long.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// Plaintext read at a time from the broker or a client.
 const SCRATCH: usize = 16 * 1024;
-
-/// The broker connection's life cycle.
-enum Link {
-    /// Waiting to reconnect.
-    Down { retry_at: Instant },
-    /// Resolving the endpoint on a helper thread.
-    Resolving(Lookup),
-    /// TCP connect in progress; `rest` are the addresses left to try.
-    Connecting {
-        transport: Transport,
-        rest: Vec<SocketAddr>,
-        deadline: Instant,
-    },
-    /// TCP is up; TLS and MQTT run over it (the session knows how far).
-    Up {
-        transport: Transport,
-        since: Instant,
-    },
-    /// Stopped for good.
-    Closed,
-}
 
 struct Daemon {
     poll: Poll,
     config: Config,
-    tls_config: Option<Arc<ClientConfig>>,
-    server_name: ServerName<'static>,
     session: Session,
     link: Link,
-    backoff: Backoff,
+    /// The broker connection, from [`Action::Connect`] to
+    /// [`Action::Disconnect`].
+    transport: Option<Transport>,
+    /// The lookup under way, from [`Action::Resolve`] to its answer.
+    lookup: Option<Lookup>,
     publish: PublishSocket,
     delivery: Delivery,
     signals: Signals,
     waker: Arc<Waker>,
-    /// MQTT is connected (CONNACK accepted) on the current link.
-    mqtt_connected: bool,
-    /// Subscribed at least once: from then on, refusals are not fatal.
-    subscribed_once: bool,
-    /// Publishes confirmed, for `--count`.
-    published: u64,
-    shutdown_deadline: Option<Instant>,
     exit: Option<Result<(), Error>>,
     scratch: Vec<u8>,
     /// Messages read by the last accept, reused between calls.
     submissions: Vec<Submission>,
-    /// Status lines for stdout, written once per loop turn: a burst of
-    /// publishes costs one write(2), not one per `Publish Succeed.`.
+    /// Status lines for stdout, handed to `stdout` once per loop turn: a
+    /// burst of publishes costs one write(2), not one per `Publish Succeed.`.
     console: Vec<u8>,
     /// Where status lines go; never blocks.
     stdout: Sink,
@@ -107,12 +79,6 @@ fn io_error(what: &str) -> impl Fn(io::Error) -> Error + '_ {
 
 impl Daemon {
     fn new(config: Config, stdout: Sink) -> Result<Daemon, Error> {
-        let server_name = ServerName::try_from(config.endpoint.clone())
-            .map_err(|_| usage!("--endpoint {:?} is not a valid host name", config.endpoint))?;
-        let tls_config = match &config.tls {
-            Some(files) => Some(files.load().map_err(|e| runtime!("{e}"))?),
-            None => None,
-        };
         let poll = Poll::new().map_err(io_error("cannot create the event loop"))?;
         let mut signals =
             Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(io_error("cannot watch signals"))?;
@@ -130,23 +96,16 @@ impl Daemon {
         )
         .map_err(|e| runtime!("{e}"))?;
         let delivery = Delivery::new(config.sub_socket.clone(), config.deliver_topic, DELIVERY);
-        let session = Session::new(config.session.clone());
-        let backoff = Backoff::new(config.seed);
         Ok(Daemon {
             poll,
-            tls_config,
-            server_name,
-            session,
-            link: Link::Closed,
-            backoff,
+            session: Session::new(config.session.clone()),
+            link: Link::new(config.link.clone()),
+            transport: None,
+            lookup: None,
             publish,
             delivery,
             signals,
             waker,
-            mqtt_connected: false,
-            subscribed_once: false,
-            published: 0,
-            shutdown_deadline: None,
             exit: None,
             scratch: vec![0; SCRATCH],
             submissions: Vec::new(),
@@ -158,10 +117,14 @@ impl Daemon {
 
     fn run(&mut self) -> Result<(), Error> {
         self.say("Mqtt5 Client attempting connection...");
-        self.flush_console();
-        self.start_resolve();
+        self.link.start();
+        self.process(Instant::now());
         let mut events = Events::with_capacity(256);
         loop {
+            self.flush_console();
+            if let Some(result) = self.exit.take() {
+                return result;
+            }
             let timeout = self
                 .next_deadline()
                 .map(|at| at.saturating_duration_since(Instant::now()));
@@ -176,16 +139,6 @@ impl Daemon {
                 self.dispatch(now, event);
             }
             self.tick(now);
-            if let Some(result) = self.exit.take() {
-                if result.is_err() {
-                    // A fatal error: no client may take the closing socket
-                    // for a success (EOF without status means OK to send).
-                    self.close_session(now);
-                }
-                self.drop_link(now);
-                self.flush_console();
-                return result;
-            }
         }
     }
 
@@ -201,25 +154,41 @@ impl Daemon {
         }
     }
 
-    /// Timers, then the session's events, then output to the broker.
+    /// Timers, then everything they and the events set in motion.
     fn tick(&mut self, now: Instant) {
         self.session.handle_timeout(now);
+        self.link.handle_timeout(now);
         self.publish.handle_timeout(now, self.poll.registry());
         if self.publish.wants_accept(now) {
             self.accept_clients(now);
         }
         self.delivery.handle_timeout(now, self.poll.registry());
-        self.link_timeouts(now);
-        self.drain_session(now);
-        self.flush_broker(now);
-        self.drain_session(now);
-        if let Some(deadline) = self.shutdown_deadline {
-            let done = self.session.is_settled() && self.delivery.is_idle();
-            if done || now >= deadline {
-                self.finish_shutdown(now);
+        self.process(now);
+        if self.link.is_shutting_down() && self.session.is_settled() && self.delivery.is_idle() {
+            self.link.handle_settled();
+            self.process(now);
+        }
+    }
+
+    /// Until quiet: the session's output to the transport, the session's
+    /// events, the link's actions. Each can cause the others (a PUBACK frees
+    /// a slot for the next publish; a lost connection closes the transport).
+    fn process(&mut self, now: Instant) {
+        loop {
+            self.flush_broker(now);
+            let mut busy = false;
+            while let Some(event) = self.session.poll_event() {
+                self.on_session_event(now, event);
+                busy = true;
+            }
+            while let Some(action) = self.link.poll_action() {
+                self.on_link_action(now, action);
+                busy = true;
+            }
+            if !busy {
+                return;
             }
         }
-        self.flush_console();
     }
 
     /// Queues one status line for stdout (see [`Daemon::flush_console`]).
@@ -228,36 +197,48 @@ impl Daemon {
         self.console.push(b'\n');
     }
 
-    /// Writes the queued status lines. Scripts and init logs read them live,
-    /// so this runs at the end of every loop turn. A closed stdout is not a
-    /// reason to stop bridging messages.
+    /// Hands the queued status lines to the writer. Scripts and init logs
+    /// read them live, so this runs once every loop turn.
     fn flush_console(&mut self) {
-        if self.console.is_empty() {
-            return;
+        if !self.console.is_empty() {
+            self.stdout.send(&self.console);
+            self.console.clear();
         }
-        self.stdout.send(&self.console);
-        self.console.clear();
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let link = match &self.link {
-            Link::Down { retry_at } => Some(*retry_at),
-            Link::Connecting { deadline, .. } => Some(*deadline),
-            _ => None,
-        };
         [
             self.session.poll_timeout(),
+            self.link.poll_timeout(),
             self.publish.next_deadline(),
             self.delivery.next_deadline(),
-            link,
-            self.shutdown_deadline,
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
-    // ----- the broker link -----
+    // ----- the link's actions -----
+
+    fn on_link_action(&mut self, now: Instant, action: Action) {
+        match action {
+            Action::Resolve => self.start_resolve(),
+            Action::Connect(addr) => self.connect(now, addr),
+            Action::Disconnect => {
+                if let Some(transport) = self.transport.take() {
+                    transport.close(self.poll.registry());
+                }
+            }
+            Action::StopAccepting => self.publish.stop_accepting(self.poll.registry()),
+            Action::CloseSession => self.close_session(now),
+            Action::Exit(result) => {
+                if result.is_ok() {
+                    self.say("Mqtt5 Client stopped.");
+                }
+                self.exit = Some(result);
+            }
+        }
+    }
 
     /// Resolves the broker, or the proxy when there is one (the proxy
     /// resolves the broker's name itself).
@@ -266,306 +247,184 @@ impl Daemon {
             Some((host, port)) => (host.as_str(), *port),
             None => (self.config.endpoint.as_str(), self.config.port),
         };
-        let lookup = resolve::start(host, port, self.waker.clone());
-        self.link = Link::Resolving(lookup);
+        self.lookup = Some(resolve::start(host, port, self.waker.clone()));
     }
 
     fn on_resolved(&mut self, now: Instant) {
-        let Link::Resolving(lookup) = &self.link else {
+        let Some(answer) = self.lookup.as_ref().and_then(Lookup::poll) else {
             return;
         };
-        match lookup.poll() {
-            None => {}
-            Some(Ok(addrs)) if !addrs.is_empty() => self.connect_next(now, addrs, None),
-            Some(Ok(_)) => self.link_failed(now, "the name resolved to no address".into()),
-            Some(Err(e)) => {
-                let (name, flag) = match &self.config.proxy {
-                    Some((host, _)) => (host.clone(), "--proxy_host"),
-                    None => (self.config.endpoint.clone(), "--endpoint"),
-                };
-                let why = format!("cannot resolve {name}: {e} (check {flag} and the network)");
-                self.link_failed(now, why);
+        self.lookup = None;
+        let answer = answer.map_err(|e| {
+            let (name, flag) = match &self.config.proxy {
+                Some((host, _)) => (host.as_str(), "--proxy_host"),
+                None => (self.config.endpoint.as_str(), "--endpoint"),
+            };
+            format!("cannot resolve {name}: {e} (check {flag} and the network)")
+        });
+        self.link.handle_resolved(now, answer);
+    }
+
+    /// Starts a non-blocking TCP connect (and the TLS client over it).
+    fn connect(&mut self, now: Instant, addr: std::net::SocketAddr) {
+        let tls = match &self.config.tls {
+            Some(t) => {
+                let name = self.config.server_name.clone();
+                match rustls::ClientConnection::new(t.client.clone(), name) {
+                    Ok(conn) => Some(conn),
+                    Err(e) => return self.link.handle_connect_failed(now, format!("TLS: {e}")),
+                }
             }
+            None => None,
+        };
+        let via_proxy = self
+            .config
+            .proxy
+            .as_ref()
+            .map(|_| (self.config.endpoint.as_str(), self.config.port));
+        match Transport::connect(addr, via_proxy, tls, self.poll.registry(), BROKER) {
+            Ok(transport) => {
+                log::debug!("connecting to {addr}");
+                self.transport = Some(transport);
+            }
+            Err(e) => self.link.handle_connect_failed(now, e.to_string()),
         }
     }
 
-    /// Starts a TCP connect to the first address of `addrs` that accepts one;
-    /// when none is left, the connection failed with `last_error`.
-    fn connect_next(
-        &mut self,
-        now: Instant,
-        mut addrs: Vec<SocketAddr>,
-        mut last_error: Option<String>,
-    ) {
-        while !addrs.is_empty() {
-            let addr = addrs.remove(0);
-            let tls = match &self.tls_config {
-                Some(config) => {
-                    match rustls::ClientConnection::new(config.clone(), self.server_name.clone()) {
-                        Ok(conn) => Some(conn),
-                        Err(e) => {
-                            last_error = Some(format!("TLS: {e}"));
-                            break;
-                        }
-                    }
-                }
-                None => None,
-            };
-            let via_proxy = self
-                .config
-                .proxy
-                .as_ref()
-                .map(|_| (self.config.endpoint.as_str(), self.config.port));
-            match Transport::connect(addr, via_proxy, tls, self.poll.registry(), BROKER) {
-                Ok(transport) => {
-                    log::debug!("connecting to {addr}");
-                    self.link = Link::Connecting {
-                        transport,
-                        rest: addrs,
-                        deadline: now + TCP_CONNECT_TIMEOUT,
-                    };
-                    return;
-                }
-                Err(e) => last_error = Some(format!("{addr}: {e}")),
-            }
-        }
-        let reason = last_error.unwrap_or_else(|| "no address to connect to".into());
-        self.link_failed(now, reason);
-    }
+    // ----- the broker connection -----
 
     fn on_broker(&mut self, now: Instant, event: &MioEvent) {
-        match std::mem::replace(&mut self.link, Link::Closed) {
-            Link::Connecting {
-                mut transport,
-                rest,
-                deadline,
-            } => match transport.finish_connect() {
+        let Some(transport) = &mut self.transport else {
+            return;
+        };
+        if !transport.is_established() {
+            match transport.finish_connect() {
                 Ok(true) => {
-                    log::debug!("TCP connected to {}", transport.addr);
-                    self.link = Link::Up {
-                        transport,
-                        since: now,
-                    };
+                    self.link.handle_tcp_up(now);
                     // CONNECT is queued now; TLS sends it after the handshake.
                     self.session.handle_connected(now);
                     self.read_broker(now);
                 }
-                Ok(false) => {
-                    self.link = Link::Connecting {
-                        transport,
-                        rest,
-                        deadline,
-                    }
-                }
-                Err(failure) => {
-                    let why = format!("{}: {failure}", transport.addr);
-                    log::debug!("{why}");
-                    transport.close(self.poll.registry());
-                    self.connect_next(now, rest, Some(why));
-                }
-            },
-            link @ Link::Up { .. } => {
-                self.link = link;
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.read_broker(now);
-                }
+                Ok(false) => {}
+                Err(failure) => self.link.handle_connect_failed(now, failure.to_string()),
             }
-            other => self.link = other,
+            return;
         }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read_broker(now);
+        }
+        // Writable: `process` flushes after every event.
     }
 
     /// Reads what the broker sent into the session.
     fn read_broker(&mut self, now: Instant) {
-        let Link::Up { transport, .. } = &mut self.link else {
+        let Some(transport) = &mut self.transport else {
             return;
         };
         let session = &mut self.session;
-        let result = transport.read(&mut self.scratch, |bytes| session.handle_input(now, bytes));
-        match result {
-            Ok(()) => {}
-            // The session ended the connection itself (a DISCONNECT, say,
-            // followed by the close): its ConnectionLost is handled once.
-            Err(failure) if !self.session.is_active() => {
+        if let Err(failure) =
+            transport.read(&mut self.scratch, |bytes| session.handle_input(now, bytes))
+        {
+            // After the session ended the connection itself (a DISCONNECT,
+            // say, followed by the close), its ConnectionLost is the news.
+            if self.session.is_active() {
+                self.transport_failed(now, failure);
+            } else {
                 log::debug!("after the session ended: {failure}");
             }
-            Err(failure) => self.transport_failed(now, failure),
         }
     }
 
-    /// Hands the session's output to the transport.
+    /// Hands the session's output to the transport until one of them has
+    /// nothing more or the socket would block. Taking output lets the
+    /// session move more of its queue into it, so one write is not enough:
+    /// without the loop, those bytes would wait for an unrelated event.
     fn flush_broker(&mut self, now: Instant) {
-        let Link::Up { transport, .. } = &mut self.link else {
+        let Some(transport) = &mut self.transport else {
             return;
         };
-        let result = transport
-            .write(self.session.pending_output())
-            .and_then(|n| {
-                self.session.advance_output(now, n);
-                transport
-                    .update_interest(self.poll.registry(), BROKER)
-                    .map_err(Failure::Io)
-            });
+        // `write` flushes what the transport holds first (TLS handshake
+        // records too), so it runs even when the session has nothing.
+        let mut result = Ok(());
+        loop {
+            match transport.write(self.session.pending_output()) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.session.advance_output(now, n);
+                    if self.session.pending_output().is_empty() {
+                        break;
+                    }
+                }
+                Err(failure) => {
+                    result = Err(failure);
+                    break;
+                }
+            }
+        }
+        let result = result.and_then(|()| {
+            transport
+                .update_interest(self.poll.registry(), BROKER)
+                .map_err(Failure::Io)
+        });
         if let Err(failure) = result {
             self.transport_failed(now, failure);
         }
     }
 
-    /// The transport broke (socket error, TLS error, EOF).
+    /// The transport broke (socket error, TLS error, EOF). A refused
+    /// certificate goes to the link, which decides whether it is fatal; a
+    /// clock error is not a refusal: NTP may set the clock after boot.
     fn transport_failed(&mut self, now: Instant, failure: Failure) {
         let wall_clock = SystemTime::now();
-        let (reason, certificate) = match &failure {
-            // A clock error is retried: NTP may set the clock after boot.
+        let files = self.config.tls.as_ref().map(|t| &t.files);
+        let endpoint = &self.config.endpoint;
+        let (reason, refused) = match &failure {
             Failure::Tls(e) => (
-                tls::explain(e, &self.config.endpoint, self.config.tls.as_ref(), wall_clock),
+                tls::explain(e, endpoint, files, wall_clock),
                 tls::is_certificate_error(e) && !tls::is_clock_error(e, wall_clock),
             ),
-            Failure::Closed if !self.mqtt_connected => (
+            Failure::Closed if !self.session.is_connected() => (
                 "the broker closed the connection before CONNACK (on AWS IoT: the certificate may be inactive, or its policy may not allow iot:Connect for this client id)".into(),
                 false,
             ),
             other => (other.to_string(), false),
         };
-        if certificate && !self.subscribed_once {
-            // Retrying cannot help: the files or the broker must change.
-            self.drop_link(now);
-            self.exit = Some(Err(runtime!("{reason}")));
-            return;
+        if refused {
+            self.link.handle_refused(now, reason.clone());
         }
-        if self.session.is_active() {
-            // The session reports ConnectionLost; its handler reconnects.
-            self.session.handle_transport_lost(reason);
-        } else {
-            self.link_failed(now, reason);
-        }
-    }
-
-    /// A connection attempt failed before MQTT started: try again later.
-    fn link_failed(&mut self, now: Instant, reason: String) {
-        log::warn!(
-            "cannot connect to {}:{}: {reason}",
-            self.config.endpoint,
-            self.config.port
-        );
-        self.drop_link(now);
-        self.schedule_reconnect(now);
-    }
-
-    fn link_timeouts(&mut self, now: Instant) {
-        match &self.link {
-            Link::Down { retry_at } if *retry_at <= now => {
-                log::info!(
-                    "reconnecting to {}:{}",
-                    self.config.endpoint,
-                    self.config.port
-                );
-                self.start_resolve();
-            }
-            Link::Connecting { deadline, .. } if *deadline <= now => {
-                if let Link::Connecting {
-                    transport, rest, ..
-                } = std::mem::replace(&mut self.link, Link::Closed)
-                {
-                    let why = format!(
-                        "{}: no answer within {} s",
-                        transport.addr,
-                        TCP_CONNECT_TIMEOUT.as_secs()
-                    );
-                    log::debug!("{why}");
-                    transport.close(self.poll.registry());
-                    self.connect_next(now, rest, Some(why));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Closes the transport, if any. A connection that lasted resets the
-    /// backoff.
-    fn drop_link(&mut self, now: Instant) {
-        match std::mem::replace(&mut self.link, Link::Closed) {
-            Link::Up { transport, since } => {
-                if now.duration_since(since) >= backoff::STABLE_AFTER {
-                    self.backoff.reset();
-                }
-                transport.close(self.poll.registry());
-            }
-            Link::Connecting { transport, .. } => transport.close(self.poll.registry()),
-            _ => {}
-        }
-        self.mqtt_connected = false;
-    }
-
-    fn schedule_reconnect(&mut self, now: Instant) {
-        if self.shutdown_deadline.is_some() {
-            self.link = Link::Closed;
-            return;
-        }
-        let delay = self.backoff.next_delay();
-        // Integer formatting: float formatting alone costs ~20 KB of binary.
-        log::info!(
-            "next connection attempt in {}.{} s",
-            delay.as_secs(),
-            delay.subsec_millis() / 100
-        );
-        self.link = Link::Down {
-            retry_at: now + delay,
-        };
+        self.session.handle_transport_lost(reason);
     }
 
     // ----- the session's events -----
 
-    fn drain_session(&mut self, now: Instant) {
-        while let Some(event) = self.session.poll_event() {
-            self.on_session_event(now, event);
-        }
-    }
-
     fn on_session_event(&mut self, now: Instant, event: Event) {
         match event {
-            Event::Connected { client_id, .. } => {
-                self.mqtt_connected = true;
-                self.say(&format!(
-                    "Mqtt5 Client connection succeed, clientid: {client_id}."
-                ));
-            }
+            Event::Connected { client_id, .. } => self.say(&format!(
+                "Mqtt5 Client connection succeed, clientid: {client_id}."
+            )),
             Event::Subscribed => {
-                self.subscribed_once = true;
+                self.link.handle_subscribed();
                 self.say("Subscription Success.");
             }
             Event::ConnectRefused { reason } => {
-                let text = format!(
-                    "the broker refused the connection: {reason}{}",
-                    if reason.starts_with("not authorized") {
-                        " (on AWS IoT: the certificate must be active and its policy must allow iot:Connect for this client id)"
-                    } else {
-                        ""
-                    }
+                let hint = if reason.starts_with("not authorized") {
+                    " (on AWS IoT: the certificate must be active and its policy must allow iot:Connect for this client id)"
+                } else {
+                    ""
+                };
+                self.link.handle_refused(
+                    now,
+                    format!("the broker refused the connection: {reason}{hint}"),
                 );
-                self.drop_link(now);
-                if self.subscribed_once {
-                    log::error!("{text}");
-                    self.schedule_reconnect(now);
-                } else {
-                    self.exit = Some(Err(Error::Runtime(text)));
-                }
             }
-            Event::SubscribeRefused { filter, reason } => {
-                let text = format!("the broker refused the subscription to {filter}: {reason}");
-                if self.subscribed_once {
-                    log::error!("{text}");
-                } else {
-                    self.exit = Some(Err(Error::Runtime(text)));
-                }
-            }
+            Event::SubscribeRefused { filter, reason } => self.link.handle_subscribe_refused(
+                format!("the broker refused the subscription to {filter}: {reason}"),
+            ),
             Event::Published(id) => {
                 self.publish
                     .reply(Token(id as usize), Status::Ok, self.poll.registry());
                 self.say("Publish Succeed.");
-                self.published += 1;
-                if self.config.count > 0 && self.published >= self.config.count {
-                    log::info!("{} publishes done (--count): stopping", self.published);
-                    self.begin_shutdown(now);
-                }
+                self.link.handle_published(now);
             }
             Event::PublishFailed(id, reason) => {
                 log::warn!("publish failed: {reason}");
@@ -588,21 +447,17 @@ impl Daemon {
                 self.delivery
                     .push(now, &topic, payload, self.poll.registry());
             }
-            Event::ConnectionLost { reason, taken_over } => {
-                if self.mqtt_connected {
+            Event::ConnectionLost {
+                reason,
+                taken_over,
+                was_connected,
+            } => {
+                if was_connected {
                     self.say(&format!(
                         "Mqtt5 Client disconnection with reason: {reason}."
                     ));
                 }
-                log::warn!("connection lost: {reason}");
-                if taken_over {
-                    log::warn!(
-                        "another client uses client id {:?}: waiting the backoff before reconnecting, so the two do not take turns in a tight loop",
-                        self.config.session.client_id
-                    );
-                }
-                self.drop_link(now);
-                self.schedule_reconnect(now);
+                self.link.handle_lost(now, &reason, taken_over);
             }
         }
     }
@@ -649,13 +504,11 @@ impl Daemon {
     fn on_signals(&mut self, now: Instant) {
         let pending: Vec<i32> = self.signals.pending().collect();
         for signal in pending {
-            match signal {
-                SIGHUP => self.reload_tls(),
-                _ if self.shutdown_deadline.is_some() => {
-                    log::info!("second signal: stopping now");
-                    self.finish_shutdown(now);
-                }
-                _ => self.begin_shutdown(now),
+            if signal == SIGHUP {
+                self.reload_tls();
+                self.link.handle_reload(now);
+            } else {
+                self.link.handle_terminate(now);
             }
         }
     }
@@ -663,12 +516,12 @@ impl Daemon {
     /// SIGHUP: certificate rotation. The next connection uses the new files;
     /// if they are broken, the old configuration stays.
     fn reload_tls(&mut self) {
-        let Some(files) = &self.config.tls else {
+        let Some(tls) = &mut self.config.tls else {
             return;
         };
-        match files.load() {
-            Ok(config) => {
-                self.tls_config = Some(config);
+        match tls.files.load() {
+            Ok(client) => {
+                tls.client = client;
                 log::info!(
                     "SIGHUP: reloaded certificate, key and CA; the next connection uses them"
                 );
@@ -677,44 +530,45 @@ impl Daemon {
         }
     }
 
-    /// Stops taking messages; in-flight ones get [`SHUTDOWN_GRACE`].
-    fn begin_shutdown(&mut self, now: Instant) {
-        if self.shutdown_deadline.is_some() {
-            return;
-        }
-        self.publish.stop_accepting(self.poll.registry());
-        self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
-        // No new connection attempts; one under way may still finish.
-        if let Link::Down { .. } = self.link {
-            self.link = Link::Closed;
-        }
-    }
-
-    /// DISCONNECT, answer what is left, close, done.
-    fn finish_shutdown(&mut self, now: Instant) {
-        if self.exit.is_some() {
-            return;
-        }
-        self.close_session(now);
-        self.drop_link(now);
-        self.say("Mqtt5 Client stopped.");
-        self.exit = Some(Ok(()));
-    }
-
     /// Ends the session for good: stops accepting, sends DISCONNECT if
     /// connected, and gives every client still waiting its answer: `ERR`
     /// for what was never sent, `QUEUED` for what the broker may have.
+    /// Says how many messages were left, and that they are gone.
     fn close_session(&mut self, now: Instant) {
         self.publish.stop_accepting(self.poll.registry());
         self.session.close();
+        let (mut unsent, mut unconfirmed) = (0u64, 0u64);
         while let Some(event) = self.session.poll_event() {
             let (id, status) = match &event {
-                Event::PublishFailed(id, reason) => (*id, Status::Err(reason)),
-                Event::Unconfirmed(id) => (*id, Status::Queued),
+                Event::PublishFailed(id, reason) => {
+                    unsent += 1;
+                    (*id, Status::Err(reason))
+                }
+                Event::Unconfirmed(id) => {
+                    unconfirmed += 1;
+                    (*id, Status::Queued)
+                }
                 _ => continue,
             };
             self.publish
                 .reply(Token(id as usize), status, self.poll.registry());
+        }
+        if unsent > 0 {
+            log::warn!(
+                "stopping with {unsent} message(s) never sent to the broker: they are dropped (their senders got ERR)"
+            );
+        }
+        if unconfirmed > 0 {
+            log::warn!(
+                "stopping with {unconfirmed} message(s) sent but not confirmed by the broker: it may or may not have them (their senders got QUEUED)"
+            );
+        }
+        let undelivered = self.delivery.queued();
+        if undelivered > 0 {
+            log::warn!(
+                "stopping with {undelivered} received message(s) not delivered to {}: they are dropped",
+                self.config.sub_socket.display()
+            );
         }
         self.flush_broker(now);
     }

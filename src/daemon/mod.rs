@@ -6,15 +6,19 @@ pub mod broker;
 pub mod device;
 pub mod event_loop;
 
-use broker::{codec, crypto, session, tls};
+use broker::{codec, crypto, link, session, tls};
 
 use crate::cli::{self, PubsubArgs};
 use crate::error::{Error, runtime, usage};
 use crate::message;
 use crate::output::{self, Sink};
 use log::LevelFilter;
+use rustls::client::ClientConfig;
+use rustls::pki_types::ServerName;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// AWS IoT Core's limit on client id length.
 const MAX_CLIENT_ID: usize = 128;
@@ -32,28 +36,37 @@ const AWS_MAX_RATE: u32 = 100;
 /// AWS IoT Core's limit on subscriptions per connection.
 const MAX_FILTERS: usize = 50;
 
-/// Publishes that may wait for the broker: SPEC's 1000 messages / 1 MiB.
-const QUEUE_MESSAGES: usize = 1000;
-const QUEUE_BYTES: usize = 1 << 20;
+/// Messages that may wait in memory, in each direction: publishes for the
+/// broker, received messages for a reader of the delivery socket.
+pub const QUEUE_MESSAGES: usize = 1000;
+/// ... and their payload bytes.
+pub const QUEUE_BYTES: usize = 1 << 20;
 
-/// Everything the daemon needs, checked.
+/// Everything the daemon needs, checked, built once at start.
 #[derive(Debug)]
 pub struct Config {
     pub endpoint: String,
     pub port: u16,
+    /// The name the broker's certificate must carry (SNI), from `endpoint`.
+    pub server_name: ServerName<'static>,
     /// HTTP CONNECT proxy (host, port), if any.
     pub proxy: Option<(String, u16)>,
     /// `None` with `--plaintext`.
-    pub tls: Option<tls::Files>,
+    pub tls: Option<Tls>,
     pub session: session::Config,
+    pub link: link::Config,
     pub pub_socket: PathBuf,
     pub sub_socket: PathBuf,
     pub socket_mode: u32,
-    /// Stop after this many publishes from the socket; 0 = never.
-    pub count: u64,
     pub deliver_topic: bool,
-    /// Random bits for the backoff jitter.
-    pub seed: u64,
+}
+
+/// The TLS files and the rustls configuration built from them. SIGHUP
+/// builds a new `client` from the same files.
+#[derive(Debug)]
+pub struct Tls {
+    pub files: tls::Files,
+    pub client: Arc<ClientConfig>,
 }
 
 pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
@@ -78,7 +91,7 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
 
 /// At exit, how long queued output may take to be written: a reader that
 /// does not read is not waited for longer.
-const EXIT_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+const EXIT_DRAIN: Duration = Duration::from_secs(1);
 
 /// Raises the soft limit on open descriptors to the hard limit: every
 /// publish socket client waiting for its PUBACK holds one (SPEC §3).
@@ -204,14 +217,28 @@ impl Config {
                 alpn: port == 443,
             };
             // Read now, so a bad file fails before any traffic.
-            files.load().map_err(|e| runtime!("{e}"))?;
+            let client = files.load().map_err(|e| runtime!("{e}"))?;
             log::debug!("trust anchors: {}", files.ca_description());
-            Some(files)
+            Some(Tls { files, client })
         };
+        let server_name = ServerName::try_from(endpoint.clone())
+            .map_err(|_| usage!("--endpoint {endpoint:?} is not a valid host name"))?;
+        if flags.reconnect_max == 0 {
+            return Err(usage!(
+                "--reconnect_max 0: give the longest wait between reconnect attempts in seconds (default 120)"
+            ));
+        }
 
         Ok(Config {
+            link: link::Config {
+                target: format!("{endpoint}:{port}"),
+                count: flags.count,
+                reconnect_max: Duration::from_secs(flags.reconnect_max),
+                seed: random_u64(),
+            },
             endpoint,
             port,
+            server_name,
             proxy,
             tls,
             session: session::Config {
@@ -228,9 +255,7 @@ impl Config {
             pub_socket: flags.pub_socket,
             sub_socket: flags.sub_socket,
             socket_mode,
-            count: flags.count,
             deliver_topic: flags.deliver_topic,
-            seed: random_u64(),
         })
     }
 }

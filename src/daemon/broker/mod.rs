@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod crypto;
+pub mod link;
 pub mod proxy;
 pub mod rate;
 pub mod resolve;

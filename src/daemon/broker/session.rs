@@ -97,6 +97,8 @@ pub enum Event {
         reason: String,
         /// The broker said another client connected with our client id.
         taken_over: bool,
+        /// A CONNACK had been accepted on this connection.
+        was_connected: bool,
     },
 }
 
@@ -205,6 +207,8 @@ pub struct Session {
     last_received: Option<Instant>,
     /// SUBSCRIBE packet ids and their filters, waiting for SUBACK.
     subscribing: Vec<(u16, Vec<String>)>,
+    /// A filter was refused since the last subscribe: no `Subscribed`.
+    subscribe_refused: bool,
     next_pkid: u16,
     /// A CONNACK was accepted at least once (later connects resume).
     ever_connected: bool,
@@ -232,6 +236,7 @@ impl Session {
             last_sent: None,
             last_received: None,
             subscribing: Vec::new(),
+            subscribe_refused: false,
             next_pkid: 0,
             ever_connected: false,
         }
@@ -240,7 +245,6 @@ impl Session {
     // ----- getters -----
 
     /// CONNACK accepted and the connection still up.
-    #[cfg(test)]
     pub fn is_connected(&self) -> bool {
         self.state == State::Connected
     }
@@ -463,10 +467,14 @@ impl Session {
     }
 
     fn lose(&mut self, reason: String, taken_over: bool) {
+        let was_connected = self.state == State::Connected;
         self.reset_connection();
         self.state = State::Idle;
-        self.events
-            .push_back(Event::ConnectionLost { reason, taken_over });
+        self.events.push_back(Event::ConnectionLost {
+            reason,
+            taken_over,
+            was_connected,
+        });
     }
 
     /// Something was queued for the broker.
@@ -644,6 +652,7 @@ impl Session {
 
     fn subscribe_all(&mut self, now: Instant) {
         let qos = self.effective_qos();
+        self.subscribe_refused = false;
         let filters = self.config.filters.clone();
         for chunk in filters.chunks(FILTERS_PER_SUBSCRIBE) {
             let pkid = self.next_packet_id();
@@ -658,30 +667,39 @@ impl Session {
         }
     }
 
+    /// One reason code per filter, in order (MQTT 5 3.9.3). Every refused
+    /// filter is reported by name, every time; `Subscribed` comes only when
+    /// the last SUBACK is in and nothing was refused.
     fn on_suback(&mut self, ack: rumqttc::v5::mqttbytes::v5::SubAck) {
         let Some(i) = self.subscribing.iter().position(|(id, _)| *id == ack.pkid) else {
             log::debug!("SUBACK for unknown packet id {}", ack.pkid);
             return;
         };
         let (_, filters) = self.subscribing.swap_remove(i);
-        for (filter, code) in filters.iter().zip(&ack.return_codes) {
+        if ack.return_codes.len() != filters.len() {
+            self.lose(
+                format!(
+                    "protocol error: the broker's SUBACK has {} reason code(s) for {} filter(s)",
+                    ack.return_codes.len(),
+                    filters.len()
+                ),
+                false,
+            );
+            return;
+        }
+        let text = ack.properties.and_then(|p| p.reason_string);
+        for (filter, code) in filters.into_iter().zip(&ack.return_codes) {
             if let Some(reason) = codec::suback_refusal(code) {
-                let mut reason = reason.to_owned();
-                if let Some(text) = ack
-                    .properties
-                    .as_ref()
-                    .and_then(|p| p.reason_string.clone())
-                {
-                    reason = format!("{reason}: {text}");
-                }
-                self.events.push_back(Event::SubscribeRefused {
-                    filter: filter.clone(),
-                    reason,
-                });
-                return;
+                self.subscribe_refused = true;
+                let reason = match &text {
+                    Some(text) => format!("{reason}: {text}"),
+                    None => reason.to_owned(),
+                };
+                self.events
+                    .push_back(Event::SubscribeRefused { filter, reason });
             }
         }
-        if self.subscribing.is_empty() {
+        if self.subscribing.is_empty() && !self.subscribe_refused {
             self.events.push_back(Event::Subscribed);
         }
     }
@@ -1003,6 +1021,73 @@ mod tests {
         );
     }
 
+    /// Subscribes to `filters` on a fresh connection and answers with
+    /// `codes`; returns what the session reported.
+    fn suback_with(s: &mut Session, t0: Instant, codes: Vec<SubscribeReasonCode>) -> Vec<Event> {
+        s.handle_connected(t0);
+        sent_packets(s);
+        s.handle_input(t0, &connack(false, None));
+        let Packet::Subscribe(sub) = sent_packets(s).remove(0) else {
+            panic!()
+        };
+        s.handle_input(
+            t0,
+            &bytes_of(Packet::SubAck(SubAck {
+                pkid: sub.pkid,
+                return_codes: codes,
+                properties: None,
+            })),
+        );
+        events(s)
+    }
+
+    #[test]
+    fn every_refused_filter_is_named_and_never_followed_by_success() {
+        let t0 = Instant::now();
+        let mut s = Session::new(config(&["a", "b", "c"]));
+        let ok = SubscribeReasonCode::Success(QoS::AtLeastOnce);
+        let no = SubscribeReasonCode::NotAuthorized;
+        let refused = |ev: &[Event]| -> Vec<String> {
+            ev.iter()
+                .filter_map(|e| match e {
+                    Event::SubscribeRefused { filter, .. } => Some(filter.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let ev = suback_with(&mut s, t0, vec![no, ok, no]);
+        assert_eq!(refused(&ev), ["a", "c"], "{ev:?}");
+        assert!(!ev.contains(&Event::Subscribed), "{ev:?}");
+        // The same on a reconnect: refused again, named again, no success.
+        s.handle_transport_lost("reset".into());
+        events(&mut s);
+        let ev = suback_with(&mut s, t0, vec![ok, no, ok]);
+        assert_eq!(refused(&ev), ["b"], "{ev:?}");
+        assert!(!ev.contains(&Event::Subscribed), "{ev:?}");
+        // And when all are granted at last, it says so.
+        s.handle_transport_lost("reset".into());
+        events(&mut s);
+        let ev = suback_with(&mut s, t0, vec![ok, ok, ok]);
+        assert!(ev.contains(&Event::Subscribed), "{ev:?}");
+    }
+
+    #[test]
+    fn fewer_reason_codes_than_filters_is_a_protocol_error() {
+        let t0 = Instant::now();
+        let mut s = Session::new(config(&["a", "b"]));
+        let ev = suback_with(
+            &mut s,
+            t0,
+            vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+        );
+        assert!(
+            matches!(&ev[..], [Event::Connected { .. }, Event::ConnectionLost { reason, .. }]
+                if reason.contains("1 reason code(s) for 2 filter(s)")),
+            "{ev:?}"
+        );
+        assert!(!s.is_active());
+    }
+
     #[test]
     fn refused_connect_is_reported() {
         let t0 = Instant::now();
@@ -1048,7 +1133,7 @@ mod tests {
         s.handle_timeout(deadline);
         let ev = events(&mut s);
         assert!(
-            matches!(&ev[..], [Event::ConnectionLost { reason, taken_over: false }] if reason.contains("PINGRESP")),
+            matches!(&ev[..], [Event::ConnectionLost { reason, taken_over: false, was_connected: true }] if reason.contains("PINGRESP")),
             "{ev:?}"
         );
         assert_eq!(s.poll_timeout(), None, "no timers once idle");
@@ -1183,7 +1268,7 @@ mod tests {
         s.handle_input(t0, &[0xE0, 0x01, 0x8E]);
         let ev = events(&mut s);
         assert!(
-            matches!(&ev[..], [Event::ConnectionLost { reason, taken_over: true }]
+            matches!(&ev[..], [Event::ConnectionLost { reason, taken_over: true, was_connected: true }]
                 if reason.contains("session taken over") && reason.contains("same client id")),
             "{ev:?}"
         );

@@ -103,6 +103,11 @@ impl Transport {
         })
     }
 
+    /// The TCP connect completed (see [`Transport::finish_connect`]).
+    pub fn is_established(&self) -> bool {
+        self.established
+    }
+
     /// After a WRITABLE event during connect: `Ok(true)` once the TCP
     /// connection is up (mio's documented steps: `take_error`, then
     /// `peer_addr`), `Ok(false)` if the event was spurious.

@@ -6,6 +6,7 @@
 //! is retried with a growing delay (250 ms doubling to 5 s); what overflows
 //! the queue is dropped oldest first and counted in the log.
 
+use crate::daemon::{QUEUE_BYTES, QUEUE_MESSAGES};
 use crate::message;
 use bytes::Bytes;
 use mio::net::UnixStream;
@@ -20,10 +21,6 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// The reader listens but its backlog is full: try again soon, quietly.
 const BACKLOG_RETRY: Duration = Duration::from_millis(10);
-
-/// Queue bounds: like the publish queue, 1000 messages or 1 MiB.
-pub const QUEUE_MESSAGES: usize = 1000;
-pub const QUEUE_BYTES: usize = 1 << 20;
 
 struct Current {
     stream: UnixStream,
@@ -65,6 +62,11 @@ impl Delivery {
     /// Nothing queued or being written.
     pub fn is_idle(&self) -> bool {
         self.current.is_none() && self.queue.is_empty()
+    }
+
+    /// Messages waiting or being written.
+    pub fn queued(&self) -> usize {
+        self.queue.len() + usize::from(self.current.is_some())
     }
 
     /// Queues a received message and starts delivering.

@@ -9,7 +9,7 @@
 //! When descriptors run out, the oldest waiting clients are answered
 //! `QUEUED` early (their message is kept) to make room.
 
-use crate::message;
+use crate::message::{self, READ_TIMEOUT};
 use crate::unix_socket;
 use bytes::Bytes;
 use mio::net::{UnixListener, UnixStream};
@@ -19,9 +19,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// A client must finish writing within this long.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Clients read at the same time. Each may hold up to one message in
 /// memory, so this bounds memory; others wait in the listen backlog.
