@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The applets every usage text must name.
 const APPLETS: [&str; 3] = ["pubsub", "send", "recv"];
@@ -370,6 +370,82 @@ fn recv_sigterm_removes_socket() {
         std::fs::symlink_metadata(&sock).is_err(),
         "socket still exists"
     );
+}
+
+/// A client that connects and sends nothing does not hold up the next one:
+/// its message is printed at once, long before the silent client's 10 s read
+/// deadline, while the silent client is still connected. Messages are
+/// printed as they complete: the first client's comes second.
+#[test]
+fn recv_a_silent_client_does_not_delay_another() {
+    let env = Env::new("c-recvsilent");
+    let sock = env.path("rmsg");
+    let mut recv = Proc::spawn(
+        "iotbox recv",
+        env.iotbox(&[OsStr::new("recv"), sock.as_os_str(), OsStr::new("2")]),
+    );
+    recv.expect_line("wait message...", deadline());
+    // Connected first, so it is first in the backlog; silent for now.
+    let mut slow = UnixStream::connect(&sock).expect("connect the silent client");
+    raw_send_and_close(&sock, b"second");
+    let soon = Instant::now() + Duration::from_secs(3);
+    recv.expect_line("Receive 6 Byte", soon);
+    recv.expect_line("second", soon);
+    recv.expect_line("wait message...", soon);
+    slow.write_all(b"first")
+        .expect("write from the first client");
+    drop(slow);
+    recv.expect_line("Receive 5 Byte", deadline());
+    recv.expect_line("first", deadline());
+    recv.expect_exit_code(0, deadline());
+}
+
+/// SIGTERM acts at once even while a client that sends nothing is connected
+/// (and accepted): exit 0 and the socket is removed.
+#[test]
+fn recv_sigterm_is_prompt_with_a_silent_client() {
+    let env = Env::new("c-recvtermsilent");
+    let sock = env.path("rmsg");
+    let mut recv = Proc::spawn(
+        "iotbox recv",
+        env.iotbox(&[OsStr::new("recv"), sock.as_os_str(), OsStr::new("0")]),
+    );
+    recv.expect_line("wait message...", deadline());
+    let before = open_sockets(&recv);
+    let silent = UnixStream::connect(&sock).expect("connect the silent client");
+    wait_open_sockets_above(&recv, before);
+    let sent = Instant::now();
+    recv.signal("TERM");
+    recv.expect_exit_code(0, sent + Duration::from_secs(2));
+    assert!(
+        std::fs::symlink_metadata(&sock).is_err(),
+        "socket still exists"
+    );
+    drop(silent);
+}
+
+/// How many sockets `proc` holds open (Linux: `/proc/PID/fd`). Under
+/// qemu-user the PID is qemu's, whose descriptors include the guest's.
+fn open_sockets(proc: &Proc) -> usize {
+    let dir = format!("/proc/{}/fd", proc.pid());
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| proc.fail(&format!("{dir}: {e}")));
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// Waits (with the deadline) until `proc` holds more than `count` sockets:
+/// it has accepted a connection.
+fn wait_open_sockets_above(proc: &Proc, count: usize) {
+    let end = deadline();
+    while open_sockets(proc) <= count {
+        if Instant::now() >= end {
+            proc.fail("never accepted the connection");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 // ---------------------------------------------------------------------------
