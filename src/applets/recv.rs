@@ -16,7 +16,7 @@
 //! printed, then recv exits 0 (COUNT 0: no limit).
 //!
 //! Each sender has limits: it must close within 10 s of being accepted
-//! (`READ_DEADLINE`), or it is dropped (not printed) with a warning; beyond
+//! (`READ_DEADLINE`, the socket protocol's read timeout), or it is dropped (not printed) with a warning; beyond
 //! 16 MiB (`MAX_MESSAGE`) the rest is read and discarded, and what was kept
 //! is printed with a warning. At most 64 senders (`MAX_READING`) are read
 //! at once; more wait in the kernel's listen backlog until one finishes.
@@ -50,7 +50,7 @@ const SIGNALS: Token = Token(1);
 const FIRST_CLIENT: usize = 2;
 
 /// A sender must close its connection within this long of being accepted.
-const READ_DEADLINE: Duration = Duration::from_secs(10);
+const READ_DEADLINE: Duration = message::READ_TIMEOUT;
 
 /// Largest message kept; the rest is read and discarded. AWS IoT's limit is
 /// 128 KiB, so this only guards against a runaway local writer.
