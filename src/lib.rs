@@ -76,4 +76,5 @@ pub mod daemon;
 pub mod error;
 pub mod message;
 pub mod output;
+pub mod sys;
 pub mod unix_socket;

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Prints one line on stdout and flushes it. A closed stdout (the reader of a
 /// pipe went away) is not an error worth dying for. For the tools; the
@@ -219,6 +219,67 @@ fn write_all_of(rx: Receiver<Vec<u8>>, mut dest: Box<dyn Write + Send>, shared: 
     }
 }
 
+/// How often a repeated event may be logged: the first one at once, the
+/// rest counted and reported at most once per interval.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Keeps a repeated event (a dropped message, a refused client) from
+/// writing one log line each: a flood of 200,000 must not become 200,000
+/// lines on an SD card. Pure: the owner passes the time.
+///
+/// Call [`Throttle::note`] for each event and log when it says so, with the
+/// count of those it held back; put [`Throttle::deadline`] among the
+/// owner's deadlines and call [`Throttle::flush`] then, so the last count
+/// of a burst is reported too.
+#[derive(Debug)]
+pub struct Throttle {
+    interval: Duration,
+    /// Until then, events are only counted.
+    quiet_until: Option<Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    pub const fn new(interval: Duration) -> Throttle {
+        Throttle {
+            interval,
+            quiet_until: None,
+            held: 0,
+        }
+    }
+
+    /// One more event. `Some(held)`: log this one now, saying that `held`
+    /// more happened since the last line; `None`: counted, stay quiet.
+    pub fn note(&mut self, now: Instant) -> Option<u64> {
+        if self.quiet_until.is_some_and(|t| now < t) {
+            self.held += 1;
+            return None;
+        }
+        self.quiet_until = Some(now + self.interval);
+        Some(std::mem::take(&mut self.held))
+    }
+
+    /// When [`Throttle::flush`] has a count to report.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.quiet_until.filter(|_| self.held > 0)
+    }
+
+    /// At the deadline: the events held back since the last line, if any.
+    pub fn flush(&mut self, now: Instant) -> Option<u64> {
+        match self.quiet_until {
+            Some(t) if now >= t && self.held > 0 => {
+                self.quiet_until = Some(now + self.interval);
+                Some(std::mem::take(&mut self.held))
+            }
+            Some(t) if now >= t => {
+                self.quiet_until = None;
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
 /// `YYYY-MM-DD hh:mm:ss UTC` for seconds since the epoch (civil-from-days).
 pub fn utc_date(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
@@ -252,6 +313,24 @@ mod tests {
         assert_eq!(parse_verbosity("Info"), Some(LevelFilter::Info));
         assert_eq!(parse_verbosity("TRACE"), Some(LevelFilter::Trace));
         assert_eq!(parse_verbosity("loud"), None);
+    }
+
+    #[test]
+    fn a_flood_is_one_line_then_one_count_per_interval() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(LOG_INTERVAL);
+        assert_eq!(t.note(t0), Some(0), "the first is logged");
+        let logged = (1..200_000u32)
+            .filter(|i| t.note(t0 + Duration::from_micros(u64::from(*i))).is_some())
+            .count();
+        assert_eq!(logged, 0, "the rest of the burst is counted");
+        assert_eq!(t.deadline(), Some(t0 + LOG_INTERVAL));
+        assert_eq!(t.flush(t0 + LOG_INTERVAL), Some(199_999));
+        assert_eq!(t.deadline(), None, "nothing more to report");
+        // Quiet for an interval: the next event is logged at once.
+        let t1 = t0 + 3 * LOG_INTERVAL;
+        assert_eq!(t.flush(t1), None);
+        assert_eq!(t.note(t1), Some(0));
     }
 
     #[test]

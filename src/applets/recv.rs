@@ -33,6 +33,7 @@
 use crate::cli::{self, RecvArgs};
 use crate::error::{Error, runtime};
 use crate::message;
+use crate::sys::{interrupted, would_block};
 use crate::unix_socket;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
@@ -66,14 +67,6 @@ const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 
 /// Bytes read per `read(2)`.
 const READ_CHUNK: usize = 64 * 1024;
-
-fn would_block(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-}
-
-fn interrupted(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Interrupted
-}
 
 pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
     match cli::parse::<RecvArgs>(command, args)? {

@@ -59,7 +59,7 @@ fn run(flags: &SendArgs) -> Result<(), Error> {
             "send: {socket} accepted the message and keeps it queued; the broker has not confirmed it yet"
         ))),
         Status::TimedOut => Err(Error::NotConfirmed(format!(
-            "send: no confirmation from {socket} within {} s; the daemon keeps the message queued (is the broker reachable?)",
+            "send: the message was written to {socket} but not confirmed within {} s; if the daemon took it, it keeps it queued (its log says why it waits)",
             flags.timeout
         ))),
         Status::Unknown(line) => Err(runtime!("send: unexpected reply from {socket}: {line:?}")),

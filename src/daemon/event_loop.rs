@@ -22,9 +22,9 @@ use super::broker::session::{Event, Session};
 use super::broker::tls;
 use super::broker::transport::{Failure, Transport};
 use super::device::delivery::Delivery;
-use super::device::publish_socket::{PublishSocket, Status, Submission};
+use super::device::publish_socket::{ClientId, PublishSocket, Status, Submission};
 use crate::error::{Error, runtime};
-use crate::output::Sink;
+use crate::output::{LOG_INTERVAL, Sink, Throttle};
 use mio::event::Event as MioEvent;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -65,6 +65,9 @@ struct Daemon {
     console: Vec<u8>,
     /// Where status lines go; never blocks.
     stdout: Sink,
+    /// Publishes the session refused: logged at most once a minute.
+    refusals: Throttle,
+    refused_total: u64,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (`Ok`) or a fatal error.
@@ -91,11 +94,17 @@ impl Daemon {
         let publish = PublishSocket::bind(
             &config.pub_socket,
             config.socket_mode,
+            config.session.max_payload,
             poll.registry(),
             PUBLISH_LISTENER,
         )
         .map_err(|e| runtime!("{e}"))?;
-        let delivery = Delivery::new(config.sub_socket.clone(), config.deliver_topic, DELIVERY);
+        let delivery = Delivery::new(
+            config.sub_socket.clone(),
+            config.deliver_topic,
+            DELIVERY,
+            config.link.seed.rotate_left(32),
+        );
         Ok(Daemon {
             poll,
             session: Session::new(config.session.clone()),
@@ -111,6 +120,8 @@ impl Daemon {
             submissions: Vec::new(),
             console: Vec::new(),
             stdout,
+            refusals: Throttle::new(LOG_INTERVAL),
+            refused_total: 0,
             config,
         })
     }
@@ -129,7 +140,7 @@ impl Daemon {
                 .next_deadline()
                 .map(|at| at.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
+                if crate::sys::interrupted(&e) {
                     continue;
                 }
                 return Err(runtime!("event loop failed: {e}"));
@@ -149,7 +160,7 @@ impl Daemon {
             SIGNALS => self.on_signals(now),
             WAKER => self.on_resolved(now),
             DELIVERY => self.delivery.on_writable(now, self.poll.registry()),
-            token if PublishSocket::is_client(token) => self.on_client(now, token),
+            token if ClientId::from_token(token).is_some() => self.on_client(now, token),
             _ => {} // sporadic events happen
         }
     }
@@ -163,6 +174,13 @@ impl Daemon {
             self.accept_clients(now);
         }
         self.delivery.handle_timeout(now, self.poll.registry());
+        if let Some(n) = self.refusals.flush(now) {
+            log::warn!(
+                "{n} more publish(es) refused in the last {} s ({} so far)",
+                LOG_INTERVAL.as_secs(),
+                self.refused_total
+            );
+        }
         self.process(now);
         if self.link.is_shutting_down() && self.session.is_settled() && self.delivery.is_idle() {
             self.link.handle_settled();
@@ -212,6 +230,7 @@ impl Daemon {
             self.link.poll_timeout(),
             self.publish.next_deadline(),
             self.delivery.next_deadline(),
+            self.refusals.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -422,21 +441,21 @@ impl Daemon {
             ),
             Event::Published(id) => {
                 self.publish
-                    .reply(Token(id as usize), Status::Ok, self.poll.registry());
+                    .reply(ClientId::from_u64(id), Status::Ok, self.poll.registry());
                 self.say("Publish Succeed.");
                 self.link.handle_published(now);
             }
             Event::PublishFailed(id, reason) => {
                 log::warn!("publish failed: {reason}");
                 self.publish.reply(
-                    Token(id as usize),
+                    ClientId::from_u64(id),
                     Status::Err(&reason),
                     self.poll.registry(),
                 );
             }
             Event::Unconfirmed(id) => {
                 self.publish
-                    .reply(Token(id as usize), Status::Queued, self.poll.registry());
+                    .reply(ClientId::from_u64(id), Status::Queued, self.poll.registry());
             }
             Event::Message { topic, payload } => {
                 self.say(&format!(
@@ -488,11 +507,17 @@ impl Daemon {
 
     /// Hands a complete message to the session; a refusal is answered now.
     fn submit(&mut self, now: Instant, sub: Submission) {
-        let id = sub.token.0 as u64;
+        let id = sub.id.as_u64();
         if let Err(rejected) = self.session.publish(now, id, sub.topic, sub.payload) {
-            log::warn!("publish refused: {rejected}");
+            self.refused_total += 1;
+            if self.refusals.note(now).is_some() {
+                log::warn!(
+                    "publish refused: {rejected} ({} refused so far)",
+                    self.refused_total
+                );
+            }
             self.publish.reply(
-                sub.token,
+                sub.id,
                 Status::Err(&rejected.to_string()),
                 self.poll.registry(),
             );
@@ -551,7 +576,7 @@ impl Daemon {
                 _ => continue,
             };
             self.publish
-                .reply(Token(id as usize), status, self.poll.registry());
+                .reply(ClientId::from_u64(id), status, self.poll.registry());
         }
         if unsent > 0 {
             log::warn!(

@@ -9,6 +9,7 @@
 //! is something to write.
 
 use super::proxy::{self, Reply};
+use crate::sys::{interrupted, would_block};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rustls::ClientConnection;
@@ -127,7 +128,7 @@ impl Transport {
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if would_block(&e) => Ok(false),
             Err(e) => Err(Failure::Io(e)),
         }
     }
@@ -159,8 +160,8 @@ impl Transport {
                 match self.socket.read(scratch) {
                     Ok(0) => return Err(Failure::Closed),
                     Ok(n) => sink(&scratch[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if would_block(&e) => return Ok(()),
+                    Err(e) if interrupted(&e) => {}
                     Err(e) => return Err(Failure::Io(e)),
                 }
             },
@@ -172,8 +173,8 @@ impl Transport {
                         return Err(Failure::Closed);
                     }
                     Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if would_block(&e) => return Ok(()),
+                    Err(e) if interrupted(&e) => continue,
                     Err(e) => return Err(Failure::Io(e)),
                 }
                 if let Err(e) = conn.process_new_packets() {
@@ -242,8 +243,8 @@ impl Transport {
             match result {
                 Ok(0) => return Err(Failure::Closed),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if would_block(&e) => return Ok(false),
+                Err(e) if interrupted(&e) => {}
                 Err(e) => return Err(Failure::Io(e)),
             }
         }
@@ -282,8 +283,8 @@ impl Transport {
             match self.socket.write(&t.request[t.sent..]) {
                 Ok(0) => return Err(Failure::Proxy("the proxy closed the connection".into())),
                 Ok(n) => t.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if would_block(&e) => return Ok(()),
+                Err(e) if interrupted(&e) => {}
                 Err(e) => return Err(Failure::Io(e)),
             }
         }
@@ -304,8 +305,8 @@ impl Transport {
                     ));
                 }
                 Ok(n) => t.reply.extend_from_slice(&scratch[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if would_block(&e) => break,
+                Err(e) if interrupted(&e) => {}
                 Err(e) => return Err(Failure::Io(e)),
             }
         }
@@ -344,7 +345,7 @@ fn drain_plaintext(
         match conn.reader().read(scratch) {
             Ok(0) => return Err(Failure::Closed), // close_notify
             Ok(n) => sink(&scratch[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if would_block(&e) => return Ok(()),
             // TCP closed without close_notify: still the broker hanging up.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(Failure::Closed),
             Err(e) => return Err(Failure::Io(e)),
