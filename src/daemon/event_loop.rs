@@ -42,6 +42,11 @@ const DELIVERY: Token = Token(4);
 /// Plaintext read at a time from the broker or a client.
 const SCRATCH: usize = 16 * 1024;
 
+/// Bytes read from the broker before the loop acts on what they brought: a
+/// broker that floods cannot keep the loop reading (and queueing events)
+/// forever; the rest is read on the next turn.
+const BROKER_READ_BUDGET: usize = 256 * 1024;
+
 struct Daemon {
     poll: Poll,
     config: Config,
@@ -52,6 +57,10 @@ struct Daemon {
     transport: Option<Transport>,
     /// The lookup under way, from [`Action::Resolve`] to its answer.
     lookup: Option<Lookup>,
+    /// The broker may have sent more than was read: reading stopped at the
+    /// budget or because the session's output was full. Edge-triggered
+    /// readiness will not say so again, so the loop reads on its own.
+    broker_unread: bool,
     publish: PublishSocket,
     delivery: Delivery,
     signals: Signals,
@@ -111,6 +120,7 @@ impl Daemon {
             link: Link::new(config.link.clone()),
             transport: None,
             lookup: None,
+            broker_unread: false,
             publish,
             delivery,
             signals,
@@ -136,9 +146,12 @@ impl Daemon {
             if let Some(result) = self.exit.take() {
                 return result;
             }
-            let timeout = self
-                .next_deadline()
-                .map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout = if self.broker_unread && self.session.wants_input() {
+                Some(std::time::Duration::ZERO)
+            } else {
+                self.next_deadline()
+                    .map(|at| at.saturating_duration_since(Instant::now()))
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if crate::sys::interrupted(&e) {
                     continue;
@@ -167,6 +180,9 @@ impl Daemon {
 
     /// Timers, then everything they and the events set in motion.
     fn tick(&mut self, now: Instant) {
+        if self.broker_unread {
+            self.read_broker(now);
+        }
         self.session.handle_timeout(now);
         self.link.handle_timeout(now);
         self.publish.handle_timeout(now, self.poll.registry());
@@ -244,7 +260,12 @@ impl Daemon {
             Action::Resolve => self.start_resolve(),
             Action::Connect(addr) => self.connect(now, addr),
             Action::Disconnect => {
-                if let Some(transport) = self.transport.take() {
+                self.broker_unread = false;
+                if let Some(mut transport) = self.transport.take() {
+                    // A DISCONNECT saying why, if the session left one.
+                    if let Ok(n) = transport.write(self.session.pending_output()) {
+                        self.session.advance_output(now, n);
+                    }
                     transport.close(self.poll.registry());
                 }
             }
@@ -335,15 +356,22 @@ impl Daemon {
         // Writable: `process` flushes after every event.
     }
 
-    /// Reads what the broker sent into the session.
+    /// Reads what the broker sent into the session, up to the budget, and
+    /// not while the session's output is full (the broker must read first).
     fn read_broker(&mut self, now: Instant) {
         let Some(transport) = &mut self.transport else {
             return;
         };
+        if !self.session.wants_input() {
+            self.broker_unread = true;
+            return;
+        }
         let session = &mut self.session;
-        if let Err(failure) =
-            transport.read(&mut self.scratch, |bytes| session.handle_input(now, bytes))
-        {
+        let result = transport.read(&mut self.scratch, BROKER_READ_BUDGET, |bytes| {
+            session.handle_input(now, bytes)
+        });
+        self.broker_unread = matches!(result, Ok(true));
+        if let Err(failure) = result {
             // After the session ended the connection itself (a DISCONNECT,
             // say, followed by the close), its ConnectionLost is the news.
             if self.session.is_active() {

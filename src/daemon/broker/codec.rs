@@ -51,6 +51,48 @@ pub enum DecodeError {
     Unexpected(&'static str),
 }
 
+impl DecodeError {
+    /// The DISCONNECT reason code that tells the broker what was wrong.
+    pub fn reason_code(&self) -> u8 {
+        match self {
+            DecodeError::TooLarge { .. } => DISCONNECT_PACKET_TOO_LARGE,
+            DecodeError::Malformed(_) => DISCONNECT_MALFORMED,
+            DecodeError::Unexpected(_) => DISCONNECT_PROTOCOL_ERROR,
+        }
+    }
+}
+
+/// DISCONNECT reason codes the client sends (MQTT 5, 3.14.2.1).
+pub const DISCONNECT_MALFORMED: u8 = 0x81;
+pub const DISCONNECT_PROTOCOL_ERROR: u8 = 0x82;
+pub const DISCONNECT_RECEIVE_MAXIMUM: u8 = 0x93;
+pub const DISCONNECT_PACKET_TOO_LARGE: u8 = 0x95;
+
+/// What rumqttc's decoder found wrong, in words a user understands
+/// (its own texts, such as "Promised boundary crossed", are not).
+fn words(e: &rumqttc::v5::mqttbytes::Error) -> String {
+    use rumqttc::v5::mqttbytes::Error as E;
+    match e {
+        E::BoundaryCrossed(_) | E::PayloadSizeIncorrect | E::InsufficientBytes(_) => {
+            "a length inside the packet runs past its end".into()
+        }
+        E::MalformedRemainingLength | E::InvalidRemainingLength(_) => {
+            "the packet's length field is invalid".into()
+        }
+        E::TopicNotUtf8 | E::PayloadNotUtf8(_) => "a text field is not valid UTF-8".into(),
+        E::InvalidPropertyType(id) => format!("unknown property 0x{id:02X}"),
+        E::InvalidQoS(q) => format!("invalid QoS {q}"),
+        E::InvalidReason(code)
+        | E::InvalidConnectReturnCode(code)
+        | E::InvalidSubscribeReasonCode(code) => format!("unknown reason code 0x{code:02X}"),
+        E::PacketIdZero => "packet id 0 where one is required".into(),
+        E::PayloadRequired | E::IncorrectPacketFormat | E::MalformedPacket => {
+            "the packet's fields do not fit its type".into()
+        }
+        other => format!("cannot decode it ({other})"),
+    }
+}
+
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -115,13 +157,18 @@ pub fn decode(buf: &mut BytesMut, max_packet: usize) -> Result<Option<Inbound>, 
     // not `Packet::read`, which would also link every client-to-broker
     // decoder (about 20 KB) just to reject what they decode.
     let fixed = FixedHeader::new(byte1, header - 1, remaining);
-    let malformed = |e: rumqttc::v5::mqttbytes::Error| DecodeError::Malformed(e.to_string());
+    let malformed = |e: rumqttc::v5::mqttbytes::Error| DecodeError::Malformed(words(&e));
     match kind {
         2 => ConnAck::read(fixed, packet)
             .map(|ack| Some(Inbound::ConnAck(ack)))
             .map_err(malformed),
         3 => match Publish::read(fixed, packet).map_err(malformed)? {
             p if p.qos == QoS::ExactlyOnce => Err(DecodeError::Unexpected("QoS 2 PUBLISH")),
+            // MQTT: a topic that is not UTF-8 is a malformed packet; it
+            // must not reach a reader as if it were a topic.
+            p if std::str::from_utf8(&p.topic).is_err() => Err(DecodeError::Malformed(
+                "PUBLISH topic is not valid UTF-8".into(),
+            )),
             p => Ok(Some(Inbound::Publish(p))),
         },
         4 => PubAck::read(fixed, packet)
@@ -174,6 +221,7 @@ pub fn encode_connect(
     clean_start: bool,
     session_expiry: u32,
     max_packet: u32,
+    receive_maximum: u16,
 ) {
     let connect = Connect {
         keep_alive,
@@ -182,6 +230,7 @@ pub fn encode_connect(
         properties: Some(ConnectProperties {
             session_expiry_interval: (session_expiry > 0).then_some(session_expiry),
             max_packet_size: Some(max_packet),
+            receive_maximum: Some(receive_maximum),
             ..ConnectProperties::new()
         }),
     };
@@ -280,6 +329,11 @@ pub fn encode_pingreq(out: &mut BytesMut) {
 /// Appends DISCONNECT with reason "normal disconnection" (the short form).
 pub fn encode_disconnect(out: &mut BytesMut) {
     out.put_slice(&[0xE0, 0x00]);
+}
+
+/// Appends a DISCONNECT with a reason code (the short form, no properties).
+pub fn encode_disconnect_with(out: &mut BytesMut, reason: u8) {
+    out.put_slice(&[0xE0, 0x01, reason]);
 }
 
 /// MQTT 5 reason codes in words, for logs and `ERR` replies.
@@ -414,7 +468,7 @@ mod tests {
     fn trap1_connect_after_other_bytes_is_intact() {
         let mut out = BytesMut::new();
         encode_pingreq(&mut out);
-        encode_connect(&mut out, "basicPubSub", 60, true, 0, 4096);
+        encode_connect(&mut out, "basicPubSub", 60, true, 0, 4096, 100);
         assert_eq!(&out[..2], &[0xC0, 0x00], "earlier bytes untouched");
         let mut rest = out.split_off(2);
         match Packet::read(&mut rest, None).unwrap() {
@@ -552,6 +606,32 @@ mod tests {
             one(&[0xD0, 0x01, 0x00]),
             Err(DecodeError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_topic_that_is_not_utf8_is_malformed() {
+        // PUBLISH QoS 0, topic "a\xffb", no properties, payload "x".
+        let e = one(&[0x30, 0x07, 0x00, 0x03, b'a', 0xFF, b'b', 0x00, b'x']).unwrap_err();
+        assert!(e.to_string().contains("not valid UTF-8"), "{e}");
+        assert_eq!(e.reason_code(), DISCONNECT_MALFORMED);
+    }
+
+    #[test]
+    fn errors_are_in_words_not_the_codec_library_s() {
+        // PUBLISH whose topic length (16) runs past the packet's end.
+        let e = one(&[0x30, 0x03, 0x00, 0x10, 0x61]).unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("Promised boundary"), "{text}");
+        assert!(text.contains("malformed packet"), "{text}");
+        assert!(text.contains("runs past its end"), "{text}");
+        assert_eq!(
+            DecodeError::Unexpected("AUTH").reason_code(),
+            DISCONNECT_PROTOCOL_ERROR
+        );
+        assert_eq!(
+            DecodeError::TooLarge { size: 2, max: 1 }.reason_code(),
+            DISCONNECT_PACKET_TOO_LARGE
+        );
     }
 
     #[test]

@@ -41,6 +41,17 @@ pub const CONNACK_TIMEOUT: Duration = Duration::from_secs(20);
 /// bounding what one packet can make us buffer.
 pub const MAX_INBOUND_PACKET: usize = 1 << 20;
 
+/// QoS 1 messages the broker may send before it has our PUBACKs (told in
+/// CONNECT). We acknowledge at once, so only PUBACKs the broker did not
+/// read yet count: more than this still in our own output is a broker that
+/// floods without reading, a protocol error (0x93).
+pub const RECEIVE_MAXIMUM: u16 = 100;
+
+/// Past this much output waiting for the transport, the caller stops
+/// reading from the broker ([`Session::wants_input`]) until it drains:
+/// nothing the broker sends can make the output grow without bound.
+pub const OUTPUT_LIMIT: usize = 4 * OUTPUT_HIGH_WATER;
+
 /// AWS IoT Core takes at most 8 filters per SUBSCRIBE.
 pub const FILTERS_PER_SUBSCRIBE: usize = 8;
 
@@ -145,13 +156,16 @@ enum Timer {
     KeepAlive = 2,
     /// The rate limit lets the next publish go.
     Rate = 3,
+    /// Part of a packet arrived and then nothing more.
+    Partial = 4,
 }
 
 /// Expired timers run in this order: a missing PINGRESP is judged before a
 /// keep-alive due at the same instant could push it back.
-const TIMERS: [Timer; 4] = [
+const TIMERS: [Timer; 5] = [
     Timer::ConnAck,
     Timer::PingResp,
+    Timer::Partial,
     Timer::KeepAlive,
     Timer::Rate,
 ];
@@ -183,7 +197,7 @@ pub struct Session {
     limits: Limits,
     out: BytesMut,
     inbuf: BytesMut,
-    timers: [Option<Instant>; 4],
+    timers: [Option<Instant>; 5],
     events: VecDeque<Event>,
     /// `--max_rate`; `None` for no limit.
     rate: Option<RateLimit>,
@@ -201,6 +215,9 @@ pub struct Session {
     qos0_in_output: VecDeque<(u64, Outgoing)>,
     /// Bytes the transport took from `out` on this connection.
     consumed: u64,
+    /// PUBACKs for the broker still in `out`: the output offset where each
+    /// ends (see [`RECEIVE_MAXIMUM`]).
+    acks_in_output: VecDeque<u64>,
     /// When something was last sent and received (the keep-alive watches
     /// both: silence from the broker is how a dead link shows).
     last_sent: Option<Instant>,
@@ -224,7 +241,7 @@ impl Session {
             limits,
             out: BytesMut::new(),
             inbuf: BytesMut::new(),
-            timers: [None; 4],
+            timers: [None; 5],
             events: VecDeque::new(),
             rate,
             pending: VecDeque::new(),
@@ -233,6 +250,7 @@ impl Session {
             on_wire: 0,
             qos0_in_output: VecDeque::new(),
             consumed: 0,
+            acks_in_output: VecDeque::new(),
             last_sent: None,
             last_received: None,
             subscribing: Vec::new(),
@@ -283,11 +301,13 @@ impl Session {
             clean_start,
             self.config.session_expiry,
             MAX_INBOUND_PACKET as u32,
+            RECEIVE_MAXIMUM,
         );
         self.set(Timer::ConnAck, Some(now + CONNACK_TIMEOUT));
     }
 
-    /// Bytes from the broker (plaintext, after TLS).
+    /// Bytes from the broker (plaintext, after TLS). Call only while
+    /// [`Session::wants_input`].
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
         if matches!(self.state, State::Idle | State::Closed) {
             return;
@@ -301,11 +321,29 @@ impl Session {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.lose(e.to_string(), false);
-                    break;
+                    let code = e.reason_code();
+                    self.lose_with(code, e.to_string());
+                    return;
                 }
             }
         }
+        // Part of a packet waits for the rest: it must keep coming. Each
+        // arrival of bytes restarts the wait, so a slow link is fine; a
+        // broker that stopped mid-packet is a dead link, found in
+        // keep-alive/2 instead of after the next ping.
+        let waiting =
+            !self.inbuf.is_empty() && matches!(self.state, State::Connecting | State::Connected);
+        let at = (waiting && self.limits.keep_alive > 0 && !bytes.is_empty())
+            .then(|| now + self.half_keep_alive());
+        if !waiting || at.is_some() {
+            self.set(Timer::Partial, at);
+        }
+    }
+
+    /// Whether the caller may read more from the broker now: not while the
+    /// output is past [`OUTPUT_LIMIT`] (see there).
+    pub fn wants_input(&self) -> bool {
+        self.out.len() < OUTPUT_LIMIT
     }
 
     /// The transport failed or closed. Emits `ConnectionLost` unless the
@@ -399,7 +437,7 @@ impl Session {
         }
         self.pending_bytes = 0;
         self.on_wire = 0;
-        self.timers = [None; 4];
+        self.timers = [None; 5];
         self.state = State::Closed;
     }
 
@@ -418,6 +456,13 @@ impl Session {
         let n = n.min(self.out.len());
         let _ = self.out.split_to(n);
         self.consumed += n as u64;
+        while self
+            .acks_in_output
+            .front()
+            .is_some_and(|end| *end <= self.consumed)
+        {
+            self.acks_in_output.pop_front();
+        }
         while self
             .qos0_in_output
             .front()
@@ -452,8 +497,9 @@ impl Session {
     fn reset_connection(&mut self) {
         self.out.clear();
         self.consumed = 0;
+        self.acks_in_output.clear();
         self.inbuf.clear();
-        self.timers = [None; 4];
+        self.timers = [None; 5];
         self.subscribing.clear();
         self.limits = Limits::unknown(&self.config);
         self.on_wire = 0;
@@ -475,6 +521,18 @@ impl Session {
             taken_over,
             was_connected,
         });
+    }
+
+    /// The broker broke the protocol: the connection is lost, and the
+    /// output holds only a DISCONNECT with `code` saying why, for the
+    /// caller to send (best effort) before closing.
+    fn lose_with(&mut self, code: u8, reason: String) {
+        self.lose(reason, false);
+        codec::encode_disconnect_with(&mut self.out, code);
+    }
+
+    fn half_keep_alive(&self) -> Duration {
+        Duration::from_secs(u64::from(self.limits.keep_alive / 2).max(1))
     }
 
     /// Something was queued for the broker.
@@ -521,15 +579,27 @@ impl Session {
             ),
             (Timer::KeepAlive, State::Connected) => {
                 codec::encode_pingreq(&mut self.out);
-                let wait = Duration::from_secs(u64::from(self.limits.keep_alive / 2).max(1));
-                self.set(Timer::PingResp, Some(now + wait));
+                self.set(Timer::PingResp, Some(now + self.half_keep_alive()));
                 self.sent(now);
             }
             (Timer::Rate, State::Connected) => self.send_pending(now),
             (Timer::PingResp, State::Connected) => self.lose(
                 format!(
                     "no PINGRESP within {} s: the link is dead",
-                    (self.limits.keep_alive / 2).max(1)
+                    self.half_keep_alive().as_secs()
+                ),
+                false,
+            ),
+            // Paused by us (our output is full): no bytes is not the
+            // broker's fault; wait again.
+            (Timer::Partial, _) if !self.wants_input() => {
+                self.set(Timer::Partial, Some(now + self.half_keep_alive()))
+            }
+            (Timer::Partial, State::Connecting | State::Connected) => self.lose(
+                format!(
+                    "the broker sent part of a packet ({} bytes) and then nothing for {} s: the link is dead",
+                    self.inbuf.len(),
+                    self.half_keep_alive().as_secs()
                 ),
                 false,
             ),
@@ -551,13 +621,28 @@ impl Session {
                 }
                 self.lose(words, taken_over);
             }
-            (_, State::Connecting) => {
-                self.lose("the broker sent a packet before CONNACK".into(), false)
-            }
-            (Inbound::ConnAck(_), _) => self.lose("a second CONNACK".into(), false),
+            (_, State::Connecting) => self.lose_with(
+                codec::DISCONNECT_PROTOCOL_ERROR,
+                "protocol error: the broker sent a packet before CONNACK".into(),
+            ),
+            (Inbound::ConnAck(_), _) => self.lose_with(
+                codec::DISCONNECT_PROTOCOL_ERROR,
+                "protocol error: the broker sent a second CONNACK".into(),
+            ),
             (Inbound::Publish(p), _) => {
                 if p.qos == QoS::AtLeastOnce {
+                    if self.acks_in_output.len() >= usize::from(RECEIVE_MAXIMUM) {
+                        self.lose_with(
+                            codec::DISCONNECT_RECEIVE_MAXIMUM,
+                            format!(
+                                "the broker exceeded our receive maximum: more than {RECEIVE_MAXIMUM} QoS 1 messages without reading our acknowledgements"
+                            ),
+                        );
+                        return;
+                    }
                     codec::encode_puback(&mut self.out, p.pkid);
+                    self.acks_in_output
+                        .push_back(self.consumed + self.out.len() as u64);
                     self.sent(now);
                 }
                 self.events.push_back(Event::Message {
@@ -677,13 +762,13 @@ impl Session {
         };
         let (_, filters) = self.subscribing.swap_remove(i);
         if ack.return_codes.len() != filters.len() {
-            self.lose(
+            self.lose_with(
+                codec::DISCONNECT_PROTOCOL_ERROR,
                 format!(
                     "protocol error: the broker's SUBACK has {} reason code(s) for {} filter(s)",
                     ack.return_codes.len(),
                     filters.len()
                 ),
-                false,
             );
             return;
         }
@@ -1525,6 +1610,116 @@ mod tests {
             })
             .collect();
         assert_eq!(next, vec![true]);
+    }
+
+    /// A QoS 1 PUBLISH from the broker with packet id `pkid`.
+    fn inbound_qos1(pkid: u16) -> Vec<u8> {
+        let mut p = Publish::new("a", QoS::AtLeastOnce, b"x".to_vec(), None);
+        p.pkid = pkid;
+        bytes_of(Packet::Publish(p))
+    }
+
+    #[test]
+    fn connect_states_our_receive_maximum() {
+        let mut s = Session::new(config(&["a"]));
+        s.handle_connected(Instant::now());
+        let Packet::Connect(c, ..) = sent_packets(&mut s).remove(0) else {
+            panic!()
+        };
+        let props = c.properties.expect("properties");
+        assert_eq!(props.receive_maximum, Some(RECEIVE_MAXIMUM));
+    }
+
+    #[test]
+    fn a_broker_that_floods_without_reading_breaks_our_receive_maximum() {
+        let (mut s, t0) = connected(config(&["a"]));
+        // Acknowledgements the transport takes do not count.
+        for pkid in 1..=500 {
+            s.handle_input(t0, &inbound_qos1(pkid));
+            sent_packets(&mut s);
+        }
+        assert!(s.is_connected());
+        events(&mut s);
+        // The broker stops reading: our PUBACKs stay in the output.
+        for pkid in 1..=RECEIVE_MAXIMUM {
+            s.handle_input(t0, &inbound_qos1(pkid));
+        }
+        assert!(s.is_connected(), "exactly the maximum is allowed");
+        s.handle_input(t0, &inbound_qos1(1000));
+        let ev = events(&mut s);
+        assert!(
+            matches!(ev.last(), Some(Event::ConnectionLost { reason, .. }) if reason.contains("receive maximum")),
+            "{ev:?}"
+        );
+        assert_eq!(
+            s.pending_output(),
+            [0xE0, 0x01, 0x93],
+            "DISCONNECT 0x93 only"
+        );
+    }
+
+    #[test]
+    fn protocol_errors_leave_a_disconnect_with_the_reason_code() {
+        let (mut s, t0) = connected(config(&["a"]));
+        s.handle_input(t0, &connack(false, None));
+        assert!(matches!(events(&mut s)[..], [Event::ConnectionLost { .. }]));
+        assert_eq!(s.pending_output(), [0xE0, 0x01, 0x82]);
+        // A malformed packet: 0x81.
+        let (mut s, t0) = connected(config(&["a"]));
+        s.handle_input(t0, &[0x30, 0x07, 0x00, 0x03, b'a', 0xFF, b'b', 0x00, b'x']);
+        let ev = events(&mut s);
+        assert!(
+            matches!(&ev[..], [Event::ConnectionLost { reason, .. }] if reason.contains("not valid UTF-8")),
+            "{ev:?}"
+        );
+        assert_eq!(s.pending_output(), [0xE0, 0x01, 0x81]);
+    }
+
+    #[test]
+    fn part_of_a_packet_and_then_silence_is_a_dead_link_in_half_the_keep_alive() {
+        let (mut s, t0) = connected(config(&["a"]));
+        let half = Duration::from_secs(30);
+        s.handle_input(t0, &[0x30, 0x7F, 0x00]);
+        assert_eq!(s.poll_timeout(), Some(t0 + half));
+        // More bytes of it arrive: the wait starts again.
+        let t1 = t0 + Duration::from_secs(20);
+        s.handle_input(t1, &[0x01]);
+        assert_eq!(s.poll_timeout(), Some(t1 + half));
+        s.handle_timeout(t1 + half);
+        let ev = events(&mut s);
+        assert!(
+            matches!(&ev[..], [Event::ConnectionLost { reason, .. }] if reason.contains("part of a packet")),
+            "{ev:?}"
+        );
+        // A whole packet clears it.
+        let (mut s, t0) = connected(config(&["a"]));
+        s.handle_input(t0, &[0xD0]);
+        s.handle_input(t0, &[0x00]);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(t0 + Duration::from_secs(60)),
+            "keep-alive only"
+        );
+    }
+
+    #[test]
+    fn input_pauses_while_the_output_is_full() {
+        let mut cfg = config(&["a"]);
+        cfg.qos = QoS::AtMostOnce;
+        cfg.max_payload = OUTPUT_LIMIT;
+        let (mut s, t0) = connected(cfg);
+        assert!(s.wants_input());
+        // Publishes stop at the high-water mark; only a large one passes it.
+        s.publish(
+            t0,
+            1,
+            Bytes::from_static(b"t"),
+            Bytes::from(vec![0; OUTPUT_LIMIT]),
+        )
+        .unwrap();
+        assert!(!s.wants_input());
+        s.advance_output(t0, s.pending_output().len());
+        assert!(s.wants_input());
     }
 
     #[test]

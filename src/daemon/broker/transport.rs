@@ -133,16 +133,26 @@ impl Transport {
         }
     }
 
-    /// Reads everything the socket has and passes the plaintext to `sink`.
-    /// `scratch` is a reusable buffer.
-    pub fn read(&mut self, scratch: &mut [u8], mut sink: impl FnMut(&[u8])) -> Result<(), Failure> {
+    /// Reads what the socket has, up to about `budget` bytes, and passes the
+    /// plaintext to `sink`. `scratch` is a reusable buffer.
+    ///
+    /// # Returns
+    /// `Ok(true)` when it stopped at the budget (more may be waiting: call
+    /// again; mio will not say so again), `Ok(false)` when the socket would
+    /// block.
+    pub fn read(
+        &mut self,
+        scratch: &mut [u8],
+        budget: usize,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<bool, Failure> {
         if !self.established {
-            return Ok(());
+            return Ok(false);
         }
         if self.tunnel.is_some() {
             let early = self.read_proxy_reply(scratch)?;
             if self.tunnel.is_some() {
-                return Ok(());
+                return Ok(false);
             }
             // Bytes after the proxy's header are the broker's.
             match &mut self.link {
@@ -155,25 +165,35 @@ impl Transport {
                 Link::Tls(_) => {}
             }
         }
+        let mut taken = 0;
         match &mut self.link {
             Link::Plain(_) => loop {
+                if taken >= budget {
+                    return Ok(true);
+                }
                 match self.socket.read(scratch) {
                     Ok(0) => return Err(Failure::Closed),
-                    Ok(n) => sink(&scratch[..n]),
-                    Err(e) if would_block(&e) => return Ok(()),
+                    Ok(n) => {
+                        taken += n;
+                        sink(&scratch[..n]);
+                    }
+                    Err(e) if would_block(&e) => return Ok(false),
                     Err(e) if interrupted(&e) => {}
                     Err(e) => return Err(Failure::Io(e)),
                 }
             },
             Link::Tls(conn) => loop {
+                if taken >= budget {
+                    return Ok(true);
+                }
                 match conn.read_tls(&mut self.socket) {
                     Ok(0) => {
                         // Hand over what was decrypted before the close.
                         drain_plaintext(conn, scratch, &mut sink)?;
                         return Err(Failure::Closed);
                     }
-                    Ok(_) => {}
-                    Err(e) if would_block(&e) => return Ok(()),
+                    Ok(n) => taken += n,
+                    Err(e) if would_block(&e) => return Ok(false),
                     Err(e) if interrupted(&e) => continue,
                     Err(e) => return Err(Failure::Io(e)),
                 }
