@@ -67,7 +67,7 @@ fn run(flags: &SendArgs) -> Result<(), Error> {
 }
 
 /// argh takes a lone `-` for an unknown flag; put positionals after `--`
-/// so `send SOCKET -` reads stdin as the SPEC says.
+/// so `send SOCKET -` reads stdin, as it always did.
 fn stdin_dash_as_positional<'a>(args: &[&'a str]) -> Vec<&'a str> {
     if !args.contains(&"-") || args.contains(&"--") {
         return args.to_vec();

@@ -6,7 +6,7 @@
 //! one range of tokens for publish socket clients. Each turn: wait until an
 //! event or the earliest deadline of the state machines, read the clock
 //! once, dispatch the events by token, run the expired timers, then
-//! [`Daemon::process`] until quiet: hand the session's output to the
+//! `Daemon::process` until quiet: hand the session's output to the
 //! transport, act on the session's events and the link's actions. While
 //! idle and connected the only deadline is the keep-alive ping.
 //!

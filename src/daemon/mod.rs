@@ -94,7 +94,7 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
 const EXIT_DRAIN: Duration = Duration::from_secs(1);
 
 /// Raises the soft limit on open descriptors to the hard limit: every
-/// publish socket client waiting for its PUBACK holds one (SPEC §3).
+/// publish socket client waiting for its PUBACK holds one.
 fn raise_fd_limit() {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);

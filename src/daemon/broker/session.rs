@@ -400,6 +400,7 @@ impl Session {
             payload,
             pkid: 0,
         });
+        self.check_pending_bytes();
         self.send_pending(now);
         Ok(())
     }
@@ -651,8 +652,8 @@ impl Session {
                 });
             }
             (Inbound::PubAck { pkid, reason }, _) => {
-                if let Some(i) = self.inflight.iter().position(|o| o.pkid == pkid) {
-                    let done = self.inflight.remove(i).expect("index from position");
+                let found = self.inflight.iter().position(|o| o.pkid == pkid);
+                if let Some((i, done)) = found.and_then(|i| Some((i, self.inflight.remove(i)?))) {
                     if i < self.on_wire {
                         self.on_wire -= 1;
                     }
@@ -797,6 +798,16 @@ impl Session {
         }
     }
 
+    /// `pending_bytes` is the payload bytes in `pending`: checked in debug
+    /// builds wherever either changes.
+    fn check_pending_bytes(&self) {
+        debug_assert_eq!(
+            self.pending_bytes,
+            self.pending.iter().map(|o| o.payload.len()).sum::<usize>(),
+            "pending_bytes out of step with the queue"
+        );
+    }
+
     /// Sends what waits, oldest first: publishes of an earlier connection
     /// (with DUP), then the queue; as far as the broker's receive maximum
     /// and [`OUTPUT_HIGH_WATER`] allow.
@@ -866,6 +877,7 @@ impl Session {
         if wrote {
             self.sent(now);
         }
+        self.check_pending_bytes();
     }
 
     /// Takes one publish from the `--max_rate` budget; when it is spent,

@@ -458,7 +458,8 @@ impl PublishSocket {
         answered
     }
 
-    /// A watched client is readable: see [`PublishSocket::read`].
+    /// A watched client is readable: reads it until it would block or ends;
+    /// returns its message once complete and valid.
     pub fn on_readable(
         &mut self,
         now: Instant,
