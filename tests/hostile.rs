@@ -15,7 +15,9 @@
 
 mod common;
 
+use common::rogue::{self, CONNACK_OK, Conn, Packet, Rogue};
 use common::*;
+use rumqttc::v5::mqttbytes::v5::Packet as Mqtt;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::Read;
@@ -23,7 +25,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -44,8 +46,35 @@ fn secs(s: u64) -> Duration {
 // ---------------------------------------------------------------------------
 // Helpers
 
+/// The daemon's flags against a broker on 127.0.0.1:`port` without TLS
+/// (the rogue broker, or nothing), subscribed to [`FILTER`], with this
+/// test's sockets, and `extra`.
+fn plaintext_args(env: &Env, port: u16, client_id: &str, extra: &[&str]) -> Vec<OsString> {
+    let mut args = os_args([
+        "--endpoint",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--plaintext",
+        "--client_id",
+        client_id,
+        "--topic",
+        FILTER,
+    ]);
+    args.extend(os_args([
+        OsString::from("--pub_socket"),
+        env.smsg().into(),
+        OsString::from("--sub_socket"),
+        env.rmsg().into(),
+    ]));
+    args.extend(os_args(extra));
+    args
+}
+
 /// What the daemon's stdout is connected to in a [`Quiet`] daemon.
 enum Stdout {
+    /// `/dev/null`: for floods whose status lines nobody needs.
+    Null,
     /// A pipe the test keeps open and never reads.
     UnreadPipe,
 }
@@ -70,6 +99,7 @@ impl Quiet {
         let file = File::create(&stderr_file).expect("create daemon.stderr");
         cmd.stderr(Stdio::from(file));
         cmd.stdout(match stdout {
+            Stdout::Null => Stdio::null(),
             Stdout::UnreadPipe => Stdio::piped(),
         });
         let mut child = cmd
@@ -111,6 +141,19 @@ impl Quiet {
         );
     }
 
+    /// Waits for a stderr line satisfying `pred` (the file is polled).
+    fn wait_stderr_line(&self, what: &str, pred: impl Fn(&str) -> bool, deadline: Instant) {
+        loop {
+            if self.stderr_text().lines().any(&pred) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!("no stderr line {what} within the deadline"));
+            }
+            thread::sleep(POLL);
+        }
+    }
+
     fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args(["-s", sig, &self.child.id().to_string()])
@@ -137,6 +180,17 @@ impl Quiet {
             }
             thread::sleep(POLL);
         }
+    }
+
+    /// Peak resident set size (VmHWM) in KiB, from /proc/PID/status.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_else(|e| self.fail(&format!("/proc/PID/status: {e}")));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| self.fail("no VmHWM in /proc/PID/status"))
     }
 }
 
@@ -253,6 +307,62 @@ fn exit_within(proc: &mut Proc, limit: Duration, started: Instant, context: &str
         thread::sleep(POLL);
     }
     proc.wait_exit(deadline + secs(2))
+}
+
+/// A rogue script: the usual handshake, then read everything until the
+/// daemon closes. What later connections (the reconnects) do.
+fn behave(c: &mut Conn) {
+    if c.handshake(deadline()).is_some() {
+        c.drain(deadline());
+    }
+}
+
+/// The reason codes of the DISCONNECTs the daemon sent on connection
+/// `index`.
+fn disconnects(rogue: &Rogue, index: usize) -> Vec<u8> {
+    rogue.connections()[index].disconnects()
+}
+
+// ---------------------------------------------------------------------------
+// 0. the rogue broker itself
+
+/// The rogue broker records what the daemon sends: CONNECT and SUBSCRIBE
+/// decoded, the PUBACK for a QoS 1 message by its packet id, the short
+/// DISCONNECT (`E0 00`) at SIGTERM, then the close. A check of the tool the
+/// other tests rely on; any daemon that speaks MQTT 5 passes it.
+#[test]
+fn rogue_broker_records_what_the_daemon_sends() {
+    let env = Env::new("hrogue");
+    let mut reader = DeliveryListener::bind(&env.rmsg());
+    let rogue = Rogue::start(|c| {
+        let hello = rogue::publish(TOPIC.as_bytes(), b"hello", Some(7));
+        if c.handshake(deadline()).is_some() && c.send(&hello).is_ok() {
+            c.drain(deadline());
+        }
+    });
+    let args = plaintext_args(&env, rogue.port, "hostile-rogue", &[]);
+    let mut daemon = env.spawn_pubsub(Via::Iotbox, &args);
+
+    assert_eq!(reader.next(deadline()), b"hello");
+    rogue.wait("PUBACK for packet id 7", deadline(), |c| {
+        c.first()?.pubacks.contains(&7).then_some(())
+    });
+    daemon.signal("TERM");
+    daemon.expect_exit_code(0, deadline());
+    rogue.wait_closed(0, deadline());
+
+    let described: Vec<String> = rogue.packets(0).iter().map(Packet::describe).collect();
+    assert_eq!(
+        described,
+        [
+            "CONNECT hostile-rogue",
+            "SUBSCRIBE sdk/#",
+            "DISCONNECT 0x00"
+        ],
+        "{}",
+        rogue.report()
+    );
+    assert_eq!(rogue.connections()[0].pubacks, [7]);
 }
 
 // ---------------------------------------------------------------------------
@@ -474,6 +584,130 @@ fn send_timeout_does_not_guess_why() {
 }
 
 // ---------------------------------------------------------------------------
+// 4. a flooding broker
+
+/// Writes QoS 1 PUBLISHes (1 KiB payloads, packet ids cycling 1..=65535)
+/// to `topic` as fast as the socket takes them and never reads, until a
+/// write fails (the daemon closed) or `for_at_most` passed. Notes how it
+/// ended.
+fn flood(c: &mut Conn, topic: &str, for_at_most: Duration) {
+    const BATCH: usize = 64;
+    // Short, so the end of the flood is noticed while the socket is full.
+    let _ = c
+        .stream()
+        .set_write_timeout(Some(Duration::from_millis(100)));
+    let one = rogue::publish(topic.as_bytes(), &[b'f'; 1024], Some(1));
+    // Fixed header (1 byte + the length's bytes), topic length, topic.
+    let pkid_at = 1 + rogue::varint(one.len() - 3).len() + 2 + topic.len();
+    let mut batch = one.repeat(BATCH);
+    let (mut id, mut sent) = (0u16, 0u64);
+    let end = Instant::now() + for_at_most;
+    loop {
+        for k in 0..BATCH {
+            id = if id == u16::MAX { 1 } else { id + 1 };
+            let at = k * one.len() + pkid_at;
+            batch[at..at + 2].copy_from_slice(&id.to_be_bytes());
+        }
+        // The whole batch, however long the daemon takes to read it: a
+        // partial packet would be a different test.
+        let mut written = 0;
+        while written < batch.len() {
+            if Instant::now() >= end {
+                c.note(format!(
+                    "flood: stopped after {} s, {sent} PUBLISHes written, the connection still open",
+                    for_at_most.as_secs()
+                ));
+                return;
+            }
+            match c.send_some(&batch[written..]) {
+                Ok(n) => written += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    c.note(format!("flood: ended after {sent} PUBLISHes: {e}"));
+                    return;
+                }
+            }
+        }
+        sent += BATCH as u64;
+    }
+}
+
+/// A flooding broker does not grow memory without bound: a broker that
+/// writes QoS 1 PUBLISHes as fast as it can and never reads (so never takes
+/// a PUBACK) is cut off within 20 s, with DISCONNECT 0x93 (Receive Maximum
+/// exceeded) if it gets through, and the log says `receive maximum`; the
+/// daemon's peak RSS stays under 64 MiB; it reconnects; and its CONNECT
+/// announces a Receive Maximum, the limit the broker broke.
+#[test]
+fn a_flooding_broker_does_not_grow_memory_without_bound() {
+    let env = Env::new("hflood");
+    let rogue = Rogue::start(|c| {
+        if c.index() > 0 {
+            return behave(c);
+        }
+        let Some(_) = c.handshake(deadline()) else {
+            return;
+        };
+        flood(c, TOPIC, secs(20));
+        c.drain(deadline());
+    });
+    let args = plaintext_args(&env, rogue.port, "hostile-flood", &[]);
+    let daemon = Quiet::spawn(&env, &args, Stdout::Null);
+
+    let subscribed = rogue.wait("SUBSCRIBE on the first connection", deadline(), |c| {
+        c.first()?
+            .packets
+            .iter()
+            .find(|(_, p)| matches!(p.mqtt(), Some(Mqtt::Subscribe(_))))
+            .map(|(t, _)| *t)
+    });
+    let closed = rogue.wait_until(subscribed + secs(20), |c| c[0].closed.clone());
+    let peak = daemon.peak_rss_kib();
+    if closed.is_none() {
+        daemon.fail(&format!(
+            "the daemon did not close the flooding connection within 20 s (peak RSS so far {peak} KiB)\n{}",
+            rogue.report()
+        ));
+    }
+    if peak >= 64 * 1024 {
+        daemon.fail(&format!(
+            "peak RSS {peak} KiB during the flood, limit 64 MiB\n{}",
+            rogue.report()
+        ));
+    }
+    let codes = disconnects(&rogue, 0);
+    if !(codes.is_empty() || codes == [0x93]) {
+        daemon.fail(&format!(
+            "expected DISCONNECT 0x93 (Receive Maximum exceeded) or none, got {codes:02X?}\n{}",
+            rogue.report()
+        ));
+    }
+    daemon.wait_stderr_line(
+        "containing \"receive maximum\" (any case)",
+        |l| l.to_ascii_lowercase().contains("receive maximum"),
+        deadline(),
+    );
+    rogue.wait_connects(2, deadline());
+
+    let connect = rogue.packets(0).into_iter().next();
+    let receive_maximum = match connect.as_ref().and_then(Packet::mqtt) {
+        Some(Mqtt::Connect(c, ..)) => c.properties.as_ref().and_then(|p| p.receive_maximum),
+        _ => daemon.fail(&format!("the first packet was not CONNECT: {connect:?}")),
+    };
+    if receive_maximum.is_none() {
+        daemon.fail(&format!(
+            "the CONNECT carries no Receive Maximum property: {connect:?}"
+        ));
+    }
+}
+
+// ---------------------------------------------------------------------------
 // 5. logs
 
 /// Logs do not amplify: 5,000 received messages with no reader (the
@@ -542,4 +776,170 @@ fn logs_do_not_amplify() {
             lines.len()
         ));
     }
+}
+
+// ---------------------------------------------------------------------------
+// 6. protocol edges
+
+/// An inbound PUBLISH whose topic is not valid UTF-8 is a protocol error:
+/// the daemon answers DISCONNECT 0x81 (malformed packet) and closes, says
+/// `not valid UTF-8`, and reconnects; the message never reaches the
+/// delivery socket (the first thing delivered is the valid message the
+/// broker sends after the reconnect, so no waiting is needed to know).
+#[test]
+fn inbound_topic_not_utf8_is_a_protocol_error() {
+    let env = Env::new("hutf8");
+    let reader = InOrder::bind(&env.rmsg());
+    let rogue = Rogue::start(|c| {
+        if c.handshake(deadline()).is_none() {
+            return;
+        }
+        let packet = if c.index() == 0 {
+            rogue::publish(b"sdk/\xff", b"bad topic", None)
+        } else {
+            rogue::publish(TOPIC.as_bytes(), b"after the reconnect", None)
+        };
+        if c.send(&packet).is_ok() {
+            c.drain(deadline());
+        }
+    });
+    let args = plaintext_args(&env, rogue.port, "hostile-utf8", &[]);
+    let daemon = env.spawn_pubsub(Via::Iotbox, &args);
+
+    rogue.wait_closed(0, deadline());
+    let codes = disconnects(&rogue, 0);
+    if codes != [0x81] {
+        daemon.fail(&format!(
+            "expected DISCONNECT 0x81 before the close, got {codes:02X?}\n{}",
+            rogue.report()
+        ));
+    }
+    rogue.wait_connects(2, deadline());
+    let first = reader.next(deadline());
+    if first != b"after the reconnect" {
+        daemon.fail(&format!(
+            "the first message delivered should be the valid one sent after the reconnect, got {:?}",
+            show(&first)
+        ));
+    }
+    daemon.wait_stderr_line(
+        "containing \"not valid UTF-8\"",
+        |l| l.contains("not valid UTF-8"),
+        deadline(),
+    );
+}
+
+/// A malformed packet (a PUBLISH whose topic length runs past its end,
+/// `30 03 00 10 61`) is answered with DISCONNECT 0x81 and a close, and is
+/// described as a `malformed packet` in the daemon's words, not the codec
+/// library's ("Promised boundary crossed"); the daemon reconnects.
+#[test]
+fn malformed_packet_is_named_in_our_words() {
+    let env = Env::new("hmalformed");
+    let rogue = Rogue::start(|c| {
+        if c.index() > 0 {
+            return behave(c);
+        }
+        if c.handshake(deadline()).is_some() && c.send(&[0x30, 0x03, 0x00, 0x10, 0x61]).is_ok() {
+            c.drain(deadline());
+        }
+    });
+    let args = plaintext_args(&env, rogue.port, "hostile-malformed", &[]);
+    let daemon = env.spawn_pubsub(Via::Iotbox, &args);
+
+    rogue.wait_closed(0, deadline());
+    let codes = disconnects(&rogue, 0);
+    if codes != [0x81] {
+        daemon.fail(&format!(
+            "expected DISCONNECT 0x81 before the close, got {codes:02X?}\n{}",
+            rogue.report()
+        ));
+    }
+    daemon.wait_stderr_line(
+        "containing \"malformed packet\"",
+        |l| l.contains("malformed packet"),
+        deadline(),
+    );
+    if daemon.stderr_text().contains("Promised boundary crossed") {
+        daemon.fail("the log repeats the codec library's \"Promised boundary crossed\"");
+    }
+    rogue.wait_connects(2, deadline());
+}
+
+/// A truncated frame followed by silence is detected within half the
+/// keep-alive: with `--keep_alive 10`, a broker that sends the first 3
+/// bytes of a PUBLISH (`30 7F 00`) and nothing more is dropped and a new
+/// connection made within 8 s (5 s plus the first backoff and slack;
+/// waiting for a keep-alive ping and its answer would take 15 s), and the
+/// log says it stopped in `part of a packet`.
+#[test]
+fn truncated_frame_then_silence_is_dropped_within_half_the_keep_alive() {
+    let env = Env::new("htruncated");
+    let sent_at = Arc::new(OnceLock::new());
+    let rogue = {
+        let sent_at = sent_at.clone();
+        Rogue::start(move |c| {
+            if c.index() > 0 {
+                return behave(c);
+            }
+            if c.handshake(deadline()).is_some() && c.send(&[0x30, 0x7F, 0x00]).is_ok() {
+                let _ = sent_at.set(Instant::now());
+                c.drain(deadline());
+            }
+        })
+    };
+    let args = plaintext_args(
+        &env,
+        rogue.port,
+        "hostile-truncated",
+        &["--keep_alive", "10"],
+    );
+    let daemon = env.spawn_pubsub(Via::Iotbox, &args);
+
+    rogue.wait("the truncated PUBLISH sent", deadline(), |_| {
+        sent_at.get().copied()
+    });
+    let sent = *sent_at.get().expect("set");
+    let reconnected = rogue.wait(
+        "a new connection (a second CONNECT) within 8 s of the truncated frame",
+        sent + secs(8),
+        |c| rogue::nth_connect(c, 2),
+    );
+    let took = reconnected.duration_since(sent);
+    assert!(
+        took <= secs(8),
+        "reconnected {took:?} after the truncated frame"
+    );
+    daemon.wait_stderr_line(
+        "containing \"part of a packet\"",
+        |l| l.contains("part of a packet"),
+        deadline(),
+    );
+}
+
+/// A second CONNACK on a connected session is a protocol error: the daemon
+/// answers DISCONNECT 0x82 and reconnects.
+#[test]
+fn second_connack_is_a_protocol_error() {
+    let env = Env::new("hconnack");
+    let rogue = Rogue::start(|c| {
+        if c.index() > 0 {
+            return behave(c);
+        }
+        if c.handshake(deadline()).is_some() && c.send(&CONNACK_OK).is_ok() {
+            c.drain(deadline());
+        }
+    });
+    let args = plaintext_args(&env, rogue.port, "hostile-connack", &[]);
+    let daemon = env.spawn_pubsub(Via::Iotbox, &args);
+
+    rogue.wait_closed(0, deadline());
+    let codes = disconnects(&rogue, 0);
+    if codes != [0x82] {
+        daemon.fail(&format!(
+            "expected DISCONNECT 0x82 (protocol error) before the close, got {codes:02X?}\n{}",
+            rogue.report()
+        ));
+    }
+    rogue.wait_connects(2, deadline());
 }
