@@ -309,6 +309,12 @@ fn exit_within(proc: &mut Proc, limit: Duration, started: Instant, context: &str
     proc.wait_exit(deadline + secs(2))
 }
 
+/// The seconds in a log line `... next connection attempt in 4.3 s`.
+fn next_attempt_secs(line: &str) -> Option<f64> {
+    let rest = line.split("next connection attempt in ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
 /// A rogue script: the usual handshake, then read everything until the
 /// daemon closes. What later connections (the reconnects) do.
 fn behave(c: &mut Conn) {
@@ -942,4 +948,116 @@ fn second_connack_is_a_protocol_error() {
         ));
     }
     rogue.wait_connects(2, deadline());
+}
+
+// ---------------------------------------------------------------------------
+// 7. timing a user notices
+
+/// `--reconnect_max 2` bounds every wait: against a broker that accepts
+/// and closes at once, no gap between consecutive connection attempts
+/// exceeds 2.5 s over 5 attempts, and no logged `next connection attempt in
+/// X s` says more than 2 s.
+#[test]
+fn reconnect_max_bounds_every_wait() {
+    let env = Env::new("hrmax");
+    let rogue = Rogue::start(|c| c.close());
+    let args = plaintext_args(&env, rogue.port, "hostile-rmax", &["--reconnect_max", "2"]);
+    let daemon = env.spawn_pubsub(Via::Iotbox, &args);
+
+    rogue.wait_accepted(6, Instant::now() + secs(20));
+    let accepted: Vec<Instant> = rogue.connections().iter().map(|c| c.accepted).collect();
+    for (i, pair) in accepted.windows(2).take(5).enumerate() {
+        let gap = pair[1].duration_since(pair[0]);
+        if gap > Duration::from_millis(2500) {
+            daemon.fail(&format!(
+                "attempt {} came {gap:?} after attempt {i}; --reconnect_max 2 allows 2 s",
+                i + 1
+            ));
+        }
+    }
+    let stderr = daemon.stderr_text();
+    let waits: Vec<f64> = stderr.lines().filter_map(next_attempt_secs).collect();
+    if waits.len() < 5 {
+        daemon.fail("expected a \"next connection attempt in X s\" line per attempt");
+    }
+    if let Some(w) = waits.iter().find(|&&w| w > 2.0) {
+        daemon.fail(&format!("a logged wait of {w} s, over --reconnect_max 2"));
+    }
+}
+
+/// SIGHUP cuts a pending backoff short: once the daemon announces a wait of
+/// 4 s or more before the next attempt, SIGHUP brings the next connection
+/// within 1 s.
+#[test]
+fn sighup_cuts_a_pending_backoff_short() {
+    let env = Env::new("hhup");
+    let rogue = Rogue::start(|c| c.close());
+    let args = plaintext_args(&env, rogue.port, "hostile-hup", &["--reconnect_max", "60"]);
+    let daemon = env.spawn_pubsub(Via::Iotbox, &args);
+
+    // Each failed attempt doubles the ceiling of the random wait (1, 2, 4,
+    // 8 s ...): a few attempts until one wait is 4 s or more.
+    let line = daemon.wait_stderr_line(
+        "announcing a wait of 4 s or more (\"next connection attempt in X s\")",
+        |l| next_attempt_secs(l).is_some_and(|s| s >= 4.0),
+        Instant::now() + secs(90),
+    );
+    let wait = next_attempt_secs(&line).expect("parsed");
+    let before = rogue.connections().len();
+    let signalled = Instant::now();
+    daemon.signal("HUP");
+    let next = rogue.wait_accepted(
+        before + 1,
+        signalled + Duration::from_secs_f64(wait) + secs(2),
+    );
+    let took = next.duration_since(signalled);
+    if took > secs(1) {
+        daemon.fail(&format!(
+            "after SIGHUP the next connection came in {took:?} (the wait was {wait} s); expected within 1 s"
+        ));
+    }
+}
+
+/// SIGTERM with queued messages says how many it leaves: with the broker
+/// down, five messages are queued (each `send --timeout 1` exits 3), and
+/// SIGTERM ends the daemon with exit 0 and the log line `stopping with 5
+/// message(s) never sent`.
+#[test]
+fn sigterm_says_how_many_messages_it_leaves() {
+    let env = Env::new("hterm");
+    let port = free_port(); // nothing listens there
+    let args = plaintext_args(&env, port, "hostile-term", &[]);
+    let mut daemon = env.spawn_pubsub(Via::Iotbox, &args);
+    daemon.expect_line("Mqtt5 Client attempting connection...", deadline());
+
+    let sends: Vec<Proc> = (0..5)
+        .map(|i| {
+            let file = env.write(
+                &format!("message{i}.txt"),
+                format!("sdk/hostile/term\nmessage {i}").as_bytes(),
+            );
+            Proc::spawn(
+                "iotbox send",
+                env.iotbox(&[
+                    OsStr::new("send"),
+                    OsStr::new("--timeout"),
+                    OsStr::new("1"),
+                    env.smsg().as_os_str(),
+                    file.as_os_str(),
+                ]),
+            )
+        })
+        .collect();
+    for mut send in sends {
+        send.expect_exit_code(3, deadline());
+    }
+
+    daemon.signal("TERM");
+    daemon.expect_exit_code(0, deadline());
+    if !daemon
+        .stderr_text()
+        .contains("stopping with 5 message(s) never sent")
+    {
+        daemon.fail("no \"stopping with 5 message(s) never sent\" in the log");
+    }
 }
