@@ -32,6 +32,8 @@
 // Every test file includes this module and each uses only part of it.
 #![allow(dead_code)]
 
+pub mod rogue;
+
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
