@@ -12,6 +12,8 @@
 #                     run under qemu, end-to-end tests under qemu
 #   make bench        footprint and speed beside mosquitto's clients
 #                     (target/bench.md)
+#   make soak         an hour (SOAK_SECS) of mixed load with broker restarts;
+#                     RSS, descriptors and CPU once a minute
 #   make check-recipe | recipe-crates | test-install | test-initd
 #                     Yocto layer and init script checks
 #   make clean
@@ -45,7 +47,7 @@ DEFAULT_SRC  := $(RECIPE_FILES)/iotbox.default
 SERVICE_SRC  := $(RECIPE_FILES)/iotbox.service
 
 .PHONY: all build static test demo install uninstall clean \
-	pi-arm64 pi-armv7 pi-armv6 cross-check bench \
+	pi-arm64 pi-armv7 pi-armv6 cross-check bench soak \
 	recipe-crates check-recipe test-initd test-install
 
 all: build
@@ -145,6 +147,11 @@ cross-check:
 # run; prints a table and writes target/bench.md. Not a test: asserts nothing.
 bench:
 	CARGO="$(CARGO)" scripts/bench.sh
+
+# Not a test either: prints a line a minute, fails only if the daemon died
+# or nothing flowed.
+soak:
+	CARGO="$(CARGO)" scripts/soak.sh
 
 # --- scripts kept with the Yocto layer and init script ---------------------
 

@@ -17,9 +17,8 @@
 use log::LevelFilter;
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Prints one line on stdout and flushes it. A closed stdout (the reader of a
@@ -98,18 +97,33 @@ pub const SINK_LIMIT: usize = 256 * 1024;
 const WRITER_STACK: usize = 64 * 1024;
 
 /// What a [`Sink`]'s writer thread shares with the senders.
-struct Shared {
-    /// Bytes queued and not yet written.
-    queued: AtomicUsize,
+#[derive(Default)]
+struct Queue {
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes in `chunks` and in the chunk being written.
+    queued: usize,
     /// Lines dropped since the writer last reported them.
-    dropped: AtomicU64,
+    dropped: u64,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Signalled when a chunk is queued.
+    ready: Condvar,
+}
+
+impl Shared {
+    /// The queue, even if a writer panicked holding it (the bytes are
+    /// still good).
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A bounded, never-blocking line writer: see the module documentation.
 /// Clones write to the same destination, in order.
 #[derive(Clone)]
 pub struct Sink {
-    tx: SyncSender<Vec<u8>>,
     shared: Arc<Shared>,
     limit: usize,
 }
@@ -120,23 +134,21 @@ impl Sink {
     /// # Errors
     /// When the thread cannot be started (out of memory or threads).
     pub fn spawn(dest: Box<dyn Write + Send>, limit: usize) -> io::Result<Sink> {
-        // The channel's own bound only keeps a flood of tiny writes from
-        // growing the queue; `limit` is the real one.
-        let (tx, rx) = mpsc::sync_channel(1024);
         let shared = Arc::new(Shared {
-            queued: AtomicUsize::new(0),
-            dropped: AtomicU64::new(0),
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
         });
         let theirs = shared.clone();
         std::thread::Builder::new()
             .name("output".into())
             .stack_size(WRITER_STACK)
-            .spawn(move || write_all_of(rx, dest, &theirs))?;
-        Ok(Sink { tx, shared, limit })
+            .spawn(move || write_all_of(&theirs, dest))?;
+        Ok(Sink { shared, limit })
     }
 
-    /// Queues `bytes` (whole lines) for the writer; never blocks. When the
-    /// writer is `limit` bytes behind, the lines are dropped and counted.
+    /// Queues `bytes` (whole lines) for the writer; never blocks for long
+    /// (the lock is held only to move a chunk). When the writer is `limit`
+    /// bytes behind, the lines are dropped and counted.
     ///
     /// # Returns
     /// Whether they were queued.
@@ -144,32 +156,22 @@ impl Sink {
         if bytes.is_empty() {
             return true;
         }
-        let queued = self.shared.queued.load(Ordering::Relaxed);
-        if queued + bytes.len() > self.limit {
-            self.drop_lines(bytes);
+        let mut q = self.shared.lock();
+        if q.queued + bytes.len() > self.limit {
+            let lines = bytes.iter().filter(|&&b| b == b'\n').count().max(1);
+            q.dropped += lines as u64;
             return false;
         }
-        self.shared.queued.fetch_add(bytes.len(), Ordering::Relaxed);
-        match self.tx.try_send(bytes.to_vec()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(v) | TrySendError::Disconnected(v)) => {
-                self.shared.queued.fetch_sub(v.len(), Ordering::Relaxed);
-                self.drop_lines(&v);
-                false
-            }
-        }
-    }
-
-    fn drop_lines(&self, bytes: &[u8]) {
-        let lines = bytes.iter().filter(|&&b| b == b'\n').count().max(1);
-        self.shared
-            .dropped
-            .fetch_add(lines as u64, Ordering::Relaxed);
+        q.queued += bytes.len();
+        q.chunks.push_back(bytes.to_vec());
+        drop(q);
+        self.shared.ready.notify_one();
+        true
     }
 
     /// Lines dropped and not yet reported by the writer.
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+        self.shared.lock().dropped
     }
 
     /// Waits up to `limit` for the writer to write what is queued (at exit:
@@ -178,8 +180,8 @@ impl Sink {
     /// # Returns
     /// Whether everything was written.
     pub fn drain(&self, limit: Duration) -> bool {
-        let start = std::time::Instant::now();
-        while self.shared.queued.load(Ordering::Relaxed) > 0 {
+        let start = Instant::now();
+        while self.shared.lock().queued > 0 {
             if start.elapsed() >= limit {
                 return false;
             }
@@ -202,14 +204,29 @@ impl Write for Sink {
 }
 
 /// The writer thread: writes each chunk, then reports lines dropped while
-/// it was blocked. Ends when every sender is gone.
-fn write_all_of(rx: Receiver<Vec<u8>>, mut dest: Box<dyn Write + Send>, shared: &Shared) {
-    while let Ok(chunk) = rx.recv() {
+/// it was blocked. Runs until the process ends.
+fn write_all_of(shared: &Shared, mut dest: Box<dyn Write + Send>) {
+    loop {
+        let chunk = {
+            let mut q = shared.lock();
+            loop {
+                if let Some(chunk) = q.chunks.pop_front() {
+                    break chunk;
+                }
+                q = shared
+                    .ready
+                    .wait(q)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        };
         // Errors (a reader that left) are not worth stopping for: the
         // daemon keeps bridging, the bytes are gone either way.
         let _ = dest.write_all(&chunk).and_then(|()| dest.flush());
-        shared.queued.fetch_sub(chunk.len(), Ordering::Relaxed);
-        let dropped = shared.dropped.swap(0, Ordering::Relaxed);
+        let dropped = {
+            let mut q = shared.lock();
+            q.queued -= chunk.len();
+            std::mem::take(&mut q.dropped)
+        };
         if dropped > 0 {
             let note = format!(
                 "iotbox: {dropped} output line(s) dropped: the reader of this output did not keep up\n"
