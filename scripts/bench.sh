@@ -20,8 +20,8 @@
 #
 # What it does: installs mosquitto and its clients if missing (scripts/deps.sh
 # test), builds the static x86_64 musl binary and the load generator
-# (bench/loadgen, a std-only crate of its own), makes a throw-away PKI with
-# openssl (scripts/pki.sh), starts mosquitto 2.0.x on 127.0.0.1 and a free
+# (bench/loadgen, a crate of its own on top of the iotbox library), makes a
+# throw-away PKI with openssl (scripts/pki.sh), starts mosquitto 2.0.x on 127.0.0.1 and a free
 # port, then measures (each method is described in the "How" section of
 # target/bench.md). Every wait has a deadline; a step that fails says which
 # and shows the logs. Everything it starts is stopped by PID on exit. Nothing

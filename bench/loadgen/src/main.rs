@@ -1,9 +1,10 @@
 //! Load generator and measuring tool for `make bench` (scripts/bench.sh).
 //!
 //! A crate of its own, with its own lock file, outside iotbox's dependency
-//! tree; no `unsafe`: getrusage(2) through nix, kill(2) through rustix, the
-//! helpers' parent-death signal through util-linux's `setpriv`. It builds
-//! with iotbox's MSRV:
+//! tree; it uses the iotbox library for what the publish socket reads
+//! (`iotbox::message::encode`). No `unsafe`: getrusage(2) through nix,
+//! kill(2) through rustix, the helpers' parent-death signal through
+//! util-linux's `setpriv`. It builds with iotbox's MSRV:
 //!
 //! ```text
 //! cargo build --release --manifest-path bench/loadgen/Cargo.toml
@@ -35,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+use iotbox::message;
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener};
@@ -388,9 +390,7 @@ fn mode_pub(a: &Args) {
                 }
                 let t = now_ns();
                 first_send.fetch_min(t, Ordering::Relaxed);
-                let mut msg = topic.as_bytes().to_vec();
-                msg.push(b'\n');
-                msg.extend_from_slice(&payload(i, t, size));
+                let msg = message::encode(&topic, &payload(i, t, size));
                 let st = send_one(&sock, &msg, limit);
                 let done = now_ns();
                 last_done.fetch_max(done, Ordering::Relaxed);
@@ -641,9 +641,7 @@ fn mode_latency(a: &Args) {
         let t = now_ns();
         match sender {
             Sender::Socket { sock, topic } => {
-                let mut msg = topic.as_bytes().to_vec();
-                msg.push(b'\n');
-                msg.extend_from_slice(&payload(seq, t, size));
+                let msg = message::encode(topic, &payload(seq, t, size));
                 match send_one(sock, &msg, limit) {
                     Ok(Status::Ok) => Ok((t, now_ns())),
                     Ok(other) => Err(format!("message {seq}: status {other:?}")),
