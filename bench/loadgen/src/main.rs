@@ -33,8 +33,16 @@
 //! - `ready`: exec of a command → the first stdout line containing TEXT; the
 //!   CPU it used until then; then SIGTERM (SIGKILL after 5 s).
 //! - `run`: exec of a command → its exit; wall time and CPU (rusage).
+//! - `proc`: a running process's CPU time (schedstat), VmRSS and VmHWM,
+//!   voluntary and involuntary context switches, threads.
+//! - `stats`: `median UNIT (min–max, n=N)` of the values after `--`, divided
+//!   by `--div`, with `--dec` decimals: the figures of the progress lines.
+//! - `table`: the Markdown table of target/bench.md from the samples file
+//!   scripts/bench.sh wrote (see report.rs).
 
 #![forbid(unsafe_code)]
+
+mod report;
 
 use iotbox::message;
 use std::collections::HashMap;
@@ -93,7 +101,7 @@ fn out(key: &str, value: impl std::fmt::Display) {
 
 /// CPU time of a process in nanoseconds: the sum over its threads of the
 /// first field of /proc/PID/task/TID/schedstat (time on CPU, ns precise);
-/// falls back to utime+stime of /proc/PID/stat (clock ticks, assumed 100/s).
+/// falls back to utime+stime of /proc/PID/stat (clock ticks).
 fn proc_cpu_ns(pid: u32) -> Option<u64> {
     let mut sum = 0u64;
     let mut any = false;
@@ -122,7 +130,8 @@ fn proc_cpu_ns(pid: u32) -> Option<u64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ut: u64 = f.get(11)?.parse().ok()?;
     let st: u64 = f.get(12)?.parse().ok()?;
-    Some((ut + st) * 10_000_000)
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    Some((ut + st) * (1_000_000_000 / hz))
 }
 
 /// `VmRSS` and `VmHWM` of a process, in kB.
@@ -865,6 +874,73 @@ fn mode_run(a: &Args) {
 }
 
 // ---------------------------------------------------------------------------
+// proc: a running process's CPU, memory and context switches
+
+/// The sum over a process's threads of a `name: N` line of their
+/// /proc/PID/task/TID/status.
+fn proc_task_sum(pid: u32, name: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+fn mode_proc(a: &Args) {
+    let pid = a.num("pid", 0) as u32;
+    let Some(cpu) = proc_cpu_ns(pid) else {
+        die(&format!("no process {pid} (/proc/{pid})"));
+    };
+    let (rss, hwm) = proc_rss_kb(pid);
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    out("cpu_ns", cpu);
+    out("rss_kb", rss);
+    out("hwm_kb", hwm);
+    out("vcsw", proc_task_sum(pid, "voluntary_ctxt_switches"));
+    out("nvcsw", proc_task_sum(pid, "nonvoluntary_ctxt_switches"));
+    out("threads", threads);
+}
+
+// ---------------------------------------------------------------------------
+// stats and table: the numbers as text (report.rs)
+
+fn mode_stats(a: &Args) {
+    let div: f64 = a
+        .str("div")
+        .unwrap_or("1")
+        .parse()
+        .unwrap_or_else(|_| die("--div: not a number"));
+    let dec = a.num("dec", 0) as usize;
+    let unit = a.str("unit").unwrap_or("");
+    let values: Vec<f64> = a
+        .command
+        .iter()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| die(&format!("not a number: {v:?}")))
+        })
+        .collect();
+    println!("{}", report::show(&values, div, dec, unit));
+}
+
+fn mode_table(a: &Args) {
+    let path = a.req("samples");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| die(&format!("{path}: {e}")));
+    let table = report::Samples::parse(&text)
+        .and_then(|s| report::table(&s))
+        .unwrap_or_else(|e| die(&format!("{path}: {e}")));
+    print!("{table}");
+}
+
+// ---------------------------------------------------------------------------
 
 const USAGE: &str = "usage: loadgen MODE [--option value]... [-- COMMAND ARGS...]
   freeport
@@ -874,6 +950,9 @@ const USAGE: &str = "usage: loadgen MODE [--option value]... [-- COMMAND ARGS...
            [--count N] [--warmup W] [--size B]
   ready    --line TEXT -- COMMAND...
   run      [--expect TEXT] -- COMMAND...
+  proc     --pid PID
+  stats    [--div D] [--dec N] [--unit U] -- VALUES...
+  table    --samples FILE
 every mode: [--timeout SECS] (default 60, for each wait)";
 
 fn main() {
@@ -901,6 +980,9 @@ fn main() {
         )),
         "ready" => mode_ready(&Args::parse(rest, &["line", "timeout"])),
         "run" => mode_run(&Args::parse(rest, &["expect", "timeout"])),
+        "proc" => mode_proc(&Args::parse(rest, &["pid"])),
+        "stats" => mode_stats(&Args::parse(rest, &["div", "dec", "unit"])),
+        "table" => mode_table(&Args::parse(rest, &["samples"])),
         "-h" | "--help" | "help" => println!("{USAGE}"),
         other => {
             eprintln!("loadgen: unknown mode {other:?}\n{USAGE}");
