@@ -21,8 +21,8 @@
 # What it does: installs mosquitto and its clients if missing (scripts/deps.sh
 # test), builds the static x86_64 musl binary and the load generator
 # (bench/loadgen, a crate of its own on top of the iotbox library), makes a
-# throw-away PKI with openssl (scripts/pki.sh), starts mosquitto 2.0.x on 127.0.0.1 and a free
-# port, then measures (each method is described in the "How" section of
+# throw-away PKI (scripts/pki.sh), starts mosquitto 2.0.x on 127.0.0.1 and
+# a free port, then measures (each method is described in the "How" section of
 # target/bench.md). Every wait has a deadline; a step that fails says which
 # and shows the logs. Everything it starts is stopped by PID on exit. The
 # readings of /proc, the medians, ranges and ratios and the table itself are
@@ -157,13 +157,13 @@ if [ -x scripts/deps.sh ]; then
     [ -n "${IOTBOX_BIN:-}" ] || scripts/deps.sh static >&2
 else
     need=()
-    for c in mosquitto_pub mosquitto_sub openssl; do command -v "$c" >/dev/null || need+=("$c"); done
+    for c in mosquitto_pub mosquitto_sub; do command -v "$c" >/dev/null || need+=("$c"); done
     [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
     if [ ${#need[@]} -gt 0 ]; then
-        [ "$(id -u)" = 0 ] || fail "missing ${need[*]}: run as root: apt-get install -y mosquitto mosquitto-clients openssl"
+        [ "$(id -u)" = 0 ] || fail "missing ${need[*]}: run as root: apt-get install -y mosquitto mosquitto-clients"
         apt-get update -qq || true
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-            mosquitto mosquitto-clients openssl >&2 || fail "apt-get install mosquitto mosquitto-clients openssl failed"
+            mosquitto mosquitto-clients >&2 || fail "apt-get install mosquitto mosquitto-clients failed"
     fi
 fi
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
@@ -197,10 +197,10 @@ chmod 0700 "$T"
 
 # --- 1. PKI: RSA 2048, X.509 v3 ----------------------------------------------
 
-step "1. a throw-away PKI (openssl, RSA 2048)"
+step "1. a throw-away PKI (scripts/pki.sh, RSA 2048)"
 # ca.pem, server.pem and client.pem (iotbox's and the mosquitto clients'),
 # with their keys.
-"$ROOT/scripts/pki.sh" "$T" client || fail "openssl could not make the PKI"
+CARGO=$CARGO "$ROOT/scripts/pki.sh" "$T" client || fail "scripts/pki.sh could not make the PKI"
 
 # --- 2. the broker ------------------------------------------------------------
 
@@ -611,7 +611,7 @@ cat >>"$md" <<EOF
 
 ## How each figure is measured
 
-- **Setup.** One mosquitto $MOSQ_VERSION on 127.0.0.1 (\`require_certificate true\`, \`set_tcp_nodelay true\`, \`max_queued_messages 1000000\` so a slow subscriber is queued, not dropped; logging without per-packet debug lines). One RSA 2048 CA, server and client certificate (openssl, X.509 v3); iotbox and the mosquitto clients use the same client certificate, the same broker, MQTT 5, TLS 1.3. The load generator is \`bench/loadgen\`.
+- **Setup.** One mosquitto $MOSQ_VERSION on 127.0.0.1 (\`require_certificate true\`, \`set_tcp_nodelay true\`, \`max_queued_messages 1000000\` so a slow subscriber is queued, not dropped; logging without per-packet debug lines). One RSA 2048 CA, server and client certificate (rcgen, X.509 v3; \`scripts/pki.sh\`); iotbox and the mosquitto clients use the same client certificate, the same broker, MQTT 5, TLS 1.3. The load generator is \`bench/loadgen\`.
 - **Binary size**: the static musl binary (the release profile strips it; a copy is run through \`strip\` anyway). mosquitto_sub is dynamic: its own file plus the libraries \`ldd\` lists (libmosquitto, libssl, libcrypto, libcjson), libc not counted. ARM sizes are shown when a build is there (musl builds first, else the glibc-static ones of \`make cross-check\`); they are not rebuilt here, so their build time is shown beside the last commit's.
 - **RSS**: VmRSS and VmHWM from /proc/PID/status, 2 s after \`Subscription Success.\` for \`iotbox pubsub\` and after the broker logged the subscription of a \`mosquitto_sub -k $KEEPALIVE\` on an unused topic. "After" is the QoS 1 daemon once its ${RUNS} throughput runs (${MSGS} messages each, ${CONC} clients at a time) are over; the QoS 0 daemon's figures are in the raw data. mosquitto_pub -l's VmHWM is read by loadgen once all lines of a run were written to its stdin.
 - **Idle wake-ups**: voluntary context switches (all threads, /proc/PID/task/*/status) of both idle processes over the same ${IDLE_SECS} s windows, ${RUNS} consecutive windows; involuntary ones are in the raw data. A keep-alive ping costs about two (the timer, then PINGRESP).

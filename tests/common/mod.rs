@@ -49,6 +49,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod pki;
+
 // ---------------------------------------------------------------------------
 // Time
 
@@ -686,7 +688,8 @@ pub fn run(name: &str, cmd: Command, stdin: Option<&[u8]>) -> Output {
 // ---------------------------------------------------------------------------
 // PKI
 
-/// PEM files of a throw-away PKI, generated with rcgen for each test:
+/// PEM files of a throw-away PKI, generated for each test by [`pki`] (the
+/// generator the scripts use too), with ECDSA P-256 keys (quick to make):
 ///
 /// - `ca`: the CA both sides trust;
 /// - `server_cert`/`server_key`: mosquitto's, for `localhost` and IP
@@ -706,65 +709,25 @@ pub struct Pki {
     pub rogue_key: PathBuf,
 }
 
-struct Ca {
-    cert_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-fn new_ca(name: &str) -> Ca {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "iotbox tests");
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().expect("CA key");
-    let cert = params.self_signed(&key).expect("self-sign CA");
-    Ca {
-        cert_pem: cert.pem(),
-        issuer: rcgen::Issuer::new(params, key),
-    }
-}
-
-/// A leaf certificate signed by `ca`: (certificate PEM, PKCS#8 key PEM).
-fn new_leaf(ca: &Ca, cn: &str, sans: &[&str], server: bool) -> (String, String) {
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
-    let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
-    let mut params = CertificateParams::new(sans).expect("leaf params");
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.use_authority_key_identifier_extension = true;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![if server {
-        ExtendedKeyUsagePurpose::ServerAuth
-    } else {
-        ExtendedKeyUsagePurpose::ClientAuth
-    }];
-    let key = KeyPair::generate().expect("leaf key");
-    let cert = params.signed_by(&key, &ca.issuer).expect("sign leaf");
-    (cert.pem(), key.serialize_pem())
-}
-
 fn write_file(path: &Path, contents: &[u8], mode: u32) {
-    fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+    pki::write_file(path, contents, mode)
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 impl Pki {
     /// Generate everything into `dir` (file names `ca.pem`, `server.crt`, ...).
     pub fn generate(dir: &Path) -> Pki {
-        let ca = new_ca("iotbox test CA");
+        use pki::{KeyKind, Role, new_ca, new_leaf};
+        let kind = KeyKind::EcdsaP256;
+        let ca = new_ca("iotbox test CA", kind).expect("CA");
         let (server_cert, server_key) =
-            new_leaf(&ca, "localhost", &["localhost", "127.0.0.1"], true);
-        let (client_cert, client_key) = new_leaf(&ca, "raspi2-test", &[], false);
-        let rogue = new_ca("unrelated CA");
-        let (rogue_cert, rogue_key) = new_leaf(&rogue, "raspi2-rogue", &[], false);
+            new_leaf(&ca, "localhost", &["localhost", "127.0.0.1"], Role::Server)
+                .expect("server certificate");
+        let (client_cert, client_key) =
+            new_leaf(&ca, "raspi2-test", &[], Role::Client).expect("client certificate");
+        let rogue = new_ca("unrelated CA", kind).expect("rogue CA");
+        let (rogue_cert, rogue_key) =
+            new_leaf(&rogue, "raspi2-rogue", &[], Role::Client).expect("rogue certificate");
 
         let pki = Pki {
             ca: dir.join("ca.pem"),
