@@ -77,41 +77,40 @@ const POLL: Duration = Duration::from_millis(10);
 // ---------------------------------------------------------------------------
 // Temporary directory and ports
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A directory under `std::env::temp_dir()` with a unique name (pid and a
-/// counter), removed with everything in it on drop. Set `IOTBOX_TEST_KEEP=1`
-/// to keep the directories of failed tests for inspection.
+/// A directory under `std::env::temp_dir()` with a unique name
+/// (`iotbox-TAG-` and random characters; tempfile makes it, mode 0700),
+/// removed with everything in it on drop. Set `IOTBOX_TEST_KEEP=1` to keep
+/// the directories of failed tests for inspection.
 pub struct TempDir {
-    path: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         // Short: UNIX socket paths are limited to 108 bytes.
-        let path = std::env::temp_dir().join(format!("iotbox-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        TempDir { path }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("iotbox-{tag}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("create a temp dir for {tag}: {e}"));
+        TempDir { dir }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
     }
 
     pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
-        self.path.join(name)
+        self.dir.path().join(name)
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // The field's own drop removes the directory, unless told not to.
         if thread::panicking() && std::env::var_os("IOTBOX_TEST_KEEP").is_some() {
-            eprintln!("[harness] kept {}", self.path.display());
-            return;
+            self.dir.disable_cleanup(true);
+            eprintln!("[harness] kept {}", self.path().display());
         }
-        let _ = fs::remove_dir_all(&self.path);
     }
 }
 
