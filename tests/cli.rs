@@ -364,7 +364,7 @@ fn recv_sigterm_removes_socket() {
         env.iotbox(&[OsStr::new("recv"), sock.as_os_str(), OsStr::new("0")]),
     );
     recv.expect_line("wait message...", deadline());
-    recv.signal("TERM");
+    recv.signal(Signal::TERM);
     recv.expect_exit_code(0, deadline());
     assert!(
         std::fs::symlink_metadata(&sock).is_err(),
@@ -415,7 +415,7 @@ fn recv_sigterm_is_prompt_with_a_silent_client() {
     let silent = UnixStream::connect(&sock).expect("connect the silent client");
     wait_open_sockets_above(&recv, before);
     let sent = Instant::now();
-    recv.signal("TERM");
+    recv.signal(Signal::TERM);
     recv.expect_exit_code(0, sent + Duration::from_secs(2));
     assert!(
         std::fs::symlink_metadata(&sock).is_err(),

@@ -392,7 +392,7 @@ fn sigterm_stops_cleanly() {
         "publish socket exists while running"
     );
 
-    daemon.signal("TERM");
+    daemon.signal(Signal::TERM);
     daemon.expect_exit_code(0, deadline());
 
     let stdout = daemon.stdout_text();
@@ -592,14 +592,14 @@ fn sighup_reloads_and_keeps_working_on_a_broken_file() {
     let args = env.pubsub_args_as(&broker, "sighup", &[], &cert, &key);
     let mut daemon = env.spawn_pubsub(Via::Iotbox, &args);
     wait_subscribed(&mut daemon);
-    daemon.signal("HUP");
+    daemon.signal(Signal::HUP);
     daemon.wait_stderr_line(
         "saying it reloaded",
         |l| l.contains("SIGHUP: reloaded"),
         deadline(),
     );
     std::fs::write(&key, b"not a key").unwrap();
-    daemon.signal("HUP");
+    daemon.signal(Signal::HUP);
     daemon.wait_stderr_line(
         "saying the reload failed",
         |l| l.contains("reload failed") && l.contains("device.key"),

@@ -51,6 +51,9 @@ use std::time::{Duration, Instant};
 
 pub mod pki;
 
+/// For [`Proc::signal`].
+pub use rustix::process::Signal;
+
 // ---------------------------------------------------------------------------
 // Time
 
@@ -528,18 +531,15 @@ impl Proc {
         }
     }
 
-    /// Send a signal by name (`TERM`, `INT`, `HUP`) to the child's PID with
-    /// kill(1). Under qemu-user the PID is qemu's, which forwards the signal.
-    pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .arg("-s")
-            .arg(sig)
-            .arg(self.pid().to_string())
-            .stdin(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| self.fail(&format!("cannot run kill(1): {e}")));
-        if !st.success() {
-            self.fail(&format!("kill -s {sig} {} failed: {st}", self.pid()));
+    /// Send `sig` to the child's PID (kill(2)). Under qemu-user the PID is
+    /// qemu's, which forwards the signal.
+    pub fn signal(&self, sig: Signal) {
+        let pid = i32::try_from(self.pid())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .unwrap_or_else(|| self.fail(&format!("not a PID: {}", self.pid())));
+        if let Err(e) = rustix::process::kill_process(pid, sig) {
+            self.fail(&format!("kill({}, {sig:?}): {e}", self.pid()));
         }
     }
 
@@ -1070,7 +1070,7 @@ impl Broker {
     /// `while_down`, then starts it again on the same port with the same
     /// configuration and waits until the port accepts connections.
     pub fn restart(&mut self, while_down: impl FnOnce()) {
-        self.proc.signal("KILL");
+        self.proc.signal(Signal::KILL);
         let _ = self.proc.wait_exit(deadline());
         while_down();
         let mosquitto = find_tool("mosquitto", "MOSQUITTO");
