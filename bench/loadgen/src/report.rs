@@ -141,7 +141,7 @@ impl Table {
 /// message from a shell script).
 pub fn table(s: &Samples) -> Result<String, String> {
     let mut t = Table(String::new());
-    t.0.push_str("| figure | iotbox | mosquitto clients | ratio | budget (SPEC §8) | met? |\n");
+    t.0.push_str("| figure | iotbox | mosquitto clients | ratio | budget | met? |\n");
     t.0.push_str("|---|---|---|---|---|---|\n");
     let n = |k: &str| s.num(k);
     let med = |k: &str| -> Result<Option<f64>, String> { Ok(median(&s.nums(k)?)) };
