@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # `make cross-check`: prove iotbox builds with the minimum Rust (Debian's 1.85)
 # for the Pi's two ARM architectures and that those binaries pass the
-# end-to-end tests under qemu. See ARCHITECTURE.md, "Proving it runs on a Pi,
-# here".
+# end-to-end tests under qemu. See the README, "Proving it on ARM here".
 #
 #  1. scripts/deps.sh cross: Debian's rustc 1.85 with std for armhf/arm64, ARM
 #     gcc (linker, and C compiler for ring), qemu-user-static.

@@ -2,8 +2,8 @@
 # `make demo`: the how-to's whole session, unattended, against a local broker
 # instead of AWS IoT Core.
 #
-#   1. a throw-away CA, server and device certificates (scripts/pki.sh:
-#      openssl, RSA 2048)
+#   1. a throw-away CA, server and device certificates (scripts/pki.sh,
+#      RSA 2048)
 #   2. mosquitto with mutual TLS on 127.0.0.1, a free port
 #   3. iotbox --install: the awsapp and mqtt5_pubsub symlinks
 #   4. awsapp recv + mqtt5_pubsub, as in the how-to, until "Subscription Success."
@@ -100,7 +100,7 @@ step "1. certificates: a throw-away CA, the broker's (localhost) and the device'
 # scripts/pki.sh: ca.pem, server.pem (localhost) and one client certificate
 # each for the device (CN basicPubSub, the how-to's client id) and the
 # console, with their .key files; RSA 2048, X.509 v3.
-scripts/pki.sh "$T" device=basicPubSub console || fail "openssl could not make the certificates"
+CARGO=$CARGO scripts/pki.sh "$T" device=basicPubSub console || fail "scripts/pki.sh could not make the certificates"
 for c in server device console; do
     printf '    %-12s %s\n' "$c.pem" "$(openssl x509 -in "$T/$c.pem" -noout -subject -ext subjectAltName,extendedKeyUsage 2>/dev/null |
         grep -v '^X509v3' | sed 's/^ *//; s/ = /=/g' | paste -sd ';' | sed 's/;/; /g')"

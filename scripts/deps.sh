@@ -6,8 +6,8 @@
 #   scripts/deps.sh static  rustup's x86_64-unknown-linux-musl target (+ musl-tools)
 #   scripts/deps.sh cross   Debian's Rust 1.85 (rustc-web) with its std for
 #                           amd64, armhf and arm64, the ARM gcc cross linkers and
-#                           qemu-user-static (see ARCHITECTURE.md, "Proving it
-#                           runs on a Pi, here"), plus the cross libc headers
+#                           qemu-user-static (see the README, "Proving it on
+#                           ARM here"), plus the cross libc headers
 #                           (libc6-dev-{armhf,arm64}-cross) that ring's C needs
 #
 # Debian 12 (bookworm). Installs with apt-get as root; as another user it says

@@ -19,8 +19,9 @@
 # Usage: scripts/test-initd.sh [--fake-only | --real-only]
 # Environment: IOTBOX_BIN (default target/release/iotbox; built with
 #   'cargo build --release' when missing), KEEP_TMP=1 keeps the temp dir.
-# Needs: start-stop-daemon, mosquitto, mosquitto_sub, mosquitto_pub, openssl,
-#   python3 (Debian: apt-get install mosquitto mosquitto-clients openssl).
+# Needs: start-stop-daemon, mosquitto, mosquitto_sub, mosquitto_pub, python3
+#   (Debian: apt-get install mosquitto mosquitto-clients python3), and cargo
+#   (scripts/pki.sh builds the certificate generator).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -532,15 +533,15 @@ if [ $run_fake = 1 ]; then
 fi
 
 if [ $run_real = 1 ]; then
-    for tool in mosquitto mosquitto_sub mosquitto_pub openssl; do
+    for tool in mosquitto mosquitto_sub mosquitto_pub; do
         if ! command -v "$tool" >/dev/null && [ -x "$root/scripts/deps.sh" ]; then
             "$root/scripts/deps.sh" test || true
             break
         fi
     done
-    for tool in mosquitto mosquitto_sub mosquitto_pub openssl python3; do
+    for tool in mosquitto mosquitto_sub mosquitto_pub python3; do
         command -v "$tool" >/dev/null ||
-            die "$tool not found (Debian: apt-get install mosquitto mosquitto-clients openssl python3)"
+            die "$tool not found (Debian: apt-get install mosquitto mosquitto-clients python3)"
     done
     bin=${IOTBOX_BIN:-$root/target/release/iotbox}
     case $bin in /*) ;; *) bin=$PWD/$bin ;; esac
@@ -551,7 +552,7 @@ if [ $run_real = 1 ]; then
     fi
     # ca, server (localhost) and the clients device (the daemon's) and
     # observer (mosquitto_sub/_pub's), CN = name (use_identity_as_username).
-    "$root/scripts/pki.sh" "$tmp/certs" device observer || die "openssl failed"
+    "$root/scripts/pki.sh" "$tmp/certs" device observer || die "scripts/pki.sh could not make the certificates"
     start_broker
     mqtt_tls=(-h 127.0.0.1 -p "$broker_port" --cafile "$tmp/certs/ca.pem"
         --cert "$tmp/certs/observer.pem" --key "$tmp/certs/observer.key")

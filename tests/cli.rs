@@ -1,4 +1,6 @@
-//! Command-line behaviour that needs no broker (SPEC §1, §2 Start, §4, §5):
+//! Command-line behaviour that needs no broker (README: the applet table,
+//! "`send` and `recv`", and the checks of "`pubsub` flags" before any
+//! network traffic):
 //! dispatch, usage errors, validation before any connection, the `send`
 //! status handling against a fake daemon, and `recv`'s output.
 
@@ -171,7 +173,8 @@ fn send_unreadable_file_fails_clearly() {
 }
 
 // ---------------------------------------------------------------------------
-// send: against a fake daemon (SPEC §4)
+// send: against a fake daemon (README, "`send` and `recv`": the status line
+// and the exit codes)
 
 /// A fake daemon on `sock`: accepts one connection, reads the message to
 /// EOF, writes `reply` (if any) and closes. Returns the message it read.
@@ -218,7 +221,8 @@ fn send_reads_stdin_for_dash() {
     assert_eq!(daemon.join().unwrap(), msg);
 }
 
-/// The original patched mqtt5_pubsub closes without a status (SPEC §7).
+/// The original patched mqtt5_pubsub closes without a status: `send` takes
+/// that as success, as `awsapp send` did.
 #[test]
 fn send_to_daemon_without_status_succeeds() {
     let env = Env::new("c-nostatus");
@@ -299,7 +303,7 @@ fn send_unconfirmed_within_timeout_exits_3() {
 }
 
 // ---------------------------------------------------------------------------
-// recv (SPEC §5)
+// recv (README, "`send` and `recv`")
 
 #[test]
 fn recv_prints_like_the_original_tool() {
@@ -364,7 +368,7 @@ fn recv_sigterm_removes_socket() {
         env.iotbox(&[OsStr::new("recv"), sock.as_os_str(), OsStr::new("0")]),
     );
     recv.expect_line("wait message...", deadline());
-    recv.signal("TERM");
+    recv.signal(Signal::TERM);
     recv.expect_exit_code(0, deadline());
     assert!(
         std::fs::symlink_metadata(&sock).is_err(),
@@ -415,7 +419,7 @@ fn recv_sigterm_is_prompt_with_a_silent_client() {
     let silent = UnixStream::connect(&sock).expect("connect the silent client");
     wait_open_sockets_above(&recv, before);
     let sent = Instant::now();
-    recv.signal("TERM");
+    recv.signal(Signal::TERM);
     recv.expect_exit_code(0, sent + Duration::from_secs(2));
     assert!(
         std::fs::symlink_metadata(&sock).is_err(),
@@ -449,7 +453,8 @@ fn wait_open_sockets_above(proc: &Proc, count: usize) {
 }
 
 // ---------------------------------------------------------------------------
-// pubsub: validation before any network traffic (SPEC §2 Start)
+// pubsub: every flag and file checked before any network traffic (bad flag:
+// exit 2; unusable file: exit 1, one line saying which and why)
 
 #[test]
 fn pubsub_without_endpoint_is_a_usage_error() {
@@ -581,7 +586,8 @@ fn wait_listening(sock: &Path) {
     }
 }
 
-/// `recv --topic` reads `pubsub --deliver_topic` framing (SPEC §5).
+/// `recv --topic` reads `pubsub --deliver_topic` framing (`topic\npayload`):
+/// prints `Topic: <topic>`, and N counts the payload only.
 #[test]
 fn recv_topic_prints_the_topic_and_counts_the_payload() {
     let env = Env::new("c-recvtopic");

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real binary against a real mosquitto 2 with mutual
-//! TLS on 127.0.0.1 (SPEC §2–5, §7). Each test has its own broker, port and
-//! temp dir; `mosquitto_sub`/`mosquitto_pub` play the AWS IoT console.
+//! TLS on 127.0.0.1: the daemon, the two sockets, `send` and `recv` as the
+//! README describes them, and the how-to's session. Each test has its own
+//! broker, port and temp dir; `mosquitto_sub`/`mosquitto_pub` play the AWS
+//! IoT console.
 
 mod common;
 
@@ -20,7 +22,8 @@ const CONSOLE_JSON: &[u8] = b"{\n  \"message\": \"Hello from AWS IoT console\"\n
 const MESSAGE_TXT: &[u8] = b"sdk/test/java\n{\n  \"message\": \"Hello from Raspberry Pi\"\n}\n";
 const MESSAGE_TXT_PAYLOAD: &[u8] = b"{\n  \"message\": \"Hello from Raspberry Pi\"\n}\n";
 
-/// The whole how-to (SPEC §7), through the symlink names it used:
+/// The whole how-to (README, "Using it with AWS IoT Core"), through the
+/// symlink names it used:
 /// `awsapp recv`, `mqtt5_pubsub`, the console publishing to sdk/test/python,
 /// `awsapp send ./message.txt` to sdk/test/java.
 #[test]
@@ -62,7 +65,8 @@ fn howto_flow_through_symlink_names() {
     recv.expect_line("}", deadline());
     recv.expect_line("wait message...", deadline());
 
-    // The daemon's stdout (SPEC §2): topic, colon, payload, newline.
+    // The daemon's stdout, as the SDK sample printed it: topic, colon,
+    // payload, newline.
     let mut expected = b"Publish received on topic sdk/test/python:".to_vec();
     expected.extend_from_slice(CONSOLE_JSON);
     expected.push(b'\n');
@@ -105,8 +109,8 @@ fn howto_flow_through_symlink_names() {
 }
 
 /// The original C `awsapp send` writes `topic\npayload` and closes at once,
-/// never reading a status (SPEC §3, §7): the message is still published, and
-/// the daemon survives the broken pipe.
+/// never reading a status (a client that closes without reading is fine):
+/// the message is still published, and the daemon survives the broken pipe.
 #[test]
 fn raw_client_that_closes_without_reading_is_published() {
     let env = Env::new("rawclose");
@@ -130,7 +134,7 @@ fn raw_client_that_closes_without_reading_is_published() {
 
 /// A client that shuts down its write side and reads gets exactly `OK\n`;
 /// invalid messages get one `ERR <reason>\n` line and are not published
-/// (SPEC §3).
+/// (README, "The message file and the sockets").
 #[test]
 fn publish_socket_status_lines() {
     let env = Env::new("status");
@@ -189,7 +193,7 @@ fn long_topic_message() -> Vec<u8> {
 
 /// 100 KiB with NULs and every byte value, byte for byte both ways:
 /// `iotbox send` → daemon → broker → console, and console (`mosquitto_pub
-/// -f`) → broker → daemon → delivery socket (SPEC §3).
+/// -f`) → broker → daemon → delivery socket (a payload is any bytes).
 #[test]
 fn binary_payload_100k_both_directions() {
     let env = Env::new("binary");
@@ -223,7 +227,7 @@ fn binary_payload_100k_both_directions() {
 }
 
 /// Twenty `iotbox send` at once: all exit 0 with the how-to's line, all
-/// twenty payloads reach the console (SPEC §3: many clients at once).
+/// twenty payloads reach the console (many clients may write at once).
 #[test]
 fn twenty_concurrent_senders() {
     let env = Env::new("twenty");
@@ -345,7 +349,7 @@ fn large_qos0_sends_all_flow_without_stalling() {
 
 /// A broker that refuses the client certificate (signed by an unrelated CA)
 /// is fatal at the first connection: exit 1, a line about the certificate,
-/// never `Subscription Success.` (SPEC §2 Lifecycle).
+/// never `Subscription Success.` (README, "`pubsub` flags", life cycle).
 #[test]
 fn refused_client_certificate_is_fatal() {
     let env = Env::new("refused");
@@ -381,7 +385,7 @@ fn refused_client_certificate_is_fatal() {
 }
 
 /// SIGTERM: DISCONNECT sent, publish socket removed, `Mqtt5 Client
-/// stopped.` last on stdout, exit 0 (SPEC §2 Lifecycle).
+/// stopped.` last on stdout, exit 0 (README, "`pubsub` flags", life cycle).
 #[test]
 fn sigterm_stops_cleanly() {
     let env = Env::new("sigterm");
@@ -392,7 +396,7 @@ fn sigterm_stops_cleanly() {
         "publish socket exists while running"
     );
 
-    daemon.signal("TERM");
+    daemon.signal(Signal::TERM);
     daemon.expect_exit_code(0, deadline());
 
     let stdout = daemon.stdout_text();
@@ -413,8 +417,8 @@ fn sigterm_stops_cleanly() {
 }
 
 /// A broker that refuses the CONNECT (here: no anonymous clients) at the
-/// first connection: exit 1 with the reason in words (SPEC §2), before
-/// `Subscription Success.`, and the publish socket is gone.
+/// first connection, where that is fatal: exit 1 with the reason in words,
+/// before `Subscription Success.`, and the publish socket is gone.
 #[test]
 fn refused_connect_is_fatal_at_the_first_connection() {
     let env = Env::new("connack");
@@ -438,8 +442,9 @@ fn refused_connect_is_fatal_at_the_first_connection() {
 }
 
 /// `--max_rate 2`: a burst of 6 goes out as 2 at once, then one per half
-/// second, every one confirmed; none is dropped (SPEC §2). Only a lower
-/// bound on the time is checked: the limit must hold on any machine.
+/// second, every one confirmed; none is dropped (the limit delays, it never
+/// drops). Only a lower bound on the time is checked: the limit must hold on
+/// any machine.
 #[test]
 fn max_rate_paces_a_burst() {
     let env = Env::new("rate");
@@ -480,7 +485,8 @@ fn max_rate_paces_a_burst() {
 }
 
 /// `pubsub --deliver_topic` with `recv --topic`: the topic of each message
-/// arrives with it (SPEC §3, §5).
+/// arrives with it (`topic\npayload` on the delivery socket, printed as
+/// `Topic: <topic>` before the payload).
 #[test]
 fn deliver_topic_reaches_recv_topic() {
     let env = Env::new("delivertopic");
@@ -508,7 +514,8 @@ fn deliver_topic_reaches_recv_topic() {
 }
 
 /// `--proxy_host`/`--proxy_port`: the connection goes through an HTTP
-/// CONNECT tunnel, which is asked for the broker by name (SPEC §2).
+/// CONNECT tunnel, which is asked for the broker by name (the proxy
+/// resolves the endpoint).
 #[test]
 fn through_an_http_connect_proxy() {
     let env = Env::new("proxy");
@@ -534,7 +541,8 @@ fn through_an_http_connect_proxy() {
 }
 
 /// Messages that arrive while no reader listens on the delivery socket wait,
-/// and reach the reader that appears later, in order (SPEC §3).
+/// and reach the reader that appears later, in order (README, "The message
+/// file and the sockets").
 #[test]
 fn messages_wait_for_a_reader() {
     let env = Env::new("noreader");
@@ -580,7 +588,8 @@ fn count_stops_after_n_publishes() {
 }
 
 /// SIGHUP reloads certificate, key and CA; a broken file is refused and the
-/// daemon goes on with what it had (SPEC §2).
+/// daemon goes on with what it had (the next connection uses what was
+/// loaded last).
 #[test]
 fn sighup_reloads_and_keeps_working_on_a_broken_file() {
     let env = Env::new("sighup");
@@ -592,14 +601,14 @@ fn sighup_reloads_and_keeps_working_on_a_broken_file() {
     let args = env.pubsub_args_as(&broker, "sighup", &[], &cert, &key);
     let mut daemon = env.spawn_pubsub(Via::Iotbox, &args);
     wait_subscribed(&mut daemon);
-    daemon.signal("HUP");
+    daemon.signal(Signal::HUP);
     daemon.wait_stderr_line(
         "saying it reloaded",
         |l| l.contains("SIGHUP: reloaded"),
         deadline(),
     );
     std::fs::write(&key, b"not a key").unwrap();
-    daemon.signal("HUP");
+    daemon.signal(Signal::HUP);
     daemon.wait_stderr_line(
         "saying the reload failed",
         |l| l.contains("reload failed") && l.contains("device.key"),
@@ -614,7 +623,9 @@ fn sighup_reloads_and_keeps_working_on_a_broken_file() {
 /// The broker crashes and comes back: the daemon says it lost the
 /// connection, keeps a message written meanwhile, reconnects with backoff,
 /// subscribes again, publishes the message and answers `OK`; the message
-/// comes back to it through its own subscription (SPEC §2 life cycle, §6).
+/// comes back to it through its own subscription (README, "`pubsub` flags",
+/// life cycle: reconnect with backoff, subscriptions restored, messages kept
+/// while the broker is unreachable).
 #[test]
 fn survives_a_broker_restart() {
     let env = Env::new("restart");

@@ -172,7 +172,7 @@ fn proc_signal_by_pid() {
     // exec: the PID is sleep's, the signal reaches it directly.
     cmd.arg("-c").arg("exec sleep 600");
     let mut p = Proc::spawn("sleep", cmd);
-    p.signal("TERM");
+    p.signal(Signal::TERM);
     let st = p.wait_exit(deadline());
     assert_eq!(describe_status(st), "killed by signal 15");
 }

@@ -51,6 +51,11 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod pki;
+
+/// For [`Proc::signal`].
+pub use rustix::process::Signal;
+
 // ---------------------------------------------------------------------------
 // Time
 
@@ -77,41 +82,40 @@ const POLL: Duration = Duration::from_millis(10);
 // ---------------------------------------------------------------------------
 // Temporary directory and ports
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A directory under `std::env::temp_dir()` with a unique name (pid and a
-/// counter), removed with everything in it on drop. Set `IOTBOX_TEST_KEEP=1`
-/// to keep the directories of failed tests for inspection.
+/// A directory under `std::env::temp_dir()` with a unique name
+/// (`iotbox-TAG-` and random characters; tempfile makes it, mode 0700),
+/// removed with everything in it on drop. Set `IOTBOX_TEST_KEEP=1` to keep
+/// the directories of failed tests for inspection.
 pub struct TempDir {
-    path: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         // Short: UNIX socket paths are limited to 108 bytes.
-        let path = std::env::temp_dir().join(format!("iotbox-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        TempDir { path }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("iotbox-{tag}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("create a temp dir for {tag}: {e}"));
+        TempDir { dir }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
     }
 
     pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
-        self.path.join(name)
+        self.dir.path().join(name)
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // The field's own drop removes the directory, unless told not to.
         if thread::panicking() && std::env::var_os("IOTBOX_TEST_KEEP").is_some() {
-            eprintln!("[harness] kept {}", self.path.display());
-            return;
+            self.dir.disable_cleanup(true);
+            eprintln!("[harness] kept {}", self.path().display());
         }
-        let _ = fs::remove_dir_all(&self.path);
     }
 }
 
@@ -529,18 +533,15 @@ impl Proc {
         }
     }
 
-    /// Send a signal by name (`TERM`, `INT`, `HUP`) to the child's PID with
-    /// kill(1). Under qemu-user the PID is qemu's, which forwards the signal.
-    pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .arg("-s")
-            .arg(sig)
-            .arg(self.pid().to_string())
-            .stdin(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| self.fail(&format!("cannot run kill(1): {e}")));
-        if !st.success() {
-            self.fail(&format!("kill -s {sig} {} failed: {st}", self.pid()));
+    /// Send `sig` to the child's PID (kill(2)). Under qemu-user the PID is
+    /// qemu's, which forwards the signal.
+    pub fn signal(&self, sig: Signal) {
+        let pid = i32::try_from(self.pid())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .unwrap_or_else(|| self.fail(&format!("not a PID: {}", self.pid())));
+        if let Err(e) = rustix::process::kill_process(pid, sig) {
+            self.fail(&format!("kill({}, {sig:?}): {e}", self.pid()));
         }
     }
 
@@ -688,7 +689,8 @@ pub fn run(name: &str, cmd: Command, stdin: Option<&[u8]>) -> Output {
 // ---------------------------------------------------------------------------
 // PKI
 
-/// PEM files of a throw-away PKI, generated with rcgen for each test:
+/// PEM files of a throw-away PKI, generated for each test by [`pki`] (the
+/// generator the scripts use too), with ECDSA P-256 keys (quick to make):
 ///
 /// - `ca`: the CA both sides trust;
 /// - `server_cert`/`server_key`: mosquitto's, for `localhost` and IP
@@ -708,65 +710,25 @@ pub struct Pki {
     pub rogue_key: PathBuf,
 }
 
-struct Ca {
-    cert_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-fn new_ca(name: &str) -> Ca {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "iotbox tests");
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().expect("CA key");
-    let cert = params.self_signed(&key).expect("self-sign CA");
-    Ca {
-        cert_pem: cert.pem(),
-        issuer: rcgen::Issuer::new(params, key),
-    }
-}
-
-/// A leaf certificate signed by `ca`: (certificate PEM, PKCS#8 key PEM).
-fn new_leaf(ca: &Ca, cn: &str, sans: &[&str], server: bool) -> (String, String) {
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
-    let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
-    let mut params = CertificateParams::new(sans).expect("leaf params");
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.use_authority_key_identifier_extension = true;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![if server {
-        ExtendedKeyUsagePurpose::ServerAuth
-    } else {
-        ExtendedKeyUsagePurpose::ClientAuth
-    }];
-    let key = KeyPair::generate().expect("leaf key");
-    let cert = params.signed_by(&key, &ca.issuer).expect("sign leaf");
-    (cert.pem(), key.serialize_pem())
-}
-
 fn write_file(path: &Path, contents: &[u8], mode: u32) {
-    fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+    pki::write_file(path, contents, mode)
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 impl Pki {
     /// Generate everything into `dir` (file names `ca.pem`, `server.crt`, ...).
     pub fn generate(dir: &Path) -> Pki {
-        let ca = new_ca("iotbox test CA");
+        use pki::{KeyKind, Role, new_ca, new_leaf};
+        let kind = KeyKind::EcdsaP256;
+        let ca = new_ca("iotbox test CA", kind).expect("CA");
         let (server_cert, server_key) =
-            new_leaf(&ca, "localhost", &["localhost", "127.0.0.1"], true);
-        let (client_cert, client_key) = new_leaf(&ca, "raspi2-test", &[], false);
-        let rogue = new_ca("unrelated CA");
-        let (rogue_cert, rogue_key) = new_leaf(&rogue, "raspi2-rogue", &[], false);
+            new_leaf(&ca, "localhost", &["localhost", "127.0.0.1"], Role::Server)
+                .expect("server certificate");
+        let (client_cert, client_key) =
+            new_leaf(&ca, "raspi2-test", &[], Role::Client).expect("client certificate");
+        let rogue = new_ca("unrelated CA", kind).expect("rogue CA");
+        let (rogue_cert, rogue_key) =
+            new_leaf(&rogue, "raspi2-rogue", &[], Role::Client).expect("rogue certificate");
 
         let pki = Pki {
             ca: dir.join("ca.pem"),
@@ -1110,7 +1072,7 @@ impl Broker {
     /// `while_down`, then starts it again on the same port with the same
     /// configuration and waits until the port accepts connections.
     pub fn restart(&mut self, while_down: impl FnOnce()) {
-        self.proc.signal("KILL");
+        self.proc.signal(Signal::KILL);
         let _ = self.proc.wait_exit(deadline());
         while_down();
         let mosquitto = find_tool("mosquitto", "MOSQUITTO");

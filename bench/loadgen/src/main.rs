@@ -1,8 +1,10 @@
 //! Load generator and measuring tool for `make bench` (scripts/bench.sh).
 //!
-//! A crate of its own, std only (plus three libc calls declared here:
-//! `getrusage`, `kill` and `prctl`, which need `unsafe`, forbidden in iotbox
-//! itself); it builds with iotbox's MSRV:
+//! A crate of its own, with its own lock file, outside iotbox's dependency
+//! tree; it uses the iotbox library for what the publish socket reads
+//! (`iotbox::message::encode`). No `unsafe`: getrusage(2) through nix,
+//! kill(2) through rustix, the helpers' parent-death signal through
+//! util-linux's `setpriv`. It builds with iotbox's MSRV:
 //!
 //! ```text
 //! cargo build --release --manifest-path bench/loadgen/Cargo.toml
@@ -31,11 +33,21 @@
 //! - `ready`: exec of a command → the first stdout line containing TEXT; the
 //!   CPU it used until then; then SIGTERM (SIGKILL after 5 s).
 //! - `run`: exec of a command → its exit; wall time and CPU (rusage).
+//! - `proc`: a running process's CPU time (schedstat), VmRSS and VmHWM,
+//!   voluntary and involuntary context switches, threads.
+//! - `stats`: `median UNIT (min–max, n=N)` of the values after `--`, divided
+//!   by `--div`, with `--dec` decimals: the figures of the progress lines.
+//! - `table`: the Markdown table of target/bench.md from the samples file
+//!   scripts/bench.sh wrote (see report.rs).
 
+#![forbid(unsafe_code)]
+
+mod report;
+
+use iotbox::message;
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener};
-use std::os::raw::{c_int, c_long};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -44,64 +56,26 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 // ---------------------------------------------------------------------------
-// libc, declared by hand (std links libc anyway)
+// System calls, through safe wrappers
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Timeval {
-    tv_sec: c_long,
-    tv_usec: c_long,
+use nix::sys::resource::{UsageWho, getrusage};
+use rustix::process::{Pid, Signal};
+
+/// (user, system) CPU in nanoseconds of `who`: loadgen itself, or its
+/// children that have been waited for. (rustix has no getrusage(2); nix's is
+/// safe.)
+fn rusage(who: UsageWho) -> (u64, u64) {
+    let r = getrusage(who).unwrap_or_else(|e| die(&format!("getrusage: {e}")));
+    let ns =
+        |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000_000 + t.tv_usec() as u64 * 1000;
+    (ns(r.user_time()), ns(r.system_time()))
 }
 
-/// `struct rusage` on Linux: two timevals and fourteen longs.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Rusage {
-    ru_utime: Timeval,
-    ru_stime: Timeval,
-    rest: [c_long; 14],
-}
-
-unsafe extern "C" {
-    fn getrusage(who: c_int, usage: *mut Rusage) -> c_int;
-    fn kill(pid: c_int, sig: c_int) -> c_int;
-    fn prctl(option: c_int, arg2: c_long, ...) -> c_int;
-}
-
-const PR_SET_PDEATHSIG: c_int = 1;
-
-const RUSAGE_SELF: c_int = 0;
-const RUSAGE_CHILDREN: c_int = -1;
-const SIGKILL: c_int = 9;
-const SIGTERM: c_int = 15;
-
-/// (user, system) CPU in nanoseconds of `who`.
-fn rusage(who: c_int) -> (u64, u64) {
-    let mut r = Rusage {
-        ru_utime: Timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        },
-        ru_stime: Timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        },
-        rest: [0; 14],
-    };
-    // SAFETY: `r` is a valid, writable `struct rusage`.
-    let rc = unsafe { getrusage(who, &mut r) };
-    if rc != 0 {
-        die(&format!("getrusage: {}", io::Error::last_os_error()));
-    }
-    let ns = |t: Timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
-    (ns(r.ru_utime), ns(r.ru_stime))
-}
-
-fn signal(pid: u32, sig: c_int) {
-    // SAFETY: kill(2) has no memory-safety preconditions. By PID only: our
-    // own child, not yet reaped.
-    unsafe {
-        kill(pid as c_int, sig);
+/// kill(2) by PID: only our own child, not yet reaped. An error means it
+/// has exited already.
+fn signal(pid: u32, sig: Signal) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }
 
@@ -127,7 +101,7 @@ fn out(key: &str, value: impl std::fmt::Display) {
 
 /// CPU time of a process in nanoseconds: the sum over its threads of the
 /// first field of /proc/PID/task/TID/schedstat (time on CPU, ns precise);
-/// falls back to utime+stime of /proc/PID/stat (clock ticks, assumed 100/s).
+/// falls back to utime+stime of /proc/PID/stat (clock ticks).
 fn proc_cpu_ns(pid: u32) -> Option<u64> {
     let mut sum = 0u64;
     let mut any = false;
@@ -156,7 +130,8 @@ fn proc_cpu_ns(pid: u32) -> Option<u64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ut: u64 = f.get(11)?.parse().ok()?;
     let st: u64 = f.get(12)?.parse().ok()?;
-    Some((ut + st) * 10_000_000)
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    Some((ut + st) * (1_000_000_000 / hz))
 }
 
 /// `VmRSS` and `VmHWM` of a process, in kB.
@@ -274,18 +249,13 @@ fn command(argv: &[String]) -> Command {
 
 /// A command for a helper that runs alongside a measurement (a subscriber,
 /// a publisher fed through stdin): killed (SIGKILL) when loadgen dies, so an
-/// interrupted bench run leaves no client behind. Not for timed starts: the
-/// `pre_exec` hook makes std fork instead of posix_spawn, which is slower.
+/// interrupted bench run leaves no client behind. util-linux's `setpriv
+/// --pdeathsig` sets that and execs the command (the same process): std
+/// can set it only through `pre_exec`, which is `unsafe`. Not for timed
+/// starts: they would time setpriv's exec too.
 fn helper(argv: &[String]) -> Command {
-    use std::os::unix::process::CommandExt;
-    let mut c = command(argv);
-    // SAFETY: prctl(2) is async-signal-safe and touches no memory of ours.
-    unsafe {
-        c.pre_exec(|| {
-            prctl(PR_SET_PDEATHSIG, SIGKILL as c_long);
-            Ok(())
-        });
-    }
+    let mut c = Command::new("setpriv");
+    c.args(["--pdeathsig", "KILL", "--"]).args(argv);
     c
 }
 
@@ -328,7 +298,7 @@ fn wait_child(child: Child, limit: Duration) -> (Option<ExitStatus>, Instant) {
         Ok((Ok(st), at)) => (Some(st), at),
         Ok((Err(e), _)) => die(&format!("waiting for pid {pid}: {e}")),
         Err(_) => {
-            signal(pid, SIGKILL);
+            signal(pid, Signal::KILL);
             let _ = rx.recv_timeout(Duration::from_secs(5));
             (None, Instant::now())
         }
@@ -337,7 +307,7 @@ fn wait_child(child: Child, limit: Duration) -> (Option<ExitStatus>, Instant) {
 
 /// SIGTERM, then SIGKILL if it has not exited within 5 s; reaps it.
 fn stop_child(child: Child) -> Option<ExitStatus> {
-    signal(child.id(), SIGTERM);
+    signal(child.id(), Signal::TERM);
     wait_child(child, Duration::from_secs(5)).0
 }
 
@@ -409,7 +379,7 @@ fn mode_pub(a: &Args) {
     let next = Arc::new(AtomicUsize::new(0));
     let first_send = Arc::new(AtomicU64::new(u64::MAX));
     let last_done = Arc::new(AtomicU64::new(0));
-    let cpu0 = rusage(RUSAGE_SELF);
+    let cpu0 = rusage(UsageWho::RUSAGE_SELF);
     let t0 = Instant::now();
     let mut handles = Vec::new();
     for _ in 0..conc {
@@ -429,9 +399,7 @@ fn mode_pub(a: &Args) {
                 }
                 let t = now_ns();
                 first_send.fetch_min(t, Ordering::Relaxed);
-                let mut msg = topic.as_bytes().to_vec();
-                msg.push(b'\n');
-                msg.extend_from_slice(&payload(i, t, size));
+                let msg = message::encode(&topic, &payload(i, t, size));
                 let st = send_one(&sock, &msg, limit);
                 let done = now_ns();
                 last_done.fetch_max(done, Ordering::Relaxed);
@@ -457,7 +425,7 @@ fn mode_pub(a: &Args) {
         lat.extend(l);
     }
     let wall = t0.elapsed();
-    let cpu1 = rusage(RUSAGE_SELF);
+    let cpu1 = rusage(UsageWho::RUSAGE_SELF);
     lat.sort_unstable();
     out("count", count);
     out("ok", ok);
@@ -500,7 +468,7 @@ fn mode_pipe(a: &Args) {
         lines.push(b'\n');
     }
 
-    let base = rusage(RUSAGE_CHILDREN);
+    let base = rusage(UsageWho::RUSAGE_CHILDREN);
     let mut cmd = helper(&argv);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -534,7 +502,7 @@ fn mode_pipe(a: &Args) {
             text(&err)
         )),
         Err(_) => {
-            signal(pid, SIGKILL);
+            signal(pid, Signal::KILL);
             die(&format!(
                 "{} did not read its input within {} s",
                 argv[0],
@@ -553,7 +521,7 @@ fn mode_pipe(a: &Args) {
     if !st.success() {
         die(&format!("{} failed ({st}): {}", argv[0], text(&err)));
     }
-    let total = rusage(RUSAGE_CHILDREN);
+    let total = rusage(UsageWho::RUSAGE_CHILDREN);
     let cpu_total = (total.0 + total.1).saturating_sub(base.0 + base.1);
     out("count", count);
     out("ready_ns", ready_ns);
@@ -666,9 +634,9 @@ fn mode_latency(a: &Args) {
     let pub_pid = publisher.as_ref().map(Child::id);
     let fail = |msg: String| -> ! {
         let pe = pub_err.as_ref().map(text).unwrap_or_default();
-        signal(sub_pid, SIGKILL);
+        signal(sub_pid, Signal::KILL);
         if let Some(p) = pub_pid {
-            signal(p, SIGKILL);
+            signal(p, Signal::KILL);
         }
         die(&format!(
             "{msg}\n  subscriber stderr: {}\n  publisher stderr: {pe}",
@@ -682,9 +650,7 @@ fn mode_latency(a: &Args) {
         let t = now_ns();
         match sender {
             Sender::Socket { sock, topic } => {
-                let mut msg = topic.as_bytes().to_vec();
-                msg.push(b'\n');
-                msg.extend_from_slice(&payload(seq, t, size));
+                let msg = message::encode(topic, &payload(seq, t, size));
                 match send_one(sock, &msg, limit) {
                     Ok(Status::Ok) => Ok((t, now_ns())),
                     Ok(other) => Err(format!("message {seq}: status {other:?}")),
@@ -856,7 +822,7 @@ fn mode_run(a: &Args) {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let base = rusage(RUSAGE_CHILDREN);
+    let base = rusage(UsageWho::RUSAGE_CHILDREN);
     let t0 = Instant::now();
     let mut child = cmd
         .spawn()
@@ -872,7 +838,7 @@ fn mode_run(a: &Args) {
         ));
     };
     let wall = at - t0;
-    let r = rusage(RUSAGE_CHILDREN);
+    let r = rusage(UsageWho::RUSAGE_CHILDREN);
     // The pipes close at exit; give the reader threads a moment for the text.
     let end = Instant::now() + Duration::from_millis(500);
     while expect
@@ -908,6 +874,73 @@ fn mode_run(a: &Args) {
 }
 
 // ---------------------------------------------------------------------------
+// proc: a running process's CPU, memory and context switches
+
+/// The sum over a process's threads of a `name: N` line of their
+/// /proc/PID/task/TID/status.
+fn proc_task_sum(pid: u32, name: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+fn mode_proc(a: &Args) {
+    let pid = a.num("pid", 0) as u32;
+    let Some(cpu) = proc_cpu_ns(pid) else {
+        die(&format!("no process {pid} (/proc/{pid})"));
+    };
+    let (rss, hwm) = proc_rss_kb(pid);
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    out("cpu_ns", cpu);
+    out("rss_kb", rss);
+    out("hwm_kb", hwm);
+    out("vcsw", proc_task_sum(pid, "voluntary_ctxt_switches"));
+    out("nvcsw", proc_task_sum(pid, "nonvoluntary_ctxt_switches"));
+    out("threads", threads);
+}
+
+// ---------------------------------------------------------------------------
+// stats and table: the numbers as text (report.rs)
+
+fn mode_stats(a: &Args) {
+    let div: f64 = a
+        .str("div")
+        .unwrap_or("1")
+        .parse()
+        .unwrap_or_else(|_| die("--div: not a number"));
+    let dec = a.num("dec", 0) as usize;
+    let unit = a.str("unit").unwrap_or("");
+    let values: Vec<f64> = a
+        .command
+        .iter()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| die(&format!("not a number: {v:?}")))
+        })
+        .collect();
+    println!("{}", report::show(&values, div, dec, unit));
+}
+
+fn mode_table(a: &Args) {
+    let path = a.req("samples");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| die(&format!("{path}: {e}")));
+    let table = report::Samples::parse(&text)
+        .and_then(|s| report::table(&s))
+        .unwrap_or_else(|e| die(&format!("{path}: {e}")));
+    print!("{table}");
+}
+
+// ---------------------------------------------------------------------------
 
 const USAGE: &str = "usage: loadgen MODE [--option value]... [-- COMMAND ARGS...]
   freeport
@@ -917,6 +950,9 @@ const USAGE: &str = "usage: loadgen MODE [--option value]... [-- COMMAND ARGS...
            [--count N] [--warmup W] [--size B]
   ready    --line TEXT -- COMMAND...
   run      [--expect TEXT] -- COMMAND...
+  proc     --pid PID
+  stats    [--div D] [--dec N] [--unit U] -- VALUES...
+  table    --samples FILE
 every mode: [--timeout SECS] (default 60, for each wait)";
 
 fn main() {
@@ -944,6 +980,9 @@ fn main() {
         )),
         "ready" => mode_ready(&Args::parse(rest, &["line", "timeout"])),
         "run" => mode_run(&Args::parse(rest, &["expect", "timeout"])),
+        "proc" => mode_proc(&Args::parse(rest, &["pid"])),
+        "stats" => mode_stats(&Args::parse(rest, &["div", "dec", "unit"])),
+        "table" => mode_table(&Args::parse(rest, &["samples"])),
         "-h" | "--help" | "help" => println!("{USAGE}"),
         other => {
             eprintln!("loadgen: unknown mode {other:?}\n{USAGE}");

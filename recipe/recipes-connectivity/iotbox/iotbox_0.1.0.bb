@@ -5,6 +5,10 @@ DESCRIPTION = "iotbox is one small binary: 'iotbox pubsub' (also 'mqtt5_pubsub')
                'iotbox send|recv' (also 'awsapp send|recv') talk to those sockets. \
                A drop-in replacement for the patched AWS SDK mqtt5_pubsub sample \
                plus the awsapp tool."
+# No public home page yet: a placeholder under .invalid, the domain reserved
+# for names that must never resolve (RFC 2606), so nothing can mistake it for
+# a real site. Replace it with the repository's address once it is published.
+HOMEPAGE = "https://iotbox.invalid/"
 SECTION = "net"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://LICENSE;md5=98190ba86716c686bd7fe121360bdc3b"
