@@ -7,7 +7,7 @@
 //! cargo run --example pki -- DIR [NAME[=CN]]...
 //! ```
 //!
-//! writes, in DIR (made, mode 0700, if missing), RSA 2048 keys throughout:
+//! writes, in DIR (made, mode 0700, if missing), ECDSA P-256 keys throughout:
 //!
 //! - `ca.pem`, `ca.key`: the CA;
 //! - `server.pem`, `server.key`: the broker's, CN localhost, serverAuth,
@@ -51,7 +51,7 @@ fn main() {
             std::process::exit(2);
         }
     }
-    if let Err(e) = pki::write_dir(Path::new(dir), &clients, pki::KeyKind::Rsa2048) {
+    if let Err(e) = pki::write_dir(Path::new(dir), &clients) {
         eprintln!("pki: {e}");
         std::process::exit(1);
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A throw-away PKI for the local-broker scripts (demo.sh, bench.sh,
 # test-initd.sh): examples/pki.rs, run through cargo. The tests make theirs
-# with the same code (tests/common/pki.rs). RSA 2048, X.509 v3 throughout
+# with the same code (tests/common/pki.rs). ECDSA P-256, X.509 v3 throughout
 # (rustls rejects v1 certificates), valid for 2 days.
 #
 #   scripts/pki.sh DIR [NAME[=CN]]...

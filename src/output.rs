@@ -15,9 +15,9 @@
 //! shell that started the daemon (and with stderr), so it would leak out.
 
 use log::LevelFilter;
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::path::Path;
-use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -213,10 +213,7 @@ fn write_all_of(shared: &Shared, mut dest: Box<dyn Write + Send>) {
                 if let Some(chunk) = q.chunks.pop_front() {
                     break chunk;
                 }
-                q = shared
-                    .ready
-                    .wait(q)
-                    .unwrap_or_else(PoisonError::into_inner);
+                q = shared.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
             }
         };
         // Errors (a reader that left) are not worth stopping for: the

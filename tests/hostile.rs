@@ -154,13 +154,11 @@ impl Quiet {
         }
     }
 
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", sig, &self.child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            self.fail(&format!("kill -s {sig} failed"));
+    fn signal(&self, sig: Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32);
+        let sent = pid.map(|pid| rustix::process::kill_process(pid, sig));
+        if !matches!(sent, Some(Ok(()))) {
+            self.fail(&format!("kill({sig:?}) failed: {sent:?}"));
         }
     }
 
@@ -353,7 +351,7 @@ fn rogue_broker_records_what_the_daemon_sends() {
     rogue.wait("PUBACK for packet id 7", deadline(), |c| {
         c.first()?.pubacks.contains(&7).then_some(())
     });
-    daemon.signal("TERM");
+    daemon.signal(Signal::TERM);
     daemon.expect_exit_code(0, deadline());
     rogue.wait_closed(0, deadline());
 
@@ -416,7 +414,7 @@ fn stdout_nobody_reads_never_freezes_the_daemon() {
         send.fail("expected exit 0 (OK from the daemon)");
     }
 
-    daemon.signal("TERM");
+    daemon.signal(Signal::TERM);
     let status = daemon.wait_exit(secs(5));
     if status.code() != Some(0) {
         daemon.fail(&format!("after SIGTERM: expected exit 0, got {status}"));
@@ -771,7 +769,7 @@ fn logs_do_not_amplify() {
     }
 
     // Stop, so that everything the daemon will write is written.
-    daemon.signal("TERM");
+    daemon.signal(Signal::TERM);
     daemon.expect_exit_code(0, deadline());
     let lines = log_lines();
     if lines.len() >= 100 {
@@ -1005,7 +1003,7 @@ fn sighup_cuts_a_pending_backoff_short() {
     let wait = next_attempt_secs(&line).expect("parsed");
     let before = rogue.connections().len();
     let signalled = Instant::now();
-    daemon.signal("HUP");
+    daemon.signal(Signal::HUP);
     let next = rogue.wait_accepted(
         before + 1,
         signalled + Duration::from_secs_f64(wait) + secs(2),
@@ -1052,7 +1050,7 @@ fn sigterm_says_how_many_messages_it_leaves() {
         send.expect_exit_code(3, deadline());
     }
 
-    daemon.signal("TERM");
+    daemon.signal(Signal::TERM);
     daemon.expect_exit_code(0, deadline());
     if !daemon
         .stderr_text()

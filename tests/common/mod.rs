@@ -718,15 +718,14 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) {
 impl Pki {
     /// Generate everything into `dir` (file names `ca.pem`, `server.crt`, ...).
     pub fn generate(dir: &Path) -> Pki {
-        use pki::{KeyKind, Role, new_ca, new_leaf};
-        let kind = KeyKind::EcdsaP256;
-        let ca = new_ca("iotbox test CA", kind).expect("CA");
+        use pki::{Role, new_ca, new_leaf};
+        let ca = new_ca("iotbox test CA").expect("CA");
         let (server_cert, server_key) =
             new_leaf(&ca, "localhost", &["localhost", "127.0.0.1"], Role::Server)
                 .expect("server certificate");
         let (client_cert, client_key) =
             new_leaf(&ca, "raspi2-test", &[], Role::Client).expect("client certificate");
-        let rogue = new_ca("unrelated CA", kind).expect("rogue CA");
+        let rogue = new_ca("unrelated CA").expect("rogue CA");
         let (rogue_cert, rogue_key) =
             new_leaf(&rogue, "raspi2-rogue", &[], Role::Client).expect("rogue certificate");
 

@@ -19,25 +19,12 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-/// The kind of every key of a PKI.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyKind {
-    /// Quick to make: the tests make a PKI for each test.
-    EcdsaP256,
-    /// What AWS IoT Core issues to devices: the scripts' PKI, so the bench
-    /// measures the TLS handshakes a device does.
-    Rsa2048,
-}
-
-impl KeyKind {
-    fn generate(self) -> Result<KeyPair, rcgen::Error> {
-        match self {
-            KeyKind::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
-            KeyKind::Rsa2048 => {
-                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-            }
-        }
-    }
+/// A new key. ECDSA P-256 throughout: quick to make (the tests make a PKI
+/// for each test), accepted by AWS IoT Core for device certificates, and
+/// *ring* (the TLS library's crypto) can make it, so the tests need no
+/// second crypto library.
+fn new_key() -> Result<KeyPair, rcgen::Error> {
+    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
 }
 
 /// Which side of a TLS connection a leaf certificate is for.
@@ -51,7 +38,6 @@ pub enum Role {
 pub struct Ca {
     pub cert_pem: String,
     pub key_pem: String,
-    kind: KeyKind,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -62,20 +48,18 @@ fn throw_away_validity(params: &mut CertificateParams) {
     params.not_after = now + time::Duration::days(2);
 }
 
-/// A self-signed CA named `cn`, with keys of `kind` (its own and those of
-/// the certificates it signs).
-pub fn new_ca(cn: &str, kind: KeyKind) -> Result<Ca, rcgen::Error> {
+/// A self-signed CA named `cn`.
+pub fn new_ca(cn: &str) -> Result<Ca, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, cn);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     throw_away_validity(&mut params);
-    let key = kind.generate()?;
+    let key = new_key()?;
     let cert = params.self_signed(&key)?;
     Ok(Ca {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
-        kind,
         issuer: Issuer::new(params, key),
     })
 }
@@ -93,20 +77,13 @@ pub fn new_leaf(
     params.is_ca = IsCa::ExplicitNoCa;
     params.distinguished_name.push(DnType::CommonName, cn);
     params.use_authority_key_identifier_extension = true;
-    params.key_usages = match ca.kind {
-        // An RSA key may also encipher a key (RSA key exchange, TLS 1.2).
-        KeyKind::Rsa2048 => vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ],
-        KeyKind::EcdsaP256 => vec![KeyUsagePurpose::DigitalSignature],
-    };
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![match role {
         Role::Server => ExtendedKeyUsagePurpose::ServerAuth,
         Role::Client => ExtendedKeyUsagePurpose::ClientAuth,
     }];
     throw_away_validity(&mut params);
-    let key = ca.kind.generate()?;
+    let key = new_key()?;
     let cert = params.signed_by(&key, &ca.issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
@@ -142,7 +119,7 @@ pub fn valid_client_name(name: &str) -> bool {
 /// subjectAltName DNS:localhost and IP 127.0.0.1); `NAME.pem` and
 /// `NAME.key` for each `(NAME, CN)` of `clients`. Keys 0600, certificates
 /// 0644: whoever runs the broker must be who ran this.
-pub fn write_dir(dir: &Path, clients: &[(&str, &str)], kind: KeyKind) -> Result<(), String> {
+pub fn write_dir(dir: &Path, clients: &[(&str, &str)]) -> Result<(), String> {
     if let Some((name, _)) = clients.iter().find(|(n, _)| !valid_client_name(n)) {
         return Err(format!(
             "bad client name {name:?} (letters, digits, . _ -; not ca or server)"
@@ -163,7 +140,7 @@ pub fn write_dir(dir: &Path, clients: &[(&str, &str)], kind: KeyKind) -> Result<
     };
     let sign = |what: &str, e: rcgen::Error| format!("cannot make {what}: {e}");
 
-    let ca = new_ca("iotbox throw-away CA", kind).map_err(|e| sign("the CA", e))?;
+    let ca = new_ca("iotbox throw-away CA").map_err(|e| sign("the CA", e))?;
     write("ca.key", &ca.key_pem, 0o600)?;
     write("ca.pem", &ca.cert_pem, 0o644)?;
     let mut leaves = vec![("server", "localhost", Role::Server)];
