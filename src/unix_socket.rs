@@ -69,16 +69,19 @@ pub fn remove(path: &Path) {
 mod tests {
     use super::*;
 
-    fn temp_path(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("iotbox-us-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("sock")
+    /// A fresh directory (removed when dropped) and a socket path in it.
+    fn temp_path() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::Builder::new()
+            .prefix("iotbox-us-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("sock");
+        (dir, path)
     }
 
     #[test]
     fn regular_file_is_left_alone() {
-        let path = temp_path("file");
+        let (_dir, path) = temp_path();
         std::fs::write(&path, b"precious").unwrap();
         assert!(matches!(bind(&path), Err(BindError::NotASocket(_))));
         assert_eq!(std::fs::read(&path).unwrap(), b"precious");
@@ -88,7 +91,7 @@ mod tests {
 
     #[test]
     fn live_socket_is_in_use_and_stale_one_is_replaced() {
-        let path = temp_path("live");
+        let (_dir, path) = temp_path();
         let live = bind(&path).unwrap();
         assert!(matches!(bind(&path), Err(BindError::InUse(_))));
         drop(live); // the file stays: now it is stale

@@ -272,6 +272,12 @@ pub fn explain(
     }
 }
 
+/// The tests' and scripts' throw-away PKI generator, shared with them.
+#[cfg(test)]
+#[path = "../../../tests/common/pki.rs"]
+#[allow(dead_code)]
+mod throw_away_pki;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,48 +314,37 @@ mod tests {
         assert_eq!(roots.add_parsable_certificates(pem.certs), (2, 0));
     }
 
+    use super::throw_away_pki::{Role, new_ca, new_leaf};
+
     /// A throw-away PKI in a temp dir: CA, server (localhost), and a client
     /// certificate with its key, plus a key that belongs to nothing.
     struct Pki {
-        dir: PathBuf,
+        dir: tempfile::TempDir,
         server: (String, String),
     }
 
     impl Pki {
         fn new(name: &str) -> Pki {
-            use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-            let dir =
-                std::env::temp_dir().join(format!("iotbox-tls-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            let key = KeyPair::generate().unwrap();
-            let ca_cert = params.self_signed(&key).unwrap();
-            std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-            let ca = rcgen::Issuer::new(params, key);
-            let server = Self::leaf(&ca, &["localhost"]);
-            let (cert, key) = Self::leaf(&ca, &[]);
-            std::fs::write(dir.join("client.pem"), cert).unwrap();
-            std::fs::write(dir.join("client.key"), key).unwrap();
-            let (_, other_key) = Self::leaf(&ca, &[]);
-            std::fs::write(dir.join("other.key"), other_key).unwrap();
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("iotbox-tls-{name}-"))
+                .tempdir()
+                .unwrap();
+            let ca = new_ca("iotbox tls test CA").unwrap();
+            std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+            let server = new_leaf(&ca, "localhost", &["localhost"], Role::Server).unwrap();
+            let (cert, key) = new_leaf(&ca, "device", &[], Role::Client).unwrap();
+            std::fs::write(dir.path().join("client.pem"), cert).unwrap();
+            std::fs::write(dir.path().join("client.key"), key).unwrap();
+            let (_, other_key) = new_leaf(&ca, "other", &[], Role::Client).unwrap();
+            std::fs::write(dir.path().join("other.key"), other_key).unwrap();
             Pki { dir, server }
-        }
-
-        fn leaf(ca: &rcgen::Issuer<'static, rcgen::KeyPair>, sans: &[&str]) -> (String, String) {
-            let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-            let params = rcgen::CertificateParams::new(names).unwrap();
-            let key = rcgen::KeyPair::generate().unwrap();
-            let cert = params.signed_by(&key, ca).unwrap();
-            (cert.pem(), key.serialize_pem())
         }
 
         fn files(&self, key: &str) -> Files {
             Files {
-                cert: self.dir.join("client.pem"),
-                key: self.dir.join(key),
-                ca: CaSource::File(self.dir.join("ca.pem")),
+                cert: self.dir.path().join("client.pem"),
+                key: self.dir.path().join(key),
+                ca: CaSource::File(self.dir.path().join("ca.pem")),
                 alpn: false,
             }
         }
@@ -389,12 +384,6 @@ mod tests {
                 }
             }
             panic!("handshake did not finish");
-        }
-    }
-
-    impl Drop for Pki {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 
