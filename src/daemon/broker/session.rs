@@ -18,6 +18,12 @@
 //! Every `now` must be monotonic. A lost connection is an
 //! [`Event::ConnectionLost`], never an `Err`; after it the session is idle
 //! until the event loop reports a new transport with `handle_connected`.
+//! When the broker broke the protocol, the output then holds only a
+//! DISCONNECT with the reason code: the caller sends it, best effort,
+//! before closing. The caller reads from the broker only while
+//! [`Session::wants_input`]: the output is bounded, and so is what the
+//! broker can make the session hold ([`RECEIVE_MAXIMUM`],
+//! [`MAX_INBOUND_PACKET`]).
 //!
 //! What survives a lost connection: QoS 1 publishes not yet acknowledged
 //! (sent again with DUP when the broker resumed the session, as new
