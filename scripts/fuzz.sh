@@ -4,7 +4,8 @@
 # on nightly; the iotbox crate stays on stable). Installs what is missing:
 # rustup's nightly toolchain (minimal profile) and cargo-fuzz (crates.io).
 #
-#   scripts/fuzz.sh [TARGET...]    codec_decode message_parse proxy_reply session
+#   scripts/fuzz.sh [TARGET...]    codec_decode message_parse proxy_reply
+#                                  session session_wrap (default: all)
 #
 # Environment:
 #   FUZZ_SECS=60         seconds per target
@@ -25,7 +26,7 @@ say() { printf '%s: %s\n' "$me" "$*"; }
 die() { printf '%s: error: %s\n' "$me" "$*" >&2; exit 1; }
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-all_targets=(codec_decode message_parse proxy_reply session)
+all_targets=(codec_decode message_parse proxy_reply session session_wrap)
 secs=${FUZZ_SECS:-60}
 corpus_max=${FUZZ_CORPUS_MAX:-200}
 sanitizer=${FUZZ_SANITIZER:-none}

@@ -73,17 +73,23 @@ fn session_corpus() {
     replay("session", checks::check_session);
 }
 
+#[test]
+fn session_wrap_corpus() {
+    replay("session_wrap", checks::check_session_wrap);
+}
+
 /// The session seeds get where they are meant to: connected, publishing,
 /// acknowledged. Otherwise the fuzzer would start from nothing.
 #[test]
 fn session_seeds_reach_their_states() {
-    let seed = |name: &str| {
+    let run = |name: &str, wrap: bool| {
         let (_, _, data) = seeds::all()
             .into_iter()
             .find(|(t, n, _)| *t == "session" && *n == name)
             .unwrap_or_else(|| panic!("no seed {name}"));
-        checks::run_session(&data)
+        checks::run_session(&data, wrap)
     };
+    let seed = |name: &str| run(name, false);
     let s = seed("seed-publish-ack");
     assert_eq!(
         (s.connected, s.subscribes, s.published, s.messages),
@@ -101,4 +107,9 @@ fn session_seeds_reach_their_states() {
     assert!(s.published >= 1 && s.failed + s.unconfirmed >= 1, "{s:?}");
     let s = seed("seed-dead-link");
     assert!(s.pings >= 1 && s.lost >= 2, "{s:?}");
+    // Under session_wrap the packet ids wrap around while some are in use.
+    let s = run("seed-ids-in-use", true);
+    assert!(s.wraps >= 1 && s.published >= 40, "{s:?}");
+    let s = run("seed-ids-in-use", false);
+    assert_eq!(s.wraps, 0, "{s:?}");
 }

@@ -641,6 +641,8 @@ struct Model {
     /// QoS 1 publishes written and not acknowledged, on any connection that
     /// the broker's session still remembers: packet id to request id.
     inflight: BTreeMap<u16, u64>,
+    /// The same, request id to packet id.
+    inflight_ids: BTreeMap<u64, u16>,
     /// SUBSCRIBE packet ids waiting for SUBACK (this connection).
     subscribing: BTreeSet<u16>,
     /// QoS 0 publishes written on this connection: request id to the output
@@ -652,6 +654,8 @@ struct Model {
     accepted: BTreeSet<u64>,
     finished: BTreeSet<u64>,
     next_id: u64,
+    /// The packet id most recently handed out (new PUBLISH or SUBSCRIBE).
+    last_pkid: u16,
     /// Print each step (IOTBOX_FUZZ_TRACE set), to read a crash's story.
     trace: bool,
     stats: Stats,
@@ -671,6 +675,8 @@ pub struct Stats {
     pub pings: usize,
     /// Most QoS 1 publishes unacknowledged at once on one connection.
     pub max_on_wire: usize,
+    /// Times a new packet id was lower than the one before.
+    pub wraps: usize,
 }
 
 impl Model {
@@ -686,12 +692,14 @@ impl Model {
             receive_max: 65_535,
             on_wire: BTreeSet::new(),
             inflight: BTreeMap::new(),
+            inflight_ids: BTreeMap::new(),
             subscribing: BTreeSet::new(),
             qos0: BTreeMap::new(),
             acked: BTreeSet::new(),
             accepted: BTreeSet::new(),
             finished: BTreeSet::new(),
             next_id: 1,
+            last_pkid: 0,
             trace: std::env::var_os("IOTBOX_FUZZ_TRACE").is_some(),
             stats: Stats::default(),
         }
@@ -715,16 +723,43 @@ impl Model {
 
     /// A packet id the session has in use, chosen by `pick`, else `pkid`.
     fn pick(&self, pick: u8, pkid: u16, subscribe: bool) -> u16 {
-        let ids: Vec<u16> = if subscribe {
-            self.subscribing.iter().copied().collect()
+        let (len, mut ids): (usize, Box<dyn Iterator<Item = &u16>>) = if subscribe {
+            (self.subscribing.len(), Box::new(self.subscribing.iter()))
         } else {
-            self.inflight.keys().copied().collect()
+            (self.inflight.len(), Box::new(self.inflight.keys()))
         };
-        if pick == 0 || ids.is_empty() {
+        if pick == 0 || len == 0 {
             pkid
         } else {
-            ids[usize::from(pick) % ids.len()]
+            ids.nth(usize::from(pick) % len).copied().unwrap_or(pkid)
         }
+    }
+
+    fn new_packet_id(&mut self, pkid: u16) {
+        if pkid < self.last_pkid {
+            self.stats.wraps += 1;
+        }
+        self.last_pkid = pkid;
+    }
+
+    fn in_flight(&self, id: u64) -> bool {
+        self.inflight_ids.contains_key(&id)
+    }
+
+    fn insert_in_flight(&mut self, pkid: u16, id: u64) {
+        self.inflight.insert(pkid, id);
+        self.inflight_ids.insert(id, pkid);
+    }
+
+    fn remove_in_flight(&mut self, pkid: u16) -> Option<u64> {
+        let id = self.inflight.remove(&pkid)?;
+        self.inflight_ids.remove(&id);
+        Some(id)
+    }
+
+    fn clear_in_flight(&mut self) {
+        self.inflight.clear();
+        self.inflight_ids.clear();
     }
 }
 
@@ -849,7 +884,7 @@ fn written_packet(m: &mut Model, packet: &Packet) {
             match p.qos {
                 QoS::AtMostOnce => {
                     assert!(!p.dup);
-                    assert!(!m.inflight.values().any(|&i| i == id), "{id} in flight too");
+                    assert!(!m.in_flight(id), "{id} in flight too");
                     m.qos0.insert(id, m.written);
                 }
                 QoS::AtLeastOnce => {
@@ -872,11 +907,9 @@ fn written_packet(m: &mut Model, packet: &Packet) {
                             "packet id {} reused while subscribing",
                             p.pkid
                         );
-                        assert!(
-                            !m.inflight.values().any(|&i| i == id),
-                            "request {id} in flight twice"
-                        );
-                        m.inflight.insert(p.pkid, id);
+                        assert!(!m.in_flight(id), "request {id} in flight twice");
+                        m.insert_in_flight(p.pkid, id);
+                        m.new_packet_id(p.pkid);
                     }
                     assert!(
                         m.on_wire.insert(p.pkid),
@@ -907,6 +940,7 @@ fn written_packet(m: &mut Model, packet: &Packet) {
                 "SUBSCRIBE packet id {} in use",
                 sub.pkid
             );
+            m.new_packet_id(sub.pkid);
         }
         Packet::PubAck(_) | Packet::PingReq(_) => {
             assert_eq!(m.link, Link::Connected, "{packet:?} while {:?}", m.link)
@@ -940,7 +974,9 @@ fn outcomes(m: &mut Model, events: &[Event]) {
             );
         }
         // Answered: no longer in flight (a PUBACK or close took it out).
-        m.inflight.retain(|_, i| *i != id);
+        if let Some(pkid) = m.inflight_ids.get(&id).copied() {
+            m.remove_in_flight(pkid);
+        }
     }
 }
 
@@ -962,7 +998,7 @@ fn transitions(m: &mut Model, events: &[Event], connack: Option<&ConnAck>) {
                 // Without a session on the broker's side the packet ids of
                 // the publishes in flight are free again: they go as new.
                 if !(ack.session_present && m.ever_connected) {
-                    m.inflight.clear();
+                    m.clear_in_flight();
                 }
                 m.ever_connected = true;
                 m.link = Link::Connected;
@@ -1025,7 +1061,7 @@ fn feed(s: &mut Session, m: &mut Model, bytes: &[u8]) {
         match &decoded {
             Ok(Some(Inbound::PubAck { pkid, reason })) if link == Link::Connected => {
                 m.on_wire.remove(pkid);
-                if let Some(id) = m.inflight.remove(pkid) {
+                if let Some(id) = m.remove_in_flight(*pkid) {
                     if codec::puback_ok(reason) {
                         m.acked.insert(id);
                     }
@@ -1097,18 +1133,35 @@ fn feed(s: &mut Session, m: &mut Model, bytes: &[u8]) {
 
 /// Runs the operations of `data` on a session checked against the model.
 pub fn check_session(data: &[u8]) {
-    run_session(data);
+    run_session(data, false);
 }
 
-/// [`check_session`], saying how far the run got.
-pub fn run_session(data: &[u8]) -> Stats {
+/// [`check_session`] on a session whose packet ids are about to wrap
+/// around (see [`use_up_packet_ids`]), so that the ids the operations get
+/// soon meet those still in use. Packet ids are handed out in order: without
+/// this, some 65000 publishes in one run would be needed.
+pub fn check_session_wrap(data: &[u8]) {
+    run_session(data, true);
+}
+
+/// [`check_session`] or [`check_session_wrap`], saying how far the run got.
+pub fn run_session(data: &[u8], wrap: bool) -> Stats {
     let mut r = Reader(data);
     let Some(setup) = Setup::read(&mut r) else {
         return Stats::default();
     };
-    let config = setup.config();
+    let mut config = setup.config();
+    if wrap {
+        // QoS 1 (packet ids), and publishes as fast as they come.
+        config.qos = QoS::AtLeastOnce;
+        config.max_rate = 0;
+        config.max_payload = config.max_payload.max(64);
+    }
     let mut s = Session::new(config.clone());
     let mut m = Model::new(Instant::now());
+    if wrap {
+        use_up_packet_ids(&mut s, &mut m);
+    }
     // Bounded by the input: every op takes at least one byte.
     while let Some(op) = Op::read(&mut r) {
         step(&mut s, &mut m, &config, op);
@@ -1123,6 +1176,46 @@ pub fn run_session(data: &[u8]) -> Stats {
         "no outcome after close for {unanswered:?}"
     );
     m.stats
+}
+
+/// Packet ids left before the wrap-around when the checked run starts.
+const IDS_LEFT: u16 = 40;
+
+/// Leaves the session with its packet ids near the end of their range and
+/// nothing in flight: on a connection of its own, publishes acknowledged one
+/// by one, then the transport lost (some 30 ms). Not checked against the
+/// model: the checked run starts afterwards, on a session that has been
+/// connected once.
+fn use_up_packet_ids(s: &mut Session, m: &mut Model) {
+    let connack = Op::ConnAck {
+        session_present: false,
+        code: 0,
+        receive_max: None,
+        max_packet: None,
+        max_qos: None,
+        server_keep_alive: None,
+        assigned_id: false,
+    };
+    s.handle_connected(m.now);
+    s.handle_input(m.now, &connack_bytes(&connack));
+    let mut pkid = 0;
+    while pkid < u16::MAX - IDS_LEFT {
+        s.advance_output(m.now, s.pending_output().len());
+        while s.poll_event().is_some() {}
+        let id = m.next_id;
+        m.next_id += 1;
+        let payload = id.to_le_bytes().to_vec();
+        s.publish(m.now, id, "t".into(), payload.into())
+            .expect("publish while connected");
+        // 0x32, remaining length, topic length, "t", the packet id.
+        let out = s.pending_output();
+        assert_eq!(out[..5], [0x32, 14, 0, 1, b't'], "{out:?}");
+        pkid = u16::from_be_bytes([out[5], out[6]]);
+        s.handle_input(m.now, &packet(0x40, &pkid.to_be_bytes()));
+    }
+    s.handle_transport_lost("the checked run starts".into());
+    while s.poll_event().is_some() {}
+    m.ever_connected = true;
 }
 
 fn step(s: &mut Session, m: &mut Model, config: &session::Config, op: Op) {

@@ -305,6 +305,36 @@ fn session_seeds() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         (
+            // Under session_wrap, the packet ids wrap around past the
+            // unacknowledged SUBSCRIBE and the publishes still in flight.
+            "seed-ids-in-use",
+            run(
+                Setup {
+                    filters: 10,
+                    ..qos1
+                },
+                &[
+                    Op::Connected,
+                    connack(None, false),
+                    all.clone(),
+                    suback.clone(),
+                    send(1),
+                    send(2),
+                    send(3),
+                    all.clone(),
+                    Op::PubAck {
+                        pick: 1,
+                        pkid: 0,
+                        reason: 0,
+                        form: 0,
+                    },
+                ]
+                .into_iter()
+                .chain((0..45).flat_map(|_| [send(4), all.clone(), puback.clone()]))
+                .collect::<Vec<_>>(),
+            ),
+        ),
+        (
             "seed-dead-link",
             run(
                 Setup {
@@ -338,6 +368,7 @@ pub fn all() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("message_parse", message_seeds()),
         ("proxy_reply", proxy_seeds()),
         ("session", session_seeds()),
+        ("session_wrap", session_seeds()),
     ];
     targets
         .into_iter()
