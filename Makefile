@@ -14,6 +14,8 @@
 #                     (target/bench.md)
 #   make soak         an hour (SOAK_SECS) of mixed load with broker restarts;
 #                     RSS, descriptors and CPU once a minute
+#   make fuzz         cargo-fuzz on the decoders and the MQTT session,
+#                     FUZZ_SECS=60 per target (installs nightly, cargo-fuzz)
 #   make check-recipe | recipe-crates | test-install | test-initd
 #                     Yocto layer and init script checks
 #   make clean
@@ -47,7 +49,7 @@ DEFAULT_SRC  := $(RECIPE_FILES)/iotbox.default
 SERVICE_SRC  := $(RECIPE_FILES)/iotbox.service
 
 .PHONY: all build static test demo install uninstall clean \
-	pi-arm64 pi-armv7 pi-armv6 cross-check bench soak \
+	pi-arm64 pi-armv7 pi-armv6 cross-check bench soak fuzz \
 	recipe-crates check-recipe test-initd test-install
 
 all: build
@@ -152,6 +154,13 @@ bench:
 # or nothing flowed.
 soak:
 	CARGO="$(CARGO)" scripts/soak.sh
+# libFuzzer on the broker-facing decoders, the message format and the MQTT
+# session (fuzz/, a nightly crate of its own; scripts/fuzz.sh installs nightly
+# and cargo-fuzz when missing). Corpora in fuzz/corpus/<target>, replayed on
+# stable by `cargo test` (tests/fuzz_corpus.rs). Prints executions per target.
+FUZZ_SECS ?= 60
+fuzz:
+	FUZZ_SECS="$(FUZZ_SECS)" scripts/fuzz.sh
 
 # --- scripts kept with the Yocto layer and init script ---------------------
 

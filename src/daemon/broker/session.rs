@@ -845,7 +845,11 @@ impl Session {
             wrote = true;
         }
         while self.out.len() < OUTPUT_HIGH_WATER
-            && (qos == QoS::AtMostOnce || self.on_wire < window)
+            && (qos == QoS::AtMostOnce
+                || (self.on_wire < window
+                    // A packet id is free: with all 65535 in use,
+                    // next_packet_id would search forever.
+                    && self.inflight.len() + self.subscribing.len() < usize::from(u16::MAX)))
             && !self.pending.is_empty()
             && self.rate_allows(now)
         {
@@ -1738,6 +1742,48 @@ mod tests {
         assert!(!s.wants_input());
         s.advance_output(t0, s.pending_output().len());
         assert!(s.wants_input());
+    }
+
+    #[test]
+    fn publishes_wait_while_every_packet_id_is_in_use() {
+        // Found by fuzzing (fuzz/, target session): no receive maximum from
+        // the broker, a SUBSCRIBE unacknowledged and 65533 publishes in
+        // flight left no packet id free, and next_packet_id looped forever.
+        let filters: Vec<String> = (0..9).map(|i| format!("t/{i}")).collect();
+        let refs: Vec<&str> = filters.iter().map(String::as_str).collect();
+        let t0 = Instant::now();
+        let mut s = Session::new(config(&refs));
+        s.handle_connected(t0);
+        sent_packets(&mut s);
+        s.handle_input(t0, &connack(false, None));
+        let subscribes = sent_packets(&mut s);
+        assert_eq!(
+            subscribes.len(),
+            2,
+            "packet ids 1 and 2, never acknowledged"
+        );
+        // Sent and never acknowledged: every other packet id.
+        for pkid in 3..=u16::MAX {
+            s.inflight.push_back(Outgoing {
+                id: u64::from(pkid),
+                topic: Bytes::from_static(b"t"),
+                payload: Bytes::new(),
+                pkid,
+            });
+        }
+        s.on_wire = s.inflight.len();
+        publish(&mut s, t0, 1);
+        assert!(
+            sent_packets(&mut s).is_empty(),
+            "no packet id to send it with"
+        );
+        // A PUBACK frees one: the publish goes with it.
+        s.handle_input(t0, &puback(7));
+        let packets = sent_packets(&mut s);
+        assert!(
+            matches!(&packets[..], [Packet::Publish(p)] if p.pkid == 7),
+            "{packets:?}"
+        );
     }
 
     #[test]

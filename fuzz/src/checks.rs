@@ -1,0 +1,1406 @@
+// The checks behind the fuzz targets, one function per target.
+//
+// Shared, file for file, by the libFuzzer targets (fuzz/fuzz_targets/) and by
+// the stable replay of the committed corpora (tests/fuzz_corpus.rs, through
+// `#[path]`), so a corpus file checks the same invariants under both. Each
+// function takes the raw fuzz input and panics when an invariant breaks.
+//
+// Plain `//` comments only: this file is also a module of another crate.
+
+use bytes::BytesMut;
+use iotbox::daemon::broker::codec::{self, DecodeError, Inbound, QoS};
+use iotbox::daemon::broker::proxy::{self, Reply};
+use iotbox::daemon::broker::session::{self, Event, Session};
+use iotbox::message;
+use rumqttc::v5::mqttbytes::v5::{
+    ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, Packet,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+// ----- codec_decode ---------------------------------------------------------
+
+/// Input: 2 bytes split point, 1 byte maximum packet size choice, then the
+/// bytes from the broker. Decoded as a stream at once and in two parts: the
+/// results must be the same ("need more bytes" is never a wrong answer that
+/// more bytes change into an error, or the reverse).
+pub fn check_codec_decode(data: &[u8]) {
+    let [s0, s1, m, input @ ..] = data else {
+        return;
+    };
+    let max = match m % 4 {
+        0 => session::MAX_INBOUND_PACKET,
+        1 => usize::from(*m),
+        2 => 2 + usize::from(*m) * 64,
+        _ => usize::MAX,
+    };
+    let split = usize::from(u16::from_le_bytes([*s0, *s1])) % (input.len() + 1);
+    let whole = decode_stream(&[input], max);
+    let parts = decode_stream(&[&input[..split], &input[split..]], max);
+    assert_eq!(
+        whole, parts,
+        "fed at once vs in two parts at {split} (max {max})"
+    );
+}
+
+/// What a stream of chunks decodes to: the packets, then the error (final)
+/// or the bytes left waiting for more.
+#[derive(Debug, PartialEq)]
+struct Decoded {
+    packets: Vec<Inbound>,
+    end: Result<Vec<u8>, DecodeError>,
+}
+
+fn decode_stream(chunks: &[&[u8]], max: usize) -> Decoded {
+    let mut buf = BytesMut::new();
+    let mut packets = Vec::new();
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        loop {
+            let before = buf.len();
+            match codec::decode(&mut buf, max) {
+                Ok(Some(packet)) => {
+                    let taken = before - buf.len();
+                    assert!(taken >= 2, "a packet took {taken} bytes");
+                    assert!(taken <= max, "a {taken}-byte packet over the maximum {max}");
+                    check_inbound(&packet);
+                    packets.push(packet);
+                }
+                Ok(None) => {
+                    assert_eq!(buf.len(), before, "Ok(None) consumed input");
+                    break;
+                }
+                Err(e) => {
+                    return Decoded {
+                        packets,
+                        end: Err(e),
+                    };
+                }
+            }
+        }
+    }
+    Decoded {
+        packets,
+        end: Ok(buf.to_vec()),
+    }
+}
+
+/// What the session may rely on in a decoded packet.
+fn check_inbound(packet: &Inbound) {
+    if let Inbound::Publish(p) = packet {
+        assert_ne!(p.qos, QoS::ExactlyOnce, "QoS 2 PUBLISH let through");
+        if p.qos == QoS::AtLeastOnce {
+            assert_ne!(p.pkid, 0, "QoS 1 PUBLISH with packet id 0");
+        }
+    }
+}
+
+// ----- message_parse --------------------------------------------------------
+
+/// A message that parses re-encodes to the same bytes, and its topic is one
+/// that may be published.
+pub fn check_message_parse(data: &[u8]) {
+    let newline = data.iter().position(|&b| b == b'\n');
+    match message::parse(data) {
+        Ok(m) => {
+            assert_eq!(message::encode(m.topic, m.payload), data, "round trip");
+            let topic = m.topic.as_bytes();
+            assert_eq!(Some(topic.len()), newline, "topic is the first line");
+            assert!((1..=message::MAX_TOPIC_LEN).contains(&topic.len()));
+            assert!(!topic.iter().any(|b| b"\r\0+#".contains(b)), "{topic:?}");
+        }
+        Err(message::Invalid::NoNewline) => assert_eq!(newline, None),
+        Err(e) => {
+            assert!(newline.is_some(), "{e:?} without a newline");
+            assert!(message::validate_topic(&data[..newline.unwrap_or(0)]).is_err());
+            assert!(!e.to_string().is_empty());
+        }
+    }
+}
+
+// ----- proxy_reply ----------------------------------------------------------
+
+/// Input: 2 bytes prefix length, then the proxy's reply. Established never
+/// points past the input, and once a prefix is decided (a complete header)
+/// more bytes do not change the answer.
+pub fn check_proxy_reply(data: &[u8]) {
+    let [p0, p1, input @ ..] = data else {
+        return;
+    };
+    let whole = proxy::parse_reply(input);
+    check_reply(input, &whole);
+    let cut = usize::from(u16::from_le_bytes([*p0, *p1])) % (input.len() + 1);
+    let prefix = &input[..cut];
+    let early = proxy::parse_reply(prefix);
+    check_reply(prefix, &early);
+    let header_complete = prefix.windows(4).any(|w| w == b"\r\n\r\n");
+    if header_complete {
+        assert_eq!(early, whole, "prefix of {cut} bytes decided otherwise");
+    }
+    if early == Reply::Incomplete {
+        assert!(!header_complete);
+    }
+}
+
+fn check_reply(input: &[u8], reply: &Reply) {
+    match reply {
+        Reply::Established { header_len } => {
+            assert!(*header_len <= input.len(), "{header_len} > {}", input.len());
+            assert!(*header_len >= 4);
+            assert_eq!(&input[header_len - 4..*header_len], b"\r\n\r\n");
+        }
+        Reply::Refused(why) => assert!(!why.is_empty()),
+        Reply::Incomplete => {}
+    }
+}
+
+// ----- session: the operations ---------------------------------------------
+
+/// Reads the fuzz input; every read past the end is `None`, which ends the
+/// run (the input is used up).
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn u8(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes([self.u8()?, self.u8()?]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes([
+            self.u8()?,
+            self.u8()?,
+            self.u8()?,
+            self.u8()?,
+        ]))
+    }
+    fn bool(&mut self) -> Option<bool> {
+        Some(self.u8()? & 1 == 1)
+    }
+    /// A flag byte, then the value when the flag is set.
+    fn opt<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        if self.bool()? {
+            Some(Some(read(self)?))
+        } else {
+            Some(None)
+        }
+    }
+    /// A length byte, then up to that many bytes (fewer at the end).
+    fn bytes(&mut self) -> Option<Vec<u8>> {
+        let n = usize::from(self.u8()?).min(self.0.len());
+        let (b, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(b.to_vec())
+    }
+}
+
+/// Builds fuzz input (for seeds): the inverse of [`Reader`].
+#[derive(Default)]
+pub struct Writer(pub Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn opt<T: Copy>(&mut self, v: Option<T>, write: impl FnOnce(&mut Self, T)) {
+        self.u8(v.is_some().into());
+        if let Some(v) = v {
+            write(self, v);
+        }
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        let b = &b[..b.len().min(255)];
+        self.u8(b.len() as u8);
+        self.0.extend_from_slice(b);
+    }
+}
+
+/// The session's configuration, from the first bytes of the input.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    pub keep_alive: u8,
+    pub session_expiry: bool,
+    pub filters: u8,
+    pub qos1: bool,
+    pub max_payload: u8,
+    pub queue: u8,
+    pub max_rate: u8,
+}
+
+const KEEP_ALIVES: [u16; 8] = [0, 1, 2, 5, 30, 60, 1200, 65535];
+const MAX_PAYLOADS: [usize; 4] = [4, 64, 2048, 131_072];
+const QUEUE_MESSAGES: [usize; 4] = [1, 3, 20, 1000];
+const QUEUE_BYTES: [usize; 4] = [64, 4096, 100_000, 1 << 20];
+const MAX_RATES: [u32; 4] = [0, 1, 10, 100];
+
+impl Setup {
+    fn read(r: &mut Reader) -> Option<Setup> {
+        Some(Setup {
+            keep_alive: r.u8()?,
+            session_expiry: r.bool()?,
+            filters: r.u8()?,
+            qos1: r.bool()?,
+            max_payload: r.u8()?,
+            queue: r.u8()?,
+            max_rate: r.u8()?,
+        })
+    }
+    pub fn write(&self, w: &mut Writer) {
+        w.u8(self.keep_alive);
+        w.u8(self.session_expiry.into());
+        w.u8(self.filters);
+        w.u8(self.qos1.into());
+        w.u8(self.max_payload);
+        w.u8(self.queue);
+        w.u8(self.max_rate);
+    }
+    fn config(&self) -> session::Config {
+        let pick = |n: u8, len: usize| usize::from(n) % len;
+        session::Config {
+            client_id: "fuzz".into(),
+            keep_alive: KEEP_ALIVES[pick(self.keep_alive, KEEP_ALIVES.len())],
+            session_expiry: if self.session_expiry { 3600 } else { 0 },
+            // 0 to 20: none, one SUBSCRIBE, and several (8 per packet).
+            filters: (0..self.filters % 21).map(|i| format!("t/{i}")).collect(),
+            qos: if self.qos1 {
+                QoS::AtLeastOnce
+            } else {
+                QoS::AtMostOnce
+            },
+            max_payload: MAX_PAYLOADS[pick(self.max_payload, MAX_PAYLOADS.len())],
+            queue_messages: QUEUE_MESSAGES[pick(self.queue, QUEUE_MESSAGES.len())],
+            queue_bytes: QUEUE_BYTES[pick(self.queue >> 2, QUEUE_BYTES.len())],
+            max_rate: MAX_RATES[pick(self.max_rate, MAX_RATES.len())],
+        }
+    }
+}
+
+/// One step of a run. `pick` fields choose a packet id the session has in
+/// use (when it has one and `pick` is not 0) instead of the literal one.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// The transport came up.
+    Connected,
+    /// Arbitrary bytes from the broker.
+    Raw(Vec<u8>),
+    /// A well-formed CONNACK.
+    ConnAck {
+        session_present: bool,
+        code: u8,
+        receive_max: Option<u16>,
+        max_packet: Option<u32>,
+        max_qos: Option<u8>,
+        server_keep_alive: Option<u16>,
+        assigned_id: bool,
+    },
+    /// PUBACK: `form` 0 is the short one (success implied), else with
+    /// `reason` (one of [`PUBACK_REASONS`]).
+    PubAck {
+        pick: u8,
+        pkid: u16,
+        reason: u8,
+        form: u8,
+    },
+    /// SUBACK with these reason codes (raw bytes, valid or not).
+    SubAck {
+        pick: u8,
+        pkid: u16,
+        codes: Vec<u8>,
+        reason_string: bool,
+    },
+    /// A message from the broker on some topic.
+    Publish {
+        qos1: bool,
+        pkid: u16,
+        payload: Vec<u8>,
+    },
+    PingResp,
+    /// `form` 0: `E0 00`; 1: `E0 01 rc`; else with a reason string.
+    Disconnect {
+        reason: u8,
+        form: u8,
+    },
+    TransportLost,
+    /// Time passes (`unit` 0: ms, 1: s, else minutes); no timeout handled.
+    Sleep {
+        amount: u16,
+        unit: u8,
+    },
+    /// `handle_timeout(now)`.
+    Timeout,
+    /// Time jumps to the session's next deadline, which is handled.
+    NextDeadline,
+    /// `publish`: payload of 8 id bytes plus `len` filler bytes (70000 and
+    /// more from 0xFF00 on, over the output high-water mark).
+    Send {
+        topic: u8,
+        len: u16,
+    },
+    /// The transport takes bytes: `all`, or `n`.
+    Take {
+        all: bool,
+        n: u16,
+    },
+    Close,
+}
+
+pub const PUBACK_REASONS: [u8; 10] = [0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99, 0x42];
+const CONNACK_CODES: [ConnectReturnCode; 6] = [
+    ConnectReturnCode::Success,
+    ConnectReturnCode::NotAuthorized,
+    ConnectReturnCode::ServerBusy,
+    ConnectReturnCode::ClientIdentifierNotValid,
+    ConnectReturnCode::QuotaExceeded,
+    ConnectReturnCode::UnsupportedProtocolVersion,
+];
+const TOPICS: [&str; 3] = [
+    "t",
+    "sdk/test/python",
+    "a/very/long/topic/name/for/the/size",
+];
+
+impl Op {
+    fn read(r: &mut Reader) -> Option<Op> {
+        Some(match r.u8()? % 15 {
+            0 => Op::Connected,
+            1 => Op::Raw(r.bytes()?),
+            2 => Op::ConnAck {
+                session_present: r.bool()?,
+                code: r.u8()?,
+                receive_max: r.opt(Reader::u16)?,
+                max_packet: r.opt(Reader::u32)?,
+                max_qos: r.opt(Reader::u8)?,
+                server_keep_alive: r.opt(Reader::u16)?,
+                assigned_id: r.bool()?,
+            },
+            3 => Op::PubAck {
+                pick: r.u8()?,
+                pkid: r.u16()?,
+                reason: r.u8()?,
+                form: r.u8()?,
+            },
+            4 => Op::SubAck {
+                pick: r.u8()?,
+                pkid: r.u16()?,
+                codes: r.bytes()?,
+                reason_string: r.bool()?,
+            },
+            5 => Op::Publish {
+                qos1: r.bool()?,
+                pkid: r.u16()?,
+                payload: r.bytes()?,
+            },
+            6 => Op::PingResp,
+            7 => Op::Disconnect {
+                reason: r.u8()?,
+                form: r.u8()?,
+            },
+            8 => Op::TransportLost,
+            9 => Op::Sleep {
+                amount: r.u16()?,
+                unit: r.u8()?,
+            },
+            10 => Op::Timeout,
+            11 => Op::NextDeadline,
+            12 => Op::Send {
+                topic: r.u8()?,
+                len: r.u16()?,
+            },
+            13 => Op::Take {
+                all: r.bool()?,
+                n: r.u16()?,
+            },
+            _ => Op::Close,
+        })
+    }
+
+    pub fn write(&self, w: &mut Writer) {
+        match self {
+            Op::Connected => w.u8(0),
+            Op::Raw(b) => {
+                w.u8(1);
+                w.bytes(b);
+            }
+            Op::ConnAck {
+                session_present,
+                code,
+                receive_max,
+                max_packet,
+                max_qos,
+                server_keep_alive,
+                assigned_id,
+            } => {
+                w.u8(2);
+                w.u8((*session_present).into());
+                w.u8(*code);
+                w.opt(*receive_max, Writer::u16);
+                w.opt(*max_packet, Writer::u32);
+                w.opt(*max_qos, Writer::u8);
+                w.opt(*server_keep_alive, Writer::u16);
+                w.u8((*assigned_id).into());
+            }
+            Op::PubAck {
+                pick,
+                pkid,
+                reason,
+                form,
+            } => {
+                w.u8(3);
+                w.u8(*pick);
+                w.u16(*pkid);
+                w.u8(*reason);
+                w.u8(*form);
+            }
+            Op::SubAck {
+                pick,
+                pkid,
+                codes,
+                reason_string,
+            } => {
+                w.u8(4);
+                w.u8(*pick);
+                w.u16(*pkid);
+                w.bytes(codes);
+                w.u8((*reason_string).into());
+            }
+            Op::Publish {
+                qos1,
+                pkid,
+                payload,
+            } => {
+                w.u8(5);
+                w.u8((*qos1).into());
+                w.u16(*pkid);
+                w.bytes(payload);
+            }
+            Op::PingResp => w.u8(6),
+            Op::Disconnect { reason, form } => {
+                w.u8(7);
+                w.u8(*reason);
+                w.u8(*form);
+            }
+            Op::TransportLost => w.u8(8),
+            Op::Sleep { amount, unit } => {
+                w.u8(9);
+                w.u16(*amount);
+                w.u8(*unit);
+            }
+            Op::Timeout => w.u8(10),
+            Op::NextDeadline => w.u8(11),
+            Op::Send { topic, len } => {
+                w.u8(12);
+                w.u8(*topic);
+                w.u16(*len);
+            }
+            Op::Take { all, n } => {
+                w.u8(13);
+                w.u8((*all).into());
+                w.u16(*n);
+            }
+            Op::Close => w.u8(14),
+        }
+    }
+}
+
+// ----- session: broker packets ----------------------------------------------
+
+fn remaining_length(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let byte = (n % 128) as u8;
+        n /= 128;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Fixed header byte, remaining length, body.
+fn packet(byte1: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![byte1];
+    remaining_length(&mut out, body.len());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Property 0x1F (reason string) as a property block.
+fn reason_string_property(text: &str) -> Vec<u8> {
+    let mut props = vec![0x1F];
+    props.extend_from_slice(&(text.len() as u16).to_be_bytes());
+    props.extend_from_slice(text.as_bytes());
+    let mut block = Vec::new();
+    remaining_length(&mut block, props.len());
+    block.extend_from_slice(&props);
+    block
+}
+
+fn connack_bytes(op: &Op) -> Vec<u8> {
+    let Op::ConnAck {
+        session_present,
+        code,
+        receive_max,
+        max_packet,
+        max_qos,
+        server_keep_alive,
+        assigned_id,
+    } = op
+    else {
+        unreachable!()
+    };
+    // Mostly success: a refusal ends the connection at once.
+    let code = match code % 8 {
+        0..=2 => ConnectReturnCode::Success,
+        n => CONNACK_CODES[usize::from(n) % CONNACK_CODES.len()],
+    };
+    let any = receive_max.is_some()
+        || max_packet.is_some()
+        || max_qos.is_some()
+        || server_keep_alive.is_some()
+        || *assigned_id;
+    let properties = any.then(|| ConnAckProperties {
+        session_expiry_interval: None,
+        receive_max: *receive_max,
+        max_qos: max_qos.map(|q| q % 2),
+        retain_available: None,
+        max_packet_size: *max_packet,
+        assigned_client_identifier: assigned_id.then(|| "assigned-by-broker".into()),
+        topic_alias_max: None,
+        reason_string: (code != ConnectReturnCode::Success).then(|| "go away".into()),
+        user_properties: vec![],
+        wildcard_subscription_available: None,
+        subscription_identifiers_available: None,
+        shared_subscription_available: None,
+        server_keep_alive: *server_keep_alive,
+        response_information: None,
+        server_reference: None,
+        authentication_method: None,
+        authentication_data: None,
+    });
+    let mut out = BytesMut::new();
+    Packet::ConnAck(ConnAck {
+        session_present: *session_present,
+        code,
+        properties,
+    })
+    .write(&mut out, None)
+    .expect("CONNACK encodes");
+    out.to_vec()
+}
+
+fn inbound_publish_bytes(qos1: bool, pkid: u16, payload: &[u8]) -> Vec<u8> {
+    let topic = b"t/0";
+    let mut body = Vec::new();
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic);
+    if qos1 {
+        body.extend_from_slice(&pkid.to_be_bytes());
+    }
+    body.push(0); // no properties
+    body.extend_from_slice(payload);
+    packet(if qos1 { 0x32 } else { 0x30 }, &body)
+}
+
+// ----- session: the model ---------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Idle,
+    Connecting,
+    Connected,
+    Closed,
+}
+
+/// What the broker side knows from the bytes exchanged and the events: the
+/// session is checked against it after every call.
+struct Model {
+    now: Instant,
+    link: Link,
+    ever_connected: bool,
+    /// Mirror of the bytes the session holds that do not make a packet yet.
+    inbuf: BytesMut,
+    /// Length of `pending_output` already parsed.
+    out_seen: usize,
+    /// Output bytes taken by the transport on this connection.
+    consumed: u64,
+    /// Output bytes written on this connection.
+    written: u64,
+    /// The CONNACK's receive maximum (65535 when it sent none).
+    receive_max: usize,
+    /// QoS 1 PUBLISH packet ids written on this connection, not PUBACKed.
+    on_wire: BTreeSet<u16>,
+    /// QoS 1 publishes written and not acknowledged, on any connection that
+    /// the broker's session still remembers: packet id to request id.
+    inflight: BTreeMap<u16, u64>,
+    /// The same, request id to packet id.
+    inflight_ids: BTreeMap<u64, u16>,
+    /// SUBSCRIBE packet ids waiting for SUBACK (this connection).
+    subscribing: BTreeSet<u16>,
+    /// QoS 0 publishes written on this connection: request id to the output
+    /// offset where its packet ends.
+    qos0: BTreeMap<u64, u64>,
+    /// Request ids the broker acknowledged (PUBACK).
+    acked: BTreeSet<u64>,
+    /// Request ids accepted by `publish`, and those with a final outcome.
+    accepted: BTreeSet<u64>,
+    finished: BTreeSet<u64>,
+    next_id: u64,
+    /// The packet id most recently handed out (new PUBLISH or SUBSCRIBE).
+    last_pkid: u16,
+    /// Print each step (IOTBOX_FUZZ_TRACE set), to read a crash's story.
+    trace: bool,
+    stats: Stats,
+}
+
+/// How far a run got: for tests that the seeds reach what they are for.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub connected: usize,
+    pub lost: usize,
+    pub subscribes: usize,
+    pub publishes: usize,
+    pub published: usize,
+    pub failed: usize,
+    pub unconfirmed: usize,
+    pub messages: usize,
+    pub pings: usize,
+    /// Most QoS 1 publishes unacknowledged at once on one connection.
+    pub max_on_wire: usize,
+    /// Times a new packet id was lower than the one before.
+    pub wraps: usize,
+}
+
+impl Model {
+    fn new(now: Instant) -> Model {
+        Model {
+            now,
+            link: Link::Idle,
+            ever_connected: false,
+            inbuf: BytesMut::new(),
+            out_seen: 0,
+            consumed: 0,
+            written: 0,
+            receive_max: 65_535,
+            on_wire: BTreeSet::new(),
+            inflight: BTreeMap::new(),
+            inflight_ids: BTreeMap::new(),
+            subscribing: BTreeSet::new(),
+            qos0: BTreeMap::new(),
+            acked: BTreeSet::new(),
+            accepted: BTreeSet::new(),
+            finished: BTreeSet::new(),
+            next_id: 1,
+            last_pkid: 0,
+            trace: std::env::var_os("IOTBOX_FUZZ_TRACE").is_some(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The session dropped its connection state (and its output).
+    fn reset_connection(&mut self) {
+        self.inbuf.clear();
+        self.out_seen = 0;
+        self.consumed = 0;
+        self.written = 0;
+        self.receive_max = 65_535;
+        self.on_wire.clear();
+        self.subscribing.clear();
+        self.qos0.clear();
+    }
+
+    fn active(&self) -> bool {
+        matches!(self.link, Link::Connecting | Link::Connected)
+    }
+
+    /// A packet id the session has in use, chosen by `pick`, else `pkid`.
+    fn pick(&self, pick: u8, pkid: u16, subscribe: bool) -> u16 {
+        let (len, mut ids): (usize, Box<dyn Iterator<Item = &u16>>) = if subscribe {
+            (self.subscribing.len(), Box::new(self.subscribing.iter()))
+        } else {
+            (self.inflight.len(), Box::new(self.inflight.keys()))
+        };
+        if pick == 0 || len == 0 {
+            pkid
+        } else {
+            ids.nth(usize::from(pick) % len).copied().unwrap_or(pkid)
+        }
+    }
+
+    fn new_packet_id(&mut self, pkid: u16) {
+        if pkid < self.last_pkid {
+            self.stats.wraps += 1;
+        }
+        self.last_pkid = pkid;
+    }
+
+    fn in_flight(&self, id: u64) -> bool {
+        self.inflight_ids.contains_key(&id)
+    }
+
+    fn insert_in_flight(&mut self, pkid: u16, id: u64) {
+        self.inflight.insert(pkid, id);
+        self.inflight_ids.insert(id, pkid);
+    }
+
+    fn remove_in_flight(&mut self, pkid: u16) -> Option<u64> {
+        let id = self.inflight.remove(&pkid)?;
+        self.inflight_ids.remove(&id);
+        Some(id)
+    }
+
+    fn clear_in_flight(&mut self) {
+        self.inflight.clear();
+        self.inflight_ids.clear();
+    }
+}
+
+/// The request id a publish payload starts with.
+fn request_id(payload: &[u8]) -> u64 {
+    let bytes: [u8; 8] = payload
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .unwrap_or_else(|| panic!("PUBLISH payload without its request id: {payload:?}"));
+    u64::from_le_bytes(bytes)
+}
+
+/// What one call to the session did, as the broker and the event loop see it.
+#[derive(Default)]
+struct Effects {
+    packets: Vec<Packet>,
+    events: Vec<Event>,
+}
+
+/// Collects what the session did since the last look (events, then the
+/// output it wrote) and checks it against the model. `connack` is the
+/// packet the session was just fed, if it was one.
+fn take_effects(s: &mut Session, m: &mut Model, connack: Option<&ConnAck>) -> Effects {
+    let mut fx = Effects::default();
+    while let Some(e) = s.poll_event() {
+        fx.events.push(e);
+    }
+    transitions(m, &fx.events, connack);
+    let lost = fx.events.iter().any(|e| {
+        matches!(
+            e,
+            Event::ConnectionLost { .. } | Event::ConnectRefused { .. }
+        )
+    });
+    if lost {
+        assert!(
+            m.active(),
+            "connection lost while {:?}: {:?}",
+            m.link,
+            fx.events
+        );
+        // Nothing is left but, after a protocol error by the broker, one
+        // DISCONNECT saying why, for the caller to send before closing.
+        let out = s.pending_output();
+        assert!(
+            out.is_empty() || matches!(out, [0xE0, 0x01, 0x81 | 0x82 | 0x93 | 0x95]),
+            "output left after the connection was lost: {out:02X?}"
+        );
+        m.reset_connection();
+        m.out_seen = out.len();
+        m.link = Link::Idle;
+    }
+    let out = s.pending_output();
+    assert!(
+        out.len() >= m.out_seen,
+        "output shrank from {} to {} without the transport taking it",
+        m.out_seen,
+        out.len()
+    );
+    let mut fresh = BytesMut::from(&out[m.out_seen..]);
+    m.out_seen = out.len();
+    while !fresh.is_empty() {
+        let before = fresh.len();
+        // rumqttc cannot read the short DISCONNECT.
+        let packet = if fresh.starts_with(&[0xE0, 0x00]) {
+            let _ = fresh.split_to(2);
+            Packet::Disconnect(Disconnect::new(DisconnectReasonCode::NormalDisconnection))
+        } else {
+            Packet::read(&mut fresh, None)
+                .unwrap_or_else(|e| panic!("the session wrote a bad packet ({e:?}): {fresh:?}"))
+        };
+        m.written += (before - fresh.len()) as u64;
+        written_packet(m, &packet);
+        fx.packets.push(packet);
+    }
+    outcomes(m, &fx.events);
+    for e in &fx.events {
+        let st = &mut m.stats;
+        match e {
+            Event::Connected { .. } => st.connected += 1,
+            Event::ConnectionLost { .. } => st.lost += 1,
+            Event::Published(_) => st.published += 1,
+            Event::PublishFailed(..) => st.failed += 1,
+            Event::Unconfirmed(_) => st.unconfirmed += 1,
+            Event::Message { .. } => st.messages += 1,
+            _ => {}
+        }
+    }
+    for p in &fx.packets {
+        let st = &mut m.stats;
+        match p {
+            Packet::Subscribe(_) => st.subscribes += 1,
+            Packet::Publish(_) => st.publishes += 1,
+            Packet::PingReq(_) => st.pings += 1,
+            _ => {}
+        }
+    }
+    m.stats.max_on_wire = m.stats.max_on_wire.max(m.on_wire.len());
+    if m.trace {
+        for e in &fx.events {
+            eprintln!("    event {}", short(e));
+        }
+        for p in &fx.packets {
+            eprintln!("    wrote {}", short(p));
+        }
+    }
+    fx
+}
+
+/// Checks one packet the session wrote, and notes what it means.
+fn written_packet(m: &mut Model, packet: &Packet) {
+    match packet {
+        Packet::Connect(..) => {
+            assert_eq!(m.link, Link::Connecting, "CONNECT while {:?}", m.link);
+            assert_eq!(m.written as usize, packet.size(), "CONNECT comes first");
+        }
+        Packet::Publish(p) => {
+            assert_eq!(m.link, Link::Connected, "PUBLISH while {:?}", m.link);
+            let id = request_id(&p.payload);
+            assert!(m.accepted.contains(&id), "PUBLISH of unknown request {id}");
+            assert!(
+                !m.finished.contains(&id),
+                "PUBLISH of finished request {id}"
+            );
+            assert!(!p.retain);
+            match p.qos {
+                QoS::AtMostOnce => {
+                    assert!(!p.dup);
+                    assert!(!m.in_flight(id), "{id} in flight too");
+                    m.qos0.insert(id, m.written);
+                }
+                QoS::AtLeastOnce => {
+                    assert_ne!(p.pkid, 0, "QoS 1 PUBLISH with packet id 0");
+                    if p.dup {
+                        assert_eq!(
+                            m.inflight.get(&p.pkid),
+                            Some(&id),
+                            "DUP PUBLISH {} is not the one sent with that id",
+                            p.pkid
+                        );
+                    } else {
+                        assert!(
+                            !m.inflight.contains_key(&p.pkid),
+                            "packet id {} reused while in flight",
+                            p.pkid
+                        );
+                        assert!(
+                            !m.subscribing.contains(&p.pkid),
+                            "packet id {} reused while subscribing",
+                            p.pkid
+                        );
+                        assert!(!m.in_flight(id), "request {id} in flight twice");
+                        m.insert_in_flight(p.pkid, id);
+                        m.new_packet_id(p.pkid);
+                    }
+                    assert!(
+                        m.on_wire.insert(p.pkid),
+                        "packet id {} sent twice on one connection",
+                        p.pkid
+                    );
+                    assert!(
+                        m.on_wire.len() <= m.receive_max,
+                        "{} QoS 1 publishes unacknowledged, receive maximum {}",
+                        m.on_wire.len(),
+                        m.receive_max
+                    );
+                }
+                QoS::ExactlyOnce => panic!("QoS 2 PUBLISH"),
+            }
+        }
+        Packet::Subscribe(sub) => {
+            assert_eq!(m.link, Link::Connected, "SUBSCRIBE while {:?}", m.link);
+            assert_ne!(sub.pkid, 0, "SUBSCRIBE with packet id 0");
+            assert!(!sub.filters.is_empty() && sub.filters.len() <= 8);
+            assert!(
+                !m.inflight.contains_key(&sub.pkid),
+                "SUBSCRIBE packet id {} in use by a PUBLISH",
+                sub.pkid
+            );
+            assert!(
+                m.subscribing.insert(sub.pkid),
+                "SUBSCRIBE packet id {} in use",
+                sub.pkid
+            );
+            m.new_packet_id(sub.pkid);
+        }
+        Packet::PubAck(_) | Packet::PingReq(_) => {
+            assert_eq!(m.link, Link::Connected, "{packet:?} while {:?}", m.link)
+        }
+        Packet::Disconnect(_) => {
+            assert_eq!(m.link, Link::Closed, "DISCONNECT while {:?}", m.link)
+        }
+        other => panic!("the session sent {other:?}"),
+    }
+}
+
+/// Checks the final outcomes among `events`.
+fn outcomes(m: &mut Model, events: &[Event]) {
+    for e in events {
+        let (id, what) = match e {
+            Event::Published(id) => (*id, "Published"),
+            Event::PublishFailed(id, why) => {
+                assert!(!why.is_empty());
+                (*id, "PublishFailed")
+            }
+            Event::Unconfirmed(id) => (*id, "Unconfirmed"),
+            _ => continue,
+        };
+        assert!(m.accepted.contains(&id), "{what} for unknown request {id}");
+        assert!(m.finished.insert(id), "a second outcome for {id}: {what}");
+        if let Event::Published(_) = e {
+            let qos0_taken = m.qos0.get(&id).is_some_and(|&end| end <= m.consumed);
+            assert!(
+                m.acked.contains(&id) || qos0_taken,
+                "Published({id}) before a PUBACK or before its bytes left"
+            );
+        }
+        // Answered: no longer in flight (a PUBACK or close took it out).
+        if let Some(pkid) = m.inflight_ids.get(&id).copied() {
+            m.remove_in_flight(pkid);
+        }
+    }
+}
+
+/// The state changes the events announce.
+fn transitions(m: &mut Model, events: &[Event], connack: Option<&ConnAck>) {
+    for e in events {
+        match e {
+            Event::Connected {
+                session_present, ..
+            } => {
+                let ack = connack.expect("Connected without a CONNACK");
+                assert!(ack.code == ConnectReturnCode::Success);
+                assert_eq!(*session_present, ack.session_present);
+                let props = ack.properties.as_ref();
+                m.receive_max = props
+                    .and_then(|p| p.receive_max)
+                    .map_or(65_535, usize::from)
+                    .max(1);
+                // Without a session on the broker's side the packet ids of
+                // the publishes in flight are free again: they go as new.
+                if !(ack.session_present && m.ever_connected) {
+                    m.clear_in_flight();
+                }
+                m.ever_connected = true;
+                m.link = Link::Connected;
+            }
+            Event::Message { .. } | Event::Subscribed | Event::SubscribeRefused { .. } => {
+                assert_eq!(m.link, Link::Connected, "{e:?} while {:?}", m.link);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Debug text cut to a line's worth.
+fn short(what: &impl std::fmt::Debug) -> String {
+    let mut text = format!("{what:?}");
+    if text.len() > 200 {
+        let mut cut = 200;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
+fn check_timeout(s: &Session, now: Instant) {
+    if let Some(at) = s.poll_timeout() {
+        assert!(at > now, "deadline {at:?} not after the handled {now:?}");
+    }
+}
+
+/// Feeds bytes from the broker one packet at a time, so that the effects of
+/// each packet are checked against it.
+fn feed(s: &mut Session, m: &mut Model, bytes: &[u8]) {
+    if !m.active() {
+        s.handle_input(m.now, bytes);
+        let fx = take_effects(s, m, None);
+        assert!(
+            fx.events.is_empty() && fx.packets.is_empty(),
+            "input while idle"
+        );
+        return;
+    }
+    let mut rest = bytes;
+    while m.active() && !rest.is_empty() {
+        let mut probe = m.inbuf.clone();
+        probe.extend_from_slice(rest);
+        let before = probe.len();
+        let decoded = codec::decode(&mut probe, session::MAX_INBOUND_PACKET);
+        let take = match &decoded {
+            Ok(Some(_)) => before - probe.len() - m.inbuf.len(),
+            _ => rest.len(),
+        };
+        let (now_fed, later) = rest.split_at(take);
+        rest = later;
+        let link = m.link;
+        // What the broker's packet does to the model before the session acts.
+        let mut settled = None;
+        match &decoded {
+            Ok(Some(Inbound::PubAck { pkid, reason })) if link == Link::Connected => {
+                m.on_wire.remove(pkid);
+                if let Some(id) = m.remove_in_flight(*pkid) {
+                    if codec::puback_ok(reason) {
+                        m.acked.insert(id);
+                    }
+                    settled = Some(id);
+                }
+            }
+            Ok(Some(Inbound::SubAck(ack))) if link == Link::Connected => {
+                m.subscribing.remove(&ack.pkid);
+            }
+            _ => {}
+        }
+        s.handle_input(m.now, now_fed);
+        let connack = match &decoded {
+            Ok(Some(Inbound::ConnAck(ack))) => Some(ack),
+            _ => None,
+        };
+        let fx = take_effects(s, m, connack);
+        let lost = !m.active();
+        match decoded {
+            Ok(None) => {
+                assert!(
+                    fx.events.is_empty() && fx.packets.is_empty(),
+                    "half a packet acted on"
+                );
+                m.inbuf.extend_from_slice(now_fed);
+            }
+            Err(e) => assert!(lost, "{e:?} did not end the connection"),
+            Ok(Some(packet)) => {
+                m.inbuf.clear();
+                if let Some(id) = settled {
+                    assert!(
+                        m.finished.contains(&id),
+                        "PUBACK for request {id} without outcome"
+                    );
+                }
+                match packet {
+                    Inbound::ConnAck(ack) if link == Link::Connecting => {
+                        let ok = ack.code == ConnectReturnCode::Success;
+                        assert_eq!(m.link == Link::Connected, ok, "CONNACK {:?}", ack.code);
+                    }
+                    Inbound::Publish(p) if link == Link::Connected => {
+                        assert!(fx.events.contains(&Event::Message {
+                            topic: p.topic,
+                            payload: p.payload
+                        }));
+                        if p.qos == QoS::AtLeastOnce {
+                            assert!(
+                                fx.packets
+                                    .iter()
+                                    .any(|a| matches!(a, Packet::PubAck(a) if a.pkid == p.pkid)),
+                                "QoS 1 message {} not acknowledged",
+                                p.pkid
+                            );
+                        }
+                    }
+                    Inbound::Disconnect { .. } => assert!(lost, "DISCONNECT kept the connection"),
+                    Inbound::ConnAck(_) => assert!(lost, "second CONNACK kept the connection"),
+                    _ if link == Link::Connecting => assert!(lost, "a packet before CONNACK"),
+                    _ => {}
+                }
+            }
+        }
+    }
+    if !rest.is_empty() {
+        // After the connection ended: ignored.
+        feed(s, m, rest);
+    }
+}
+
+/// Runs the operations of `data` on a session checked against the model.
+pub fn check_session(data: &[u8]) {
+    run_session(data, false);
+}
+
+/// [`check_session`] on a session whose packet ids are about to wrap
+/// around (see [`use_up_packet_ids`]), so that the ids the operations get
+/// soon meet those still in use. Packet ids are handed out in order: without
+/// this, some 65000 publishes in one run would be needed.
+pub fn check_session_wrap(data: &[u8]) {
+    run_session(data, true);
+}
+
+/// [`check_session`] or [`check_session_wrap`], saying how far the run got.
+pub fn run_session(data: &[u8], wrap: bool) -> Stats {
+    let mut r = Reader(data);
+    let Some(setup) = Setup::read(&mut r) else {
+        return Stats::default();
+    };
+    let mut config = setup.config();
+    if wrap {
+        // QoS 1 (packet ids), and publishes as fast as they come.
+        config.qos = QoS::AtLeastOnce;
+        config.max_rate = 0;
+        config.max_payload = config.max_payload.max(64);
+    }
+    let mut s = Session::new(config.clone());
+    let mut m = Model::new(Instant::now());
+    if wrap {
+        use_up_packet_ids(&mut s, &mut m);
+    }
+    // Bounded by the input: every op takes at least one byte.
+    while let Some(op) = Op::read(&mut r) {
+        step(&mut s, &mut m, &config, op);
+    }
+    // The end of the daemon: every publish it accepted gets its answer.
+    if m.link != Link::Closed {
+        step(&mut s, &mut m, &config, Op::Close);
+    }
+    let unanswered: Vec<_> = m.accepted.difference(&m.finished).collect();
+    assert!(
+        unanswered.is_empty(),
+        "no outcome after close for {unanswered:?}"
+    );
+    m.stats
+}
+
+/// Packet ids left before the wrap-around when the checked run starts.
+const IDS_LEFT: u16 = 40;
+
+/// Leaves the session with its packet ids near the end of their range and
+/// nothing in flight: on a connection of its own, publishes acknowledged one
+/// by one, then the transport lost (some 30 ms). Not checked against the
+/// model: the checked run starts afterwards, on a session that has been
+/// connected once.
+fn use_up_packet_ids(s: &mut Session, m: &mut Model) {
+    let connack = Op::ConnAck {
+        session_present: false,
+        code: 0,
+        receive_max: None,
+        max_packet: None,
+        max_qos: None,
+        server_keep_alive: None,
+        assigned_id: false,
+    };
+    s.handle_connected(m.now);
+    s.handle_input(m.now, &connack_bytes(&connack));
+    let mut pkid = 0;
+    while pkid < u16::MAX - IDS_LEFT {
+        s.advance_output(m.now, s.pending_output().len());
+        while s.poll_event().is_some() {}
+        let id = m.next_id;
+        m.next_id += 1;
+        let payload = id.to_le_bytes().to_vec();
+        s.publish(m.now, id, "t".into(), payload.into())
+            .expect("publish while connected");
+        // 0x32, remaining length, topic length, "t", the packet id.
+        let out = s.pending_output();
+        assert_eq!(out[..5], [0x32, 14, 0, 1, b't'], "{out:?}");
+        pkid = u16::from_be_bytes([out[5], out[6]]);
+        s.handle_input(m.now, &packet(0x40, &pkid.to_be_bytes()));
+    }
+    s.handle_transport_lost("the checked run starts".into());
+    while s.poll_event().is_some() {}
+    m.ever_connected = true;
+}
+
+fn step(s: &mut Session, m: &mut Model, config: &session::Config, op: Op) {
+    if m.trace {
+        eprintln!("{:?} {}", m.link, short(&op));
+    }
+    match op {
+        Op::Connected => {
+            s.handle_connected(m.now);
+            if m.link != Link::Closed {
+                // Whatever the previous transport had is gone.
+                m.reset_connection();
+                m.link = Link::Connecting;
+            }
+            let fx = take_effects(s, m, None);
+            assert!(fx.events.is_empty(), "{:?}", fx.events);
+            if m.link == Link::Connecting {
+                assert!(
+                    matches!(fx.packets[..], [Packet::Connect(..)]),
+                    "{:?}",
+                    fx.packets
+                );
+                assert!(s.poll_timeout().is_some(), "no CONNACK deadline");
+            }
+        }
+        Op::Raw(bytes) => feed(s, m, &bytes),
+        op @ Op::ConnAck { .. } => feed(s, m, &connack_bytes(&op)),
+        Op::PubAck {
+            pick,
+            pkid,
+            reason,
+            form,
+        } => {
+            let pkid = m.pick(pick, pkid, false).to_be_bytes();
+            let reason = PUBACK_REASONS[usize::from(reason) % PUBACK_REASONS.len()];
+            let bytes = match form % 4 {
+                0 => packet(0x40, &pkid),
+                1 => packet(0x40, &[pkid[0], pkid[1], reason]),
+                2 => packet(0x40, &[pkid[0], pkid[1], reason, 0]),
+                _ => {
+                    let mut body = vec![pkid[0], pkid[1], reason];
+                    body.extend_from_slice(&reason_string_property("because"));
+                    packet(0x40, &body)
+                }
+            };
+            feed(s, m, &bytes);
+        }
+        Op::SubAck {
+            pick,
+            pkid,
+            codes,
+            reason_string,
+        } => {
+            let pkid = m.pick(pick, pkid, true);
+            let mut body = pkid.to_be_bytes().to_vec();
+            if reason_string {
+                body.extend_from_slice(&reason_string_property("policy"));
+            } else {
+                body.push(0);
+            }
+            body.extend_from_slice(&codes);
+            feed(s, m, &packet(0x90, &body));
+        }
+        Op::Publish {
+            qos1,
+            pkid,
+            payload,
+        } => feed(s, m, &inbound_publish_bytes(qos1, pkid.max(1), &payload)),
+        Op::PingResp => feed(s, m, &[0xD0, 0x00]),
+        Op::Disconnect { reason, form } => {
+            let bytes = match form % 3 {
+                0 => vec![0xE0, 0x00],
+                1 => vec![0xE0, 0x01, reason],
+                _ => {
+                    let mut body = vec![reason];
+                    body.extend_from_slice(&reason_string_property("bye"));
+                    packet(0xE0, &body)
+                }
+            };
+            feed(s, m, &bytes);
+        }
+        Op::TransportLost => {
+            let was_active = m.active();
+            s.handle_transport_lost("reset by peer".into());
+            let fx = take_effects(s, m, None);
+            let lost = fx
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::ConnectionLost { .. }))
+                .count();
+            assert_eq!(lost, usize::from(was_active), "{:?}", fx.events);
+        }
+        Op::Sleep { amount, unit } => {
+            let ms = match unit % 3 {
+                0 => u64::from(amount),
+                1 => u64::from(amount) * 1000,
+                _ => u64::from(amount) * 60_000,
+            };
+            m.now += Duration::from_millis(ms);
+        }
+        Op::Timeout => timeout(s, m),
+        Op::NextDeadline => {
+            if let Some(at) = s.poll_timeout() {
+                m.now = m.now.max(at);
+            }
+            timeout(s, m);
+        }
+        Op::Send { topic, len } => {
+            let id = m.next_id;
+            m.next_id += 1;
+            let filler = if len >= 0xFF00 {
+                70_000 + usize::from(len & 0xFF)
+            } else {
+                usize::from(len)
+            };
+            let mut payload = id.to_le_bytes().to_vec();
+            payload.resize(8 + filler, b'x');
+            let size = payload.len();
+            let topic = TOPICS[usize::from(topic) % TOPICS.len()];
+            let max = s.max_payload();
+            let result = s.publish(m.now, id, topic.into(), payload.into());
+            match &result {
+                Ok(()) => {
+                    assert!(m.link != Link::Closed);
+                    assert!(size <= max && size <= config.max_payload);
+                    m.accepted.insert(id);
+                }
+                Err(session::Rejected::Closed) => assert_eq!(m.link, Link::Closed),
+                Err(session::Rejected::TooLarge { size: s, max: x }) => {
+                    assert_eq!((*s, *x), (size, max));
+                    assert!(size > max);
+                }
+                Err(session::Rejected::QueueFull { .. }) => {}
+            }
+            let fx = take_effects(s, m, None);
+            assert!(
+                !fx.events
+                    .iter()
+                    .any(|e| matches!(e, Event::ConnectionLost { .. })),
+                "{:?}",
+                fx.events
+            );
+        }
+        Op::Take { all, n } => {
+            let len = s.pending_output().len();
+            let n = if all { len } else { usize::from(n) };
+            let taken = n.min(len);
+            s.advance_output(m.now, n);
+            m.out_seen -= taken;
+            m.consumed += taken as u64;
+            take_effects(s, m, None);
+        }
+        Op::Close => {
+            let link = m.link;
+            s.close();
+            if link != Link::Connected {
+                // Not connected (a second close included): the output is
+                // dropped, CONNECT and all.
+                m.reset_connection();
+            }
+            m.link = Link::Closed;
+            let fx = take_effects(s, m, None);
+            if link == Link::Closed {
+                assert!(fx.events.is_empty() && fx.packets.is_empty());
+            }
+            if link == Link::Connected {
+                assert!(matches!(fx.packets.last(), Some(Packet::Disconnect(_))));
+            }
+            assert_eq!(s.poll_timeout(), None, "a deadline after close");
+            assert!(!s.is_active());
+        }
+    }
+    // Idle or closed: no deadline to wake up for.
+    if !m.active() {
+        assert_eq!(s.poll_timeout(), None, "a deadline while {:?}", m.link);
+    }
+    assert_eq!(s.is_active(), m.active(), "is_active while {:?}", m.link);
+}
+
+fn timeout(s: &mut Session, m: &mut Model) {
+    s.handle_timeout(m.now);
+    take_effects(s, m, None);
+    check_timeout(s, m.now);
+}
