@@ -129,7 +129,8 @@ fn frame(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
 /// # Returns
 /// `Ok(None)` when `buf` does not hold a whole packet yet (call again with
 /// more bytes); the packet otherwise. An error is final for the connection:
-/// the input is not consumed, and must not be decoded further.
+/// what is left of the input (the bad packet may or may not have been taken
+/// off) must not be decoded further.
 pub fn decode(buf: &mut BytesMut, max_packet: usize) -> Result<Option<Inbound>, DecodeError> {
     let Some((header, remaining)) = frame(buf)? else {
         return Ok(None);

@@ -232,6 +232,9 @@ pub struct Session {
     subscribing: Vec<(u16, Vec<String>)>,
     /// A filter was refused since the last subscribe: no `Subscribed`.
     subscribe_refused: bool,
+    /// Every SUBSCRIBE of the last round was acknowledged: a resumed
+    /// session has them all.
+    subscriptions_confirmed: bool,
     next_pkid: u16,
     /// A CONNACK was accepted at least once (later connects resume).
     ever_connected: bool,
@@ -261,6 +264,7 @@ impl Session {
             last_received: None,
             subscribing: Vec::new(),
             subscribe_refused: false,
+            subscriptions_confirmed: false,
             next_pkid: 0,
             ever_connected: false,
         }
@@ -673,7 +677,11 @@ impl Session {
                     log::debug!("PUBACK for unknown packet id {pkid}");
                 }
             }
-            (Inbound::SubAck(ack), _) => self.on_suback(ack),
+            (Inbound::SubAck(ack), _) => {
+                self.on_suback(ack);
+                // Its packet id is free again: a publish may wait for one.
+                self.send_pending(now);
+            }
             // `received` already cleared the PINGRESP wait.
             (Inbound::PingResp, _) => {}
         }
@@ -724,11 +732,15 @@ impl Session {
         });
         self.sent(now);
 
-        if resumed {
+        if resumed && self.subscriptions_confirmed {
             // The broker kept our subscriptions and knows these packet ids:
             // send_pending sends them again, with DUP, in their order, as
             // far as the (new) receive maximum allows.
             self.events.push_back(Event::Subscribed);
+        } else if resumed {
+            // The session is kept, but a SUBACK never came: the broker may
+            // not have that SUBSCRIBE. Subscribing again is harmless.
+            self.subscribe_all(now);
         } else {
             // A new session: unacknowledged publishes go again as new,
             // ahead of those that never went out.
@@ -745,6 +757,7 @@ impl Session {
     fn subscribe_all(&mut self, now: Instant) {
         let qos = self.effective_qos();
         self.subscribe_refused = false;
+        self.subscriptions_confirmed = false;
         let filters = self.config.filters.clone();
         for chunk in filters.chunks(FILTERS_PER_SUBSCRIBE) {
             let pkid = self.next_packet_id();
@@ -755,6 +768,7 @@ impl Session {
         }
         self.sent(now);
         if self.subscribing.is_empty() {
+            self.subscriptions_confirmed = true;
             self.events.push_back(Event::Subscribed);
         }
     }
@@ -791,8 +805,11 @@ impl Session {
                     .push_back(Event::SubscribeRefused { filter, reason });
             }
         }
-        if self.subscribing.is_empty() && !self.subscribe_refused {
-            self.events.push_back(Event::Subscribed);
+        if self.subscribing.is_empty() {
+            self.subscriptions_confirmed = true;
+            if !self.subscribe_refused {
+                self.events.push_back(Event::Subscribed);
+            }
         }
     }
 
@@ -1783,6 +1800,45 @@ mod tests {
         assert!(
             matches!(&packets[..], [Packet::Publish(p)] if p.pkid == 7),
             "{packets:?}"
+        );
+    }
+
+    #[test]
+    fn a_resumed_session_subscribes_again_when_a_suback_never_came() {
+        let mut cfg = config(&["a"]);
+        cfg.session_expiry = 3600;
+        let (mut s, t0) = connected(cfg.clone());
+        // Confirmed on the first connection: a resumed session keeps them.
+        s.handle_transport_lost("reset".into());
+        events(&mut s);
+        s.handle_connected(t0);
+        sent_packets(&mut s);
+        s.handle_input(t0, &connack(true, None));
+        assert!(events(&mut s).contains(&Event::Subscribed));
+        assert!(
+            !sent_packets(&mut s)
+                .iter()
+                .any(|p| matches!(p, Packet::Subscribe(_)))
+        );
+        // Lost before the SUBACK: the broker may not have the SUBSCRIBE.
+        let t0 = Instant::now();
+        let mut s = Session::new(cfg);
+        s.handle_connected(t0);
+        sent_packets(&mut s);
+        s.handle_input(t0, &connack(false, None));
+        sent_packets(&mut s);
+        s.handle_transport_lost("reset".into());
+        events(&mut s);
+        s.handle_connected(t0);
+        sent_packets(&mut s);
+        s.handle_input(t0, &connack(true, None));
+        let ev = events(&mut s);
+        assert!(!ev.contains(&Event::Subscribed), "{ev:?}");
+        assert!(
+            sent_packets(&mut s)
+                .iter()
+                .any(|p| matches!(p, Packet::Subscribe(_))),
+            "subscribes again"
         );
     }
 
