@@ -175,26 +175,34 @@ deps_cross() {
     if [ ${#missing[@]} -gt 0 ]; then
         local log
         log=$(mktemp)
-        if ! apt_install "$log" "${missing[@]}"; then
-            if grep -q 'liblzma5' "$log"; then
-                # One architecture's lists are older than the others': pin
-                # liblzma5 on all three to a version every one has.
-                local L
-                L=$(common_version liblzma5)
-                [ -n "$L" ] || { tail -n 20 "$log" >&2; die "liblzma5: no version common to amd64, armhf and arm64"; }
-                say "apt complained about liblzma5: pinning liblzma5 on amd64/armhf/arm64 to $L"
-                if ! apt_install "$log" --allow-downgrades \
-                    "liblzma5=$L" "liblzma5:armhf=$L" "liblzma5:arm64=$L" "${missing[@]}"; then
-                    tail -n 30 "$log" >&2
-                    rm -f "$log"
-                    die "apt-get install of the cross toolchain failed even with liblzma5 pinned to $L"
-                fi
-            else
+        # One architecture's package lists may be older than the others'
+        # (apt-get update failed on one index: "Mirror sync in progress?").
+        # Then a Multi-Arch: same library (liblzma5, zlib1g, libzstd1, ...)
+        # has different candidate versions on amd64, armhf and arm64, and apt
+        # refuses. Pin each one it names to the highest version all three
+        # have, and try again, a few rounds.
+        local pins=() round name V
+        for round in 1 2 3 4 5; do
+            apt_install "$log" ${pins[@]+"${pins[@]}"} ${pins[@]+--allow-downgrades} "${missing[@]}" && break
+            local named
+            named=$(sed -n \
+                -e 's/.*Depends: \([a-z0-9][a-z0-9.+-]*\):\(armhf\|arm64\|amd64\).*not going to be installed.*/\1/p' \
+                -e 's/.*\(liblzma5\).*/\1/p' "$log" | sort -u)
+            local added_pin=0
+            for name in $named; do
+                case " ${pins[*]-} " in *" $name="*) continue ;; esac
+                V=$(common_version "$name")
+                [ -n "$V" ] || continue
+                say "apt complained about $name: pinning $name on amd64/armhf/arm64 to $V"
+                pins+=("$name=$V" "$name:armhf=$V" "$name:arm64=$V")
+                added_pin=1
+            done
+            if [ "$added_pin" = 0 ] || [ "$round" = 5 ]; then
                 tail -n 30 "$log" >&2
                 rm -f "$log"
-                die "apt-get install ${missing[*]} failed (output above)"
+                die "apt-get install ${missing[*]} failed${pins[*]+ even with ${pins[*]}} (output above)"
             fi
-        fi
+        done
         rm -f "$log"
     fi
 
