@@ -23,8 +23,10 @@
 //! cli.rs                 every applet's flags (argh), SDK spellings normalized
 //! error.rs               the applets' error type and the exit code scheme
 //! output.rs              stdout and log lines: say, the loggers, the daemon's
-//!                        never-blocking Sink, the UTC date
-//! message.rs             the `topic\npayload` format: parse, validate, encode
+//!                        never-blocking Sink, the log Throttle, the UTC date
+//! message.rs             the `topic\npayload` format: parse, validate, encode;
+//!                        the 10 s read deadline of both sockets
+//! sys.rs                 which system call errors mean "not now"
 //! unix_socket.rs         binding a listening socket safely (stale vs. live
 //!                        vs. not a socket)
 //! daemon/                the pubsub applet
@@ -33,9 +35,10 @@
 //!                        tokens, executes what the state machines ask for
 //!   backoff.rs           retry delays with full jitter (broker and delivery)
 //!   device/              the local side
-//!     publish_socket.rs  publish socket clients: read to EOF within limits,
-//!                        answer OK/ERR/QUEUED
-//!     delivery.rs        received messages pushed to the delivery socket
+//!     publish_socket.rs  publish socket clients: Table (pure: ids, limits,
+//!                        deadlines) and the I/O that reads and answers them
+//!     delivery.rs        received messages to the delivery socket: Outbox
+//!                        (pure: queue, retries, write deadline) and the I/O
 //!   broker/              the AWS side
 //!     link.rs            the connection's life cycle, sans-IO: resolve,
 //!                        connect, backoff, first-connection rules, shutdown

@@ -93,6 +93,9 @@ pub fn open_log_file(path: &Path) -> io::Result<std::fs::File> {
 /// and bounds the memory a stuck reader can cost.
 pub const SINK_LIMIT: usize = 256 * 1024;
 
+/// Capacity the writer keeps between batches; a larger one is freed.
+const BATCH_KEEP: usize = 16 * 1024;
+
 /// Stack of a writer thread: it only copies bytes into `write(2)`.
 const WRITER_STACK: usize = 64 * 1024;
 
@@ -104,6 +107,9 @@ struct Queue {
     queued: usize,
     /// Lines dropped since the writer last reported them.
     dropped: u64,
+    /// The writer waits for work: only then does a sender wake it (a busy
+    /// writer takes everything queued when it comes back).
+    writer_idle: bool,
 }
 
 struct Shared {
@@ -164,8 +170,11 @@ impl Sink {
         }
         q.queued += bytes.len();
         q.chunks.push_back(bytes.to_vec());
+        let wake = q.writer_idle;
         drop(q);
-        self.shared.ready.notify_one();
+        if wake {
+            self.shared.ready.notify_one();
+        }
         true
     }
 
@@ -203,27 +212,37 @@ impl Write for Sink {
     }
 }
 
-/// The writer thread: writes each chunk, then reports lines dropped while
-/// it was blocked. Runs until the process ends.
+/// The writer thread: writes everything queued in one go, then reports
+/// lines dropped while it was blocked. Runs until the process ends.
 fn write_all_of(shared: &Shared, mut dest: Box<dyn Write + Send>) {
+    let mut batch = Vec::new();
     loop {
-        let chunk = {
+        {
             let mut q = shared.lock();
-            loop {
-                if let Some(chunk) = q.chunks.pop_front() {
-                    break chunk;
-                }
-                q = shared.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
+            while q.chunks.is_empty() {
+                q.writer_idle = true;
+                q = shared
+                    .ready
+                    .wait(q)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
-        };
+            q.writer_idle = false;
+            for chunk in q.chunks.drain(..) {
+                batch.extend_from_slice(&chunk);
+            }
+        }
         // Errors (a reader that left) are not worth stopping for: the
         // daemon keeps bridging, the bytes are gone either way.
-        let _ = dest.write_all(&chunk).and_then(|()| dest.flush());
+        let _ = dest.write_all(&batch).and_then(|()| dest.flush());
         let dropped = {
             let mut q = shared.lock();
-            q.queued -= chunk.len();
+            q.queued -= batch.len();
             std::mem::take(&mut q.dropped)
         };
+        batch.clear();
+        if batch.capacity() > BATCH_KEEP {
+            batch = Vec::new(); // after a burst: do not keep its memory
+        }
         if dropped > 0 {
             let note = format!(
                 "iotbox: {dropped} output line(s) dropped: the reader of this output did not keep up\n"
