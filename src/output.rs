@@ -221,10 +221,7 @@ fn write_all_of(shared: &Shared, mut dest: Box<dyn Write + Send>) {
             let mut q = shared.lock();
             while q.chunks.is_empty() {
                 q.writer_idle = true;
-                q = shared
-                    .ready
-                    .wait(q)
-                    .unwrap_or_else(PoisonError::into_inner);
+                q = shared.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
             }
             q.writer_idle = false;
             for chunk in q.chunks.drain(..) {

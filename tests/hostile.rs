@@ -380,7 +380,10 @@ fn rogue_broker_records_what_the_daemon_sends() {
 #[test]
 fn stdout_nobody_reads_never_freezes_the_daemon() {
     let env = Env::new("hstdout");
-    let broker = env.broker_with("max_queued_messages 0");
+    // Room for every message while the daemon is busy (mosquitto's default
+    // keeps 1000 and drops the rest). Not 0, "no maximum", which its own
+    // documentation calls not recommended.
+    let broker = env.broker_with("max_queued_messages 100000");
     let id = "hostile-stdout";
     let args = env.pubsub_args(&broker, id, &[FILTER]);
     // A reader on the delivery socket, so that only stdout is stuck.
@@ -721,7 +724,10 @@ fn a_flooding_broker_does_not_grow_memory_without_bound() {
 #[test]
 fn logs_do_not_amplify() {
     let env = Env::new("hlogs");
-    let broker = env.broker_with("max_queued_messages 0");
+    // Room for every message while the daemon is busy (mosquitto's default
+    // keeps 1000 and drops the rest). Not 0, "no maximum", which its own
+    // documentation calls not recommended.
+    let broker = env.broker_with("max_queued_messages 100000");
     let id = "hostile-logs";
     let log = env.path("daemon.log");
     let mut args = env.pubsub_args(&broker, id, &[FILTER]);

@@ -53,6 +53,13 @@ pub const MAX_INBOUND_PACKET: usize = 1 << 20;
 /// floods without reading, a protocol error (0x93).
 pub const RECEIVE_MAXIMUM: u16 = 100;
 
+/// Unacknowledged QoS 1 messages (our PUBACKs still in our output) at which
+/// the broker's flood is a protocol error: twice [`RECEIVE_MAXIMUM`]. Real
+/// brokers overshoot by one now and then (mosquitto 2.0 does); one that
+/// floods without reading overshoots without bound. The margin tells the
+/// two apart without dropping the connection of the first.
+pub const FLOOD_THRESHOLD: usize = 2 * RECEIVE_MAXIMUM as usize;
+
 /// Past this much output waiting for the transport, the caller stops
 /// reading from the broker ([`Session::wants_input`]) until it drains:
 /// nothing the broker sends can make the output grow without bound.
@@ -642,11 +649,11 @@ impl Session {
             ),
             (Inbound::Publish(p), _) => {
                 if p.qos == QoS::AtLeastOnce {
-                    if self.acks_in_output.len() >= usize::from(RECEIVE_MAXIMUM) {
+                    if self.acks_in_output.len() >= FLOOD_THRESHOLD {
                         self.lose_with(
                             codec::DISCONNECT_RECEIVE_MAXIMUM,
                             format!(
-                                "the broker exceeded our receive maximum: more than {RECEIVE_MAXIMUM} QoS 1 messages without reading our acknowledgements"
+                                "the broker exceeded our receive maximum ({RECEIVE_MAXIMUM}): {FLOOD_THRESHOLD} QoS 1 messages and more without reading our acknowledgements"
                             ),
                         );
                         return;
@@ -1679,11 +1686,12 @@ mod tests {
         }
         assert!(s.is_connected());
         events(&mut s);
-        // The broker stops reading: our PUBACKs stay in the output.
-        for pkid in 1..=RECEIVE_MAXIMUM {
+        // The broker stops reading: our PUBACKs stay in the output. A few
+        // over the maximum are tolerated (brokers overshoot by one).
+        for pkid in 1..=FLOOD_THRESHOLD as u16 {
             s.handle_input(t0, &inbound_qos1(pkid));
         }
-        assert!(s.is_connected(), "exactly the maximum is allowed");
+        assert!(s.is_connected(), "up to twice the maximum is tolerated");
         s.handle_input(t0, &inbound_qos1(1000));
         let ev = events(&mut s);
         assert!(
