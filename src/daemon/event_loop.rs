@@ -61,6 +61,8 @@ struct Daemon {
     /// budget or because the session's output was full. Edge-triggered
     /// readiness will not say so again, so the loop reads on its own.
     broker_unread: bool,
+    /// The broker was read during this turn's events.
+    broker_read_this_turn: bool,
     publish: PublishSocket,
     delivery: Delivery,
     signals: Signals,
@@ -121,6 +123,7 @@ impl Daemon {
             transport: None,
             lookup: None,
             broker_unread: false,
+            broker_read_this_turn: false,
             publish,
             delivery,
             signals,
@@ -180,9 +183,12 @@ impl Daemon {
 
     /// Timers, then everything they and the events set in motion.
     fn tick(&mut self, now: Instant) {
-        if self.broker_unread {
+        // What the broker sent beyond the last read's budget, unless this
+        // turn's events read already: one budget per turn, then `process`.
+        if self.broker_unread && !self.broker_read_this_turn {
             self.read_broker(now);
         }
+        self.broker_read_this_turn = false;
         self.session.handle_timeout(now);
         self.link.handle_timeout(now);
         self.publish.handle_timeout(now, self.poll.registry());
@@ -366,6 +372,7 @@ impl Daemon {
             self.broker_unread = true;
             return;
         }
+        self.broker_read_this_turn = true;
         let session = &mut self.session;
         let result = transport.read(&mut self.scratch, BROKER_READ_BUDGET, |bytes| {
             session.handle_input(now, bytes)
