@@ -27,7 +27,7 @@ use crate::unix_socket;
 use bytes::Bytes;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -151,12 +151,12 @@ pub type Closed<S> = (ClientId, S, bool, Refusal);
 pub struct Table<S> {
     clients: HashMap<ClientId, Client<S>>,
     next_id: u64,
-    /// Unfinished clients in the order they came (oldest first); entries of
-    /// clients that finished or left are skipped lazily.
-    incomplete: VecDeque<ClientId>,
-    incomplete_count: usize,
-    /// Waiting clients, oldest first, for `QUEUED` eviction.
-    waiting: VecDeque<ClientId>,
+    /// Unfinished clients. Ids count up, so the first is the oldest: the
+    /// next deadline, and the first to go when room is needed.
+    incomplete: BTreeSet<ClientId>,
+    /// Clients waiting for their outcome; the oldest are answered `QUEUED`
+    /// first when descriptors run out.
+    waiting: BTreeSet<ClientId>,
     buffered: usize,
     budget: usize,
 }
@@ -166,9 +166,8 @@ impl<S> Table<S> {
         Table {
             clients: HashMap::new(),
             next_id: 0,
-            incomplete: VecDeque::new(),
-            incomplete_count: 0,
-            waiting: VecDeque::new(),
+            incomplete: BTreeSet::new(),
+            waiting: BTreeSet::new(),
             buffered: 0,
             budget: BUFFER_BUDGET.max(max_payload.saturating_mul(2)),
         }
@@ -193,10 +192,9 @@ impl<S> Table<S> {
                 registered: false,
             },
         );
-        self.incomplete.push_back(id);
-        self.incomplete_count += 1;
+        self.incomplete.insert(id);
         let mut evict = Vec::new();
-        while self.incomplete_count > MAX_INCOMPLETE {
+        while self.incomplete.len() > MAX_INCOMPLETE {
             match self.oldest_incomplete() {
                 Some(old) if old != id => {
                     if let Some((stream, watched)) = self.remove(old) {
@@ -254,76 +252,49 @@ impl<S> Table<S> {
             return Err(Refusal::Evicted);
         };
         self.buffered -= buf.len();
-        self.incomplete_count -= 1;
-        self.waiting.push_back(id);
+        self.incomplete.remove(&id);
+        self.waiting.insert(id);
         Ok(Bytes::from(buf))
     }
 
     /// Forgets a client, returning its connection.
     pub fn remove(&mut self, id: ClientId) -> Option<(S, bool)> {
+        self.incomplete.remove(&id);
+        self.waiting.remove(&id);
         let client = self.clients.remove(&id)?;
         if let Phase::Reading { buf } = &client.phase {
             self.buffered -= buf.len();
-            self.incomplete_count -= 1;
-        }
-        // Outcomes mostly come in order: forget gone clients at the fronts.
-        while self
-            .waiting
-            .front()
-            .is_some_and(|w| !self.clients.contains_key(w))
-        {
-            self.waiting.pop_front();
         }
         Some((client.stream, client.registered))
     }
 
-    /// Unfinished clients past their deadline.
-    pub fn expired(&mut self, now: Instant) -> Vec<ClientId> {
-        let mut out = Vec::new();
-        while let Some(id) = self.oldest_incomplete() {
-            match self.clients.get(&id) {
-                Some(c) if c.since + READ_TIMEOUT <= now => {
-                    self.incomplete.pop_front();
-                    out.push(id);
-                }
-                _ => break,
-            }
-        }
-        out
+    /// Unfinished clients past their deadline, oldest first.
+    pub fn expired(&self, now: Instant) -> Vec<ClientId> {
+        self.incomplete
+            .iter()
+            .take_while(|id| {
+                self.clients
+                    .get(id)
+                    .is_some_and(|c| c.since + READ_TIMEOUT <= now)
+            })
+            .copied()
+            .collect()
     }
 
     /// The earliest read deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.incomplete
-            .iter()
-            .find_map(|id| match self.clients.get(id) {
-                Some(c) if matches!(c.phase, Phase::Reading { .. }) => Some(c.since + READ_TIMEOUT),
-                _ => None,
-            })
+        let oldest = self.incomplete.first()?;
+        self.clients.get(oldest).map(|c| c.since + READ_TIMEOUT)
     }
 
     /// The oldest client waiting for its outcome, to answer early.
-    pub fn oldest_waiting(&mut self) -> Option<ClientId> {
-        while let Some(id) = self.waiting.pop_front() {
-            if self.clients.contains_key(&id) {
-                return Some(id);
-            }
-        }
-        None
+    pub fn oldest_waiting(&self) -> Option<ClientId> {
+        self.waiting.first().copied()
     }
 
-    /// The oldest client still unfinished; skips stale entries.
-    fn oldest_incomplete(&mut self) -> Option<ClientId> {
-        while let Some(&id) = self.incomplete.front() {
-            if matches!(
-                self.clients.get(&id).map(|c| &c.phase),
-                Some(Phase::Reading { .. })
-            ) {
-                return Some(id);
-            }
-            self.incomplete.pop_front();
-        }
-        None
+    /// The oldest client still unfinished.
+    fn oldest_incomplete(&self) -> Option<ClientId> {
+        self.incomplete.first().copied()
     }
 
     /// Clients still being read.
@@ -743,9 +714,11 @@ mod tests {
             t.append(*id, b"t\n", 100);
             t.complete(t0, *id).unwrap();
         }
-        assert_eq!(t.oldest_waiting(), Some(ids[2]), "completion order");
-        t.remove(ids[2]);
+        assert_eq!(t.oldest_waiting(), Some(ids[0]), "the oldest connection");
+        t.remove(ids[0]);
+        assert_eq!(t.oldest_waiting(), Some(ids[1]));
         t.remove(ids[1]);
-        assert_eq!(t.oldest_waiting(), Some(ids[0]));
+        t.remove(ids[2]);
+        assert_eq!(t.oldest_waiting(), None);
     }
 }
