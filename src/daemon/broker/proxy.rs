@@ -25,9 +25,13 @@ pub enum Reply {
 }
 
 /// Reads the reply header in `buf` (all bytes received so far).
+///
+/// A header longer than [`MAX_REPLY_HEADER`] is refused however the bytes
+/// arrived: in one read or in pieces, the answer is the same.
 pub fn parse_reply(buf: &[u8]) -> Reply {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > MAX_REPLY_HEADER {
+    let searched = &buf[..buf.len().min(MAX_REPLY_HEADER)];
+    let Some(end) = searched.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if buf.len() >= MAX_REPLY_HEADER {
             Reply::Refused("the proxy's reply header is too long".into())
         } else {
             Reply::Incomplete
@@ -52,6 +56,33 @@ pub fn parse_reply(buf: &[u8]) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_header_is_refused_however_it_arrives() {
+        let mut reply = b"HTTP/1.1 200 OK\r\n".to_vec();
+        while reply.len() < MAX_REPLY_HEADER + 100 {
+            reply.extend_from_slice(b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        reply.extend_from_slice(b"\r\n");
+        // Whole, and every prefix a piecewise read could have seen.
+        assert!(matches!(parse_reply(&reply), Reply::Refused(_)));
+        for cut in (1..reply.len()).step_by(97) {
+            assert!(
+                !matches!(parse_reply(&reply[..cut]), Reply::Established { .. }),
+                "{cut}"
+            );
+        }
+        // A header just within the limit is fine.
+        let mut ok = b"HTTP/1.1 200 OK\r\n".to_vec();
+        ok.resize(MAX_REPLY_HEADER - 4, b'a');
+        ok.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            parse_reply(&ok),
+            Reply::Established {
+                header_len: MAX_REPLY_HEADER
+            }
+        );
+    }
 
     #[test]
     fn request_names_the_broker() {

@@ -425,6 +425,9 @@ impl Session {
     /// Ends the session: queues DISCONNECT when connected, and fails every
     /// publish not yet acknowledged. Nothing is produced afterwards.
     pub fn close(&mut self) {
+        if self.state == State::Closed {
+            return; // once is enough: a second call must not drop the DISCONNECT
+        }
         let connected = self.state == State::Connected;
         if connected {
             // After whatever is still in the output: those go out first.
@@ -868,30 +871,22 @@ impl Session {
             self.on_wire += 1;
             wrote = true;
         }
-        while self.out.len() < OUTPUT_HIGH_WATER
-            && (qos == QoS::AtMostOnce
-                || (self.on_wire < window
-                    // A packet id is free: with all 65535 in use,
-                    // next_packet_id would search forever.
-                    && self.inflight.len() + self.subscribing.len() < usize::from(u16::MAX)))
-            && !self.pending.is_empty()
-            && self.rate_allows(now)
-        {
+        loop {
+            // What can never be sent fails first, without using up the rate.
+            self.fail_oversized_front(qos);
+            let room = self.out.len() < OUTPUT_HIGH_WATER
+                && (qos == QoS::AtMostOnce
+                    || (self.on_wire < window
+                        // A packet id is free: with all 65535 in use,
+                        // next_packet_id would search forever.
+                        && self.inflight.len() + self.subscribing.len() < usize::from(u16::MAX)));
+            if !room || self.pending.is_empty() || !self.rate_allows(now) {
+                break;
+            }
             let Some(mut o) = self.pending.pop_front() else {
                 break;
             };
             self.pending_bytes -= o.payload.len();
-            let size = codec::publish_size(&o.topic, &o.payload, qos);
-            if size > self.limits.max_packet {
-                self.events.push_back(Event::PublishFailed(
-                    o.id,
-                    format!(
-                        "packet of {size} bytes exceeds the broker's maximum packet size of {}",
-                        self.limits.max_packet
-                    ),
-                ));
-                continue;
-            }
             if qos == QoS::AtLeastOnce {
                 o.pkid = self.next_packet_id();
             }
@@ -912,6 +907,28 @@ impl Session {
             self.sent(now);
         }
         self.check_pending_bytes();
+    }
+
+    /// Fails the publishes at the front of the queue that exceed the
+    /// broker's maximum packet size: they can never be sent.
+    fn fail_oversized_front(&mut self, qos: QoS) {
+        while let Some(o) = self.pending.front() {
+            let size = codec::publish_size(&o.topic, &o.payload, qos);
+            if size <= self.limits.max_packet {
+                return;
+            }
+            let Some(o) = self.pending.pop_front() else {
+                return;
+            };
+            self.pending_bytes -= o.payload.len();
+            self.events.push_back(Event::PublishFailed(
+                o.id,
+                format!(
+                    "packet of {size} bytes exceeds the broker's maximum packet size of {}",
+                    self.limits.max_packet
+                ),
+            ));
+        }
     }
 
     /// Takes one publish from the `--max_rate` budget; when it is spent,
@@ -1848,6 +1865,50 @@ mod tests {
                 .any(|p| matches!(p, Packet::Subscribe(_))),
             "subscribes again"
         );
+    }
+
+    #[test]
+    fn a_publish_that_can_never_be_sent_uses_no_rate_token() {
+        let mut cfg = config(&["a"]);
+        cfg.max_rate = 1;
+        let t0 = Instant::now();
+        let mut s = Session::new(cfg);
+        s.handle_connected(t0);
+        sent_packets(&mut s);
+        let mut p = props();
+        p.max_packet_size = Some(1000);
+        s.handle_input(t0, &connack(false, Some(p)));
+        for sub in sent_packets(&mut s) {
+            if let Packet::Subscribe(sub) = sub {
+                s.handle_input(t0, &suback(sub.pkid, 1));
+            }
+        }
+        events(&mut s);
+        // Fits the payload limit, not the packet: fails at once.
+        s.publish(t0, 1, Bytes::from_static(b"t"), Bytes::from(vec![0; 999]))
+            .unwrap();
+        publish(&mut s, t0, 2);
+        assert!(matches!(&events(&mut s)[..], [Event::PublishFailed(1, _)]));
+        let sent = sent_packets(&mut s);
+        assert!(
+            matches!(&sent[..], [Packet::Publish(_)]),
+            "the one token of the second went to the publish that fits: {sent:?}"
+        );
+    }
+
+    #[test]
+    fn a_second_close_keeps_the_disconnect_and_answers_once() {
+        let mut cfg = config(&["a"]);
+        cfg.qos = QoS::AtMostOnce;
+        let (mut s, t0) = connected(cfg);
+        publish(&mut s, t0, 3);
+        s.close();
+        s.close();
+        assert_eq!(events(&mut s), vec![Event::Unconfirmed(3)]);
+        assert!(matches!(
+            sent_packets(&mut s)[..],
+            [Packet::Publish(_), Packet::Disconnect(_)]
+        ));
     }
 
     #[test]
