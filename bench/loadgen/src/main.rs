@@ -2,7 +2,8 @@
 //!
 //! A crate of its own, with its own lock file, outside iotbox's dependency
 //! tree; it uses the iotbox library for what the publish socket reads
-//! (`iotbox::message::encode`). No `unsafe`: getrusage(2) through nix,
+//! (`iotbox::message::encode`). System calls go through crates that own
+//! their raw parts: getrusage(2) through nix,
 //! kill(2) through rustix, the helpers' parent-death signal through
 //! util-linux's `setpriv`. It builds with iotbox's MSRV:
 //!
@@ -251,7 +252,7 @@ fn command(argv: &[String]) -> Command {
 /// a publisher fed through stdin): killed (SIGKILL) when loadgen dies, so an
 /// interrupted bench run leaves no client behind. util-linux's `setpriv
 /// --pdeathsig` sets that and execs the command (the same process): std
-/// can set it only through `pre_exec`, which is `unsafe`. Not for timed
+/// can set it only through `pre_exec`, which this crate forbids. Not for timed
 /// starts: they would time setpriv's exec too.
 fn helper(argv: &[String]) -> Command {
     let mut c = Command::new("setpriv");
