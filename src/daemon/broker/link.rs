@@ -435,6 +435,29 @@ mod tests {
         l
     }
 
+    /// The actions that end the daemon with `result`.
+    fn the_end(result: Result<(), Error>) -> [Action; 3] {
+        [
+            Action::CloseSession,
+            Action::Disconnect,
+            Action::Exit(result),
+        ]
+    }
+
+    /// Loses the connection `times` times, each right after it came back:
+    /// the backoff ladder climbs. Returns the time of the last reconnect.
+    fn flap(l: &mut Link, mut now: Instant, times: usize) -> Instant {
+        for _ in 0..times {
+            l.handle_lost(now, "reset", false);
+            now = l.poll_timeout().unwrap();
+            l.handle_timeout(now);
+            l.handle_resolved(now, Ok(vec![addr(1)]));
+            l.handle_tcp_up(now);
+        }
+        actions(l);
+        now
+    }
+
     /// The delays a fresh backoff with the test seed gives.
     fn expected_delays(n: usize) -> Vec<Duration> {
         let mut b = Backoff::new(SEED, RECONNECT_FIRST, RECONNECT_MAX);
@@ -473,11 +496,7 @@ mod tests {
         l.handle_refused(t0, "not authorized".into());
         assert_eq!(
             actions(&mut l),
-            [
-                Action::CloseSession,
-                Action::Disconnect,
-                Action::Exit(Err(Error::Runtime("not authorized".into())))
-            ]
+            the_end(Err(Error::Runtime("not authorized".into())))
         );
         assert_eq!(l.poll_timeout(), None);
         // Whatever comes after is ignored.
@@ -538,15 +557,7 @@ mod tests {
     fn a_connection_that_lasted_resets_the_backoff() {
         let t0 = Instant::now();
         let mut l = up(t0);
-        let mut now = t0;
-        for _ in 0..5 {
-            // Each connection breaks at once: the ladder climbs.
-            l.handle_lost(now, "reset", false);
-            now = l.poll_timeout().unwrap();
-            l.handle_timeout(now);
-            l.handle_resolved(now, Ok(vec![addr(1)]));
-            l.handle_tcp_up(now);
-        }
+        let now = flap(&mut l, t0, 5);
         assert_eq!(l.backoff.ceiling(), Duration::from_secs(32));
         // This one lasts: the ladder starts again.
         l.handle_lost(now + STABLE_AFTER, "reset", false);
@@ -561,18 +572,13 @@ mod tests {
     fn reload_cuts_a_pending_wait_short() {
         let t0 = Instant::now();
         let mut l = up(t0);
-        for _ in 0..8 {
-            l.handle_lost(t0, "reset", false);
-            let at = l.poll_timeout().unwrap();
-            l.handle_timeout(at);
-            l.handle_resolved(at, Ok(vec![addr(1)]));
-            l.handle_tcp_up(at);
-        }
-        l.handle_lost(t0, "reset", false);
+        let now = flap(&mut l, t0, 8);
+        l.handle_lost(now, "reset", false);
         actions(&mut l);
-        l.handle_reload(t0);
-        assert_eq!(l.poll_timeout(), Some(t0));
-        l.handle_timeout(t0);
+        assert!(l.poll_timeout().unwrap() > now, "a wait is pending");
+        l.handle_reload(now);
+        assert_eq!(l.poll_timeout(), Some(now));
+        l.handle_timeout(now);
         assert_eq!(actions(&mut l), [Action::Resolve]);
     }
 
@@ -592,14 +598,7 @@ mod tests {
             Some(t0 + TCP_CONNECT_TIMEOUT.min(SHUTDOWN_GRACE))
         );
         l.handle_timeout(t0 + SHUTDOWN_GRACE);
-        assert_eq!(
-            actions(&mut l),
-            [
-                Action::CloseSession,
-                Action::Disconnect,
-                Action::Exit(Ok(()))
-            ]
-        );
+        assert_eq!(actions(&mut l), the_end(Ok(())));
     }
 
     #[test]
@@ -612,14 +611,7 @@ mod tests {
         assert_eq!(actions(&mut l), [Action::StopAccepting]);
         assert_eq!(l.poll_timeout(), Some(t0 + SHUTDOWN_GRACE), "no retry");
         l.handle_settled();
-        assert_eq!(
-            actions(&mut l),
-            [
-                Action::CloseSession,
-                Action::Disconnect,
-                Action::Exit(Ok(()))
-            ]
-        );
+        assert_eq!(actions(&mut l), the_end(Ok(())));
     }
 
     #[test]
