@@ -1072,14 +1072,26 @@ mod tests {
         bytes_of(Packet::PubAck(PubAck::new(pkid, None)))
     }
 
-    /// Connects and subscribes; returns the session and the start time.
-    fn connected(cfg: Config) -> (Session, Instant) {
+    /// A new session whose CONNECT went out and was answered with a
+    /// CONNACK carrying `props`; its SUBSCRIBEs wait in the output.
+    fn acked(cfg: Config, props: Option<ConnAckProperties>) -> (Session, Instant) {
         let t0 = Instant::now();
         let mut s = Session::new(cfg);
         s.handle_connected(t0);
         let packets = sent_packets(&mut s);
         assert!(matches!(packets[..], [Packet::Connect(..)]));
-        s.handle_input(t0, &connack(false, None));
+        s.handle_input(t0, &connack(false, props));
+        (s, t0)
+    }
+
+    /// Connects and subscribes; returns the session and the start time.
+    fn connected(cfg: Config) -> (Session, Instant) {
+        connected_with(cfg, None)
+    }
+
+    /// [`connected`] with CONNACK properties.
+    fn connected_with(cfg: Config, props: Option<ConnAckProperties>) -> (Session, Instant) {
+        let (mut s, t0) = acked(cfg, props);
         for p in sent_packets(&mut s) {
             if let Packet::Subscribe(sub) = p {
                 s.handle_input(t0, &suback(sub.pkid, sub.filters.len()));
@@ -1120,11 +1132,7 @@ mod tests {
     fn more_than_eight_filters_go_in_several_subscribes() {
         let filters: Vec<String> = (0..19).map(|i| format!("t/{i}")).collect();
         let refs: Vec<&str> = filters.iter().map(String::as_str).collect();
-        let t0 = Instant::now();
-        let mut s = Session::new(config(&refs));
-        s.handle_connected(t0);
-        sent_packets(&mut s);
-        s.handle_input(t0, &connack(false, None));
+        let (mut s, t0) = acked(config(&refs), None);
         let subs: Vec<_> = sent_packets(&mut s)
             .into_iter()
             .filter_map(|p| match p {
@@ -1146,11 +1154,7 @@ mod tests {
 
     #[test]
     fn refused_subscription_is_reported() {
-        let t0 = Instant::now();
-        let mut s = Session::new(config(&["a/b"]));
-        s.handle_connected(t0);
-        sent_packets(&mut s);
-        s.handle_input(t0, &connack(false, None));
+        let (mut s, t0) = acked(config(&["a/b"]), None);
         let Packet::Subscribe(sub) = sent_packets(&mut s).remove(0) else {
             panic!()
         };
@@ -1302,14 +1306,10 @@ mod tests {
 
     #[test]
     fn server_keep_alive_and_receive_maximum_are_honoured() {
-        let t0 = Instant::now();
-        let mut s = Session::new(config(&["a"]));
-        s.handle_connected(t0);
-        sent_packets(&mut s);
         let mut p = props();
         p.receive_max = Some(2);
         p.server_keep_alive = Some(30);
-        s.handle_input(t0, &connack(false, Some(p)));
+        let (mut s, t0) = acked(config(&["a"]), Some(p));
         sent_packets(&mut s);
         for id in 0..5 {
             publish(&mut s, t0, id);
@@ -1475,13 +1475,9 @@ mod tests {
     fn close_sends_disconnect_and_answers_what_is_left() {
         let mut cfg = config(&["a"]);
         cfg.qos = QoS::AtLeastOnce;
-        let t0 = Instant::now();
-        let mut s = Session::new(cfg);
-        s.handle_connected(t0);
-        sent_packets(&mut s);
         let mut p = props();
         p.receive_max = Some(1);
-        s.handle_input(t0, &connack(false, Some(p)));
+        let (mut s, t0) = acked(cfg, Some(p));
         sent_packets(&mut s);
         events(&mut s);
         publish(&mut s, t0, 7); // sent, not acknowledged
@@ -1793,11 +1789,7 @@ mod tests {
         // flight left no packet id free, and next_packet_id looped forever.
         let filters: Vec<String> = (0..9).map(|i| format!("t/{i}")).collect();
         let refs: Vec<&str> = filters.iter().map(String::as_str).collect();
-        let t0 = Instant::now();
-        let mut s = Session::new(config(&refs));
-        s.handle_connected(t0);
-        sent_packets(&mut s);
-        s.handle_input(t0, &connack(false, None));
+        let (mut s, t0) = acked(config(&refs), None);
         let subscribes = sent_packets(&mut s);
         assert_eq!(
             subscribes.len(),
@@ -1846,11 +1838,7 @@ mod tests {
                 .any(|p| matches!(p, Packet::Subscribe(_)))
         );
         // Lost before the SUBACK: the broker may not have the SUBSCRIBE.
-        let t0 = Instant::now();
-        let mut s = Session::new(cfg);
-        s.handle_connected(t0);
-        sent_packets(&mut s);
-        s.handle_input(t0, &connack(false, None));
+        let (mut s, t0) = acked(cfg, None);
         sent_packets(&mut s);
         s.handle_transport_lost("reset".into());
         events(&mut s);
@@ -1871,19 +1859,9 @@ mod tests {
     fn a_publish_that_can_never_be_sent_uses_no_rate_token() {
         let mut cfg = config(&["a"]);
         cfg.max_rate = 1;
-        let t0 = Instant::now();
-        let mut s = Session::new(cfg);
-        s.handle_connected(t0);
-        sent_packets(&mut s);
         let mut p = props();
         p.max_packet_size = Some(1000);
-        s.handle_input(t0, &connack(false, Some(p)));
-        for sub in sent_packets(&mut s) {
-            if let Packet::Subscribe(sub) = sub {
-                s.handle_input(t0, &suback(sub.pkid, 1));
-            }
-        }
-        events(&mut s);
+        let (mut s, t0) = connected_with(cfg, Some(p));
         // Fits the payload limit, not the packet: fails at once.
         s.publish(t0, 1, Bytes::from_static(b"t"), Bytes::from(vec![0; 999]))
             .unwrap();
