@@ -263,7 +263,9 @@ fn send_queued_status_exits_3() {
     daemon.join().unwrap();
 }
 
-/// Accepted but never confirmed within `--timeout`: exit 3.
+/// Accepted but never confirmed within `--timeout`: exit 3, with one line
+/// on stderr that does not guess why (the daemon may be busy, or waiting
+/// for the broker; `send` cannot know).
 #[test]
 fn send_unconfirmed_within_timeout_exits_3() {
     let env = Env::new("c-timeout");
@@ -295,7 +297,12 @@ fn send_unconfirmed_within_timeout_exits_3() {
     );
     let _ = release_tx.send(());
     out.expect_code(3);
-    assert!(!out.stderr_lines().is_empty(), "says so on stderr");
+    // One line that says what is known (written, not confirmed) and does
+    // not guess why.
+    let line = out.expect_one_stderr_line();
+    if line.contains("is the broker reachable") {
+        out.fail("the timeout message guesses at the broker; it should say the message was written and not confirmed");
+    }
     // The fake daemon got the whole message.
     let got = got_rx.recv_timeout(timeout()).expect("message read");
     assert_eq!(got, b"sdk/test/java\nhello");
