@@ -327,6 +327,32 @@ fn disconnects(rogue: &Rogue, index: usize) -> Vec<u8> {
     rogue.connections()[index].disconnects()
 }
 
+/// A rogue script: on the first connection, the handshake, then `bytes`,
+/// then read until the daemon closes; later connections [`behave`].
+fn send_on_first_connection(bytes: Vec<u8>) -> impl Fn(&mut Conn) + Send + Sync + 'static {
+    move |c| {
+        if c.index() > 0 {
+            return behave(c);
+        }
+        if c.handshake(deadline()).is_some() && c.send(&bytes).is_ok() {
+            c.drain(deadline());
+        }
+    }
+}
+
+/// Waits for the daemon to close the first connection, and checks that it
+/// sent exactly one DISCONNECT, with `code` (`what` names it), before.
+fn expect_disconnect_then_close(daemon: &Proc, rogue: &Rogue, code: u8, what: &str) {
+    rogue.wait_closed(0, deadline());
+    let codes = disconnects(rogue, 0);
+    if codes != [code] {
+        daemon.fail(&format!(
+            "expected DISCONNECT 0x{code:02X} ({what}) before the close, got {codes:02X?}\n{}",
+            rogue.report()
+        ));
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 0. the rogue broker itself
 
@@ -777,14 +803,7 @@ fn inbound_topic_not_utf8_is_a_protocol_error() {
     let args = plaintext_args(&env, rogue.port, "hostile-utf8", &[]);
     let daemon = env.spawn_pubsub(Via::Iotbox, &args);
 
-    rogue.wait_closed(0, deadline());
-    let codes = disconnects(&rogue, 0);
-    if codes != [0x81] {
-        daemon.fail(&format!(
-            "expected DISCONNECT 0x81 before the close, got {codes:02X?}\n{}",
-            rogue.report()
-        ));
-    }
+    expect_disconnect_then_close(&daemon, &rogue, 0x81, "malformed packet");
     rogue.wait_connects(2, deadline());
     let first = reader.next(deadline());
     if first != b"after the reconnect" {
@@ -807,25 +826,11 @@ fn inbound_topic_not_utf8_is_a_protocol_error() {
 #[test]
 fn malformed_packet_is_named_in_our_words() {
     let env = Env::new("hmalformed");
-    let rogue = Rogue::start(|c| {
-        if c.index() > 0 {
-            return behave(c);
-        }
-        if c.handshake(deadline()).is_some() && c.send(&[0x30, 0x03, 0x00, 0x10, 0x61]).is_ok() {
-            c.drain(deadline());
-        }
-    });
+    let rogue = Rogue::start(send_on_first_connection(vec![0x30, 0x03, 0x00, 0x10, 0x61]));
     let args = plaintext_args(&env, rogue.port, "hostile-malformed", &[]);
     let daemon = env.spawn_pubsub(Via::Iotbox, &args);
 
-    rogue.wait_closed(0, deadline());
-    let codes = disconnects(&rogue, 0);
-    if codes != [0x81] {
-        daemon.fail(&format!(
-            "expected DISCONNECT 0x81 before the close, got {codes:02X?}\n{}",
-            rogue.report()
-        ));
-    }
+    expect_disconnect_then_close(&daemon, &rogue, 0x81, "malformed packet");
     daemon.wait_stderr_line(
         "containing \"malformed packet\"",
         |l| l.contains("malformed packet"),
@@ -893,25 +898,11 @@ fn truncated_frame_then_silence_is_dropped_within_half_the_keep_alive() {
 #[test]
 fn second_connack_is_a_protocol_error() {
     let env = Env::new("hconnack");
-    let rogue = Rogue::start(|c| {
-        if c.index() > 0 {
-            return behave(c);
-        }
-        if c.handshake(deadline()).is_some() && c.send(&CONNACK_OK).is_ok() {
-            c.drain(deadline());
-        }
-    });
+    let rogue = Rogue::start(send_on_first_connection(CONNACK_OK.to_vec()));
     let args = plaintext_args(&env, rogue.port, "hostile-connack", &[]);
     let daemon = env.spawn_pubsub(Via::Iotbox, &args);
 
-    rogue.wait_closed(0, deadline());
-    let codes = disconnects(&rogue, 0);
-    if codes != [0x82] {
-        daemon.fail(&format!(
-            "expected DISCONNECT 0x82 (protocol error) before the close, got {codes:02X?}\n{}",
-            rogue.report()
-        ));
-    }
+    expect_disconnect_then_close(&daemon, &rogue, 0x82, "protocol error");
     rogue.wait_connects(2, deadline());
 }
 
