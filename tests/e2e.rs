@@ -17,6 +17,18 @@ use std::time::{Duration, Instant};
 /// client; `awsapp recv` printed `Receive 45 Byte` for it.
 const CONSOLE_JSON: &[u8] = b"{\n  \"message\": \"Hello from AWS IoT console\"\n}";
 
+/// Runs `f` on every item at the same time, one thread each; the results
+/// in the items' order.
+fn at_once<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    thread::scope(|s| {
+        let handles: Vec<_> = items.iter().map(|item| s.spawn(|| f(item))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a thread of at_once"))
+            .collect()
+    })
+}
+
 /// The how-to's `message.txt`: topic line, then the JSON payload (as `cat`
 /// shows it, so with a final newline, which is part of the payload).
 const MESSAGE_TXT: &[u8] = b"sdk/test/java\n{\n  \"message\": \"Hello from Raspberry Pi\"\n}\n";
@@ -244,20 +256,7 @@ fn twenty_concurrent_senders() {
             )
         })
         .collect();
-    let outputs: Vec<Output> = thread::scope(|s| {
-        let handles: Vec<_> = files
-            .iter()
-            .map(|f| {
-                let env = &env;
-                let smsg = &smsg;
-                s.spawn(move || env.send(smsg, f))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("sender thread"))
-            .collect()
-    });
+    let outputs = at_once(&files, |f| env.send(&smsg, f));
     for out in &outputs {
         out.expect_code(0)
             .expect_stdout(&format!("send message to {}.\n", smsg.display()));
@@ -301,30 +300,18 @@ fn large_qos0_sends_all_flow_without_stalling() {
         })
         .collect();
     let started = Instant::now();
-    let outputs: Vec<Output> = thread::scope(|s| {
-        let handles: Vec<_> = files
-            .iter()
-            .map(|f| {
-                let (env, smsg) = (&env, &smsg);
-                s.spawn(move || {
-                    run(
-                        "iotbox send --timeout 8",
-                        env.iotbox(&[
-                            OsStr::new("send"),
-                            OsStr::new("--timeout"),
-                            OsStr::new("8"),
-                            smsg.as_os_str(),
-                            f.as_os_str(),
-                        ]),
-                        None,
-                    )
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("sender thread"))
-            .collect()
+    let outputs = at_once(&files, |f| {
+        run(
+            "iotbox send --timeout 8",
+            env.iotbox(&[
+                OsStr::new("send"),
+                OsStr::new("--timeout"),
+                OsStr::new("8"),
+                smsg.as_os_str(),
+                f.as_os_str(),
+            ]),
+            None,
+        )
     });
     for out in &outputs {
         out.expect_code(0);
@@ -456,20 +443,9 @@ fn max_rate_paces_a_burst() {
     let mut console = broker.console_sub("rate/#");
     let smsg = env.smsg();
     let start = std::time::Instant::now();
-    let outputs: Vec<Output> = thread::scope(|s| {
-        let handles: Vec<_> = (0..6)
-            .map(|i| {
-                let (env, smsg) = (&env, &smsg);
-                s.spawn(move || {
-                    let file = env.write(&format!("r{i}.txt"), format!("rate/{i}\n{i}").as_bytes());
-                    env.send(smsg, &file)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("sender"))
-            .collect()
+    let outputs = at_once(&[0, 1, 2, 3, 4, 5], |i| {
+        let file = env.write(&format!("r{i}.txt"), format!("rate/{i}\n{i}").as_bytes());
+        env.send(&smsg, &file)
     });
     for out in &outputs {
         out.expect_code(0);
