@@ -32,15 +32,7 @@ show_cmd() { printf '    $ %s\n' "$*"; }
 
 T=""
 ok=0
-cleanup() {
-    local rc=$?
-    stop_started
-    drop_tmp demo "$T" "$ok"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+clean_up_on_exit demo
 
 fail() {
     printf '\ndemo: FAILED: %s\n' "$*" >&2

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by demo.sh and bench.sh: the processes a script started and its
+# Sourced by demo.sh, bench.sh and soak.sh: the processes a script started and its
 # temp dir, cleaned up on exit. Kills only PIDs in `pids`, never by name.
 
 pids=()   # started and not yet reaped
@@ -35,4 +35,20 @@ drop_tmp() {
     else
         echo "$name: files kept in $dir" >&2
     fi
+}
+
+# clean_up_on_exit NAME: whatever way the script ends (exit, error, INT,
+# TERM), stop what it started and drop its temp dir $T when $ok is 1 (see
+# drop_tmp); the exit status is kept.
+clean_up_on_exit() {
+    cleanup_name=$1
+    trap _clean_up EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+_clean_up() {
+    local rc=$?
+    stop_started
+    drop_tmp "$cleanup_name" "$T" "$ok"
+    exit "$rc"
 }

@@ -25,15 +25,7 @@ SOAK_RATE=${SOAK_RATE:-20}
 
 T=""
 ok=0
-cleanup() {
-    local rc=$?
-    stop_started
-    drop_tmp soak "$T" "$ok"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+clean_up_on_exit soak
 
 fail() {
     printf 'soak: FAILED: %s\n' "$*" >&2
