@@ -424,14 +424,21 @@ mod tests {
         SocketAddr::from(([127, 0, 0, last], 8883))
     }
 
-    /// Started, resolved to `addrs`, connected to the first, subscribed.
-    fn up(now: Instant) -> Link {
-        let mut l = link(0);
+    /// Started with `--count count`, resolved, TCP up: the first connection,
+    /// not subscribed yet.
+    fn first_connection(count: u64, now: Instant) -> Link {
+        let mut l = link(count);
         l.start();
         l.handle_resolved(now, Ok(vec![addr(1)]));
         l.handle_tcp_up(now);
-        l.handle_subscribed();
         actions(&mut l);
+        l
+    }
+
+    /// The first connection, subscribed.
+    fn up(now: Instant) -> Link {
+        let mut l = first_connection(0, now);
+        l.handle_subscribed();
         l
     }
 
@@ -488,11 +495,7 @@ mod tests {
     #[test]
     fn first_connection_refused_is_fatal() {
         let t0 = Instant::now();
-        let mut l = link(0);
-        l.start();
-        l.handle_resolved(t0, Ok(vec![addr(1)]));
-        l.handle_tcp_up(t0);
-        actions(&mut l);
+        let mut l = first_connection(0, t0);
         l.handle_refused(t0, "not authorized".into());
         assert_eq!(
             actions(&mut l),
@@ -508,11 +511,7 @@ mod tests {
     #[test]
     fn first_subscription_refused_is_fatal_later_ones_are_logged() {
         let t0 = Instant::now();
-        let mut l = link(0);
-        l.start();
-        l.handle_resolved(t0, Ok(vec![addr(1)]));
-        l.handle_tcp_up(t0);
-        actions(&mut l);
+        let mut l = first_connection(0, t0);
         l.handle_subscribe_refused("a/b: not authorized".into());
         assert!(matches!(actions(&mut l).last(), Some(Action::Exit(Err(_)))));
 
@@ -634,11 +633,7 @@ mod tests {
     #[test]
     fn count_stops_after_n_confirmed_publishes() {
         let t0 = Instant::now();
-        let mut l = link(2);
-        l.start();
-        l.handle_resolved(t0, Ok(vec![addr(1)]));
-        l.handle_tcp_up(t0);
-        actions(&mut l);
+        let mut l = first_connection(2, t0);
         l.handle_published(t0);
         assert!(!l.is_shutting_down());
         l.handle_published(t0);
