@@ -408,8 +408,11 @@ fn stdout_nobody_reads_never_freezes_the_daemon() {
     let env = Env::new("hstdout");
     // Room for every message while the daemon is busy (mosquitto's default
     // keeps 1000 and drops the rest). Not 0, "no maximum", which its own
-    // documentation calls not recommended.
-    let broker = env.broker_with("max_queued_messages 100000");
+    // documentation calls not recommended. And an in-flight window set
+    // explicitly: under load, mosquitto 2.0.11 left to the client's Receive
+    // Maximum alone was seen with over 200 QoS 1 messages unacknowledged,
+    // which the daemon treats as a flood (DISCONNECT 0x93).
+    let broker = env.broker_with("max_queued_messages 100000\nmax_inflight_messages 20");
     let id = "hostile-stdout";
     let args = env.pubsub_args(&broker, id, &[FILTER]);
     // A reader on the delivery socket, so that only stdout is stuck.
@@ -713,8 +716,11 @@ fn logs_do_not_amplify() {
     let env = Env::new("hlogs");
     // Room for every message while the daemon is busy (mosquitto's default
     // keeps 1000 and drops the rest). Not 0, "no maximum", which its own
-    // documentation calls not recommended.
-    let broker = env.broker_with("max_queued_messages 100000");
+    // documentation calls not recommended. And an in-flight window set
+    // explicitly: under load, mosquitto 2.0.11 left to the client's Receive
+    // Maximum alone was seen with over 200 QoS 1 messages unacknowledged,
+    // which the daemon treats as a flood (DISCONNECT 0x93).
+    let broker = env.broker_with("max_queued_messages 100000\nmax_inflight_messages 20");
     let id = "hostile-logs";
     let log = env.path("daemon.log");
     let mut args = env.pubsub_args(&broker, id, &[FILTER]);
