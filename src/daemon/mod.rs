@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod broker;
 pub mod device;
 pub mod event_loop;
+pub mod store;
 
 use broker::{codec, crypto, link, session, tls};
 

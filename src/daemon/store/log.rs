@@ -1,0 +1,586 @@
+//! One direction of the spool: an append-only log of messages in segment
+//! files, with what is done recorded in the log itself. No I/O of its own:
+//! every call that touches files takes the [`Disk`].
+//!
+//! - [`Log::append`] encodes a message into a buffer and gives it the next
+//!   sequence number; [`Log::commit`] writes the buffer and syncs it, once
+//!   per loop turn for everything appended in that turn (group commit), and
+//!   says which messages are now durable.
+//! - [`Log::next`] reads the next durable message, in order; the consumer
+//!   reports each one [`Log::done`] (sent, delivered, or never sendable),
+//!   in any order. Every message before the first one not done is covered
+//!   by a done record, appended at the next commit (not synced for its own
+//!   sake: losing one only sends some messages again).
+//! - A segment whose messages are all done is deleted; the writer moves to
+//!   a new segment past [`Limits::segment_bytes`].
+//! - [`Log::open`] recovers the log from whatever the files hold: segments
+//!   in the order of the first sequence number in their names, each one's
+//!   records up to the next one's first number (a segment abandoned after a
+//!   failed write or sync may hold a copy of what its successor holds), a
+//!   damaged record skipped and counted, a torn last record cut off. It
+//!   never fails: what cannot be read is reported, not fatal.
+//!
+//! After a failed write or sync, the segment is never appended to again and
+//! nothing past its last good sync is trusted (the kernel may have dropped
+//! those pages); the records not yet durable are still in the buffer and go
+//! to a fresh segment at the next commit.
+
+use super::disk::Disk;
+use super::record::{self, MAGIC, Message, Parsed, Record};
+use std::collections::{BTreeSet, VecDeque};
+use std::io;
+use std::ops::Range;
+
+/// Bytes read from a segment at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// Fixed settings of a log.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A segment takes no more records once it is this long.
+    pub segment_bytes: u64,
+    /// The largest record body a reader accepts: a longer length field is
+    /// damage.
+    pub max_body: usize,
+}
+
+/// A segment file.
+#[derive(Debug, Clone)]
+struct Segment {
+    name: String,
+    /// From the name: the first sequence number it may hold.
+    first_seq: u64,
+    /// From the name: which of several segments with the same first number
+    /// (after a failed sync) came last.
+    generation: u32,
+    /// Bytes appended to the file (for the size limit).
+    len: u64,
+    /// The end up to which records may be read: the last successful sync,
+    /// or what recovery found good.
+    readable: u64,
+    /// A failed removal is not retried every turn.
+    remove_failed: bool,
+}
+
+/// What recovery found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Messages waiting (not done).
+    pub messages: u64,
+    /// Bytes of the segment files.
+    pub bytes: u64,
+    pub segments: usize,
+    /// The acceptance time of the oldest waiting message (Unix seconds).
+    pub oldest: Option<u64>,
+    /// Bytes skipped as damaged or torn, and segments without a valid
+    /// header or that could not be read.
+    pub damaged_bytes: u64,
+    pub damaged_segments: u64,
+}
+
+/// A position in a segment and the bytes read ahead from there.
+#[derive(Debug, Default)]
+struct Reader {
+    /// The segment (first_seq, generation); `None` before the first.
+    at: Option<(u64, u32)>,
+    offset: u64,
+    chunk: Vec<u8>,
+    /// File offset of `chunk[0]`.
+    chunk_off: u64,
+    /// Bytes skipped as damaged since the last report.
+    damaged: u64,
+}
+
+pub struct Log {
+    prefix: &'static str,
+    limits: Limits,
+    /// Oldest first.
+    segments: VecDeque<Segment>,
+    /// The last segment takes appends (false before the first commit, after
+    /// a failure, and after [`Log::roll`]).
+    writer_open: bool,
+    next_generation: u32,
+    /// Records appended and not yet written.
+    buffer: Vec<u8>,
+    /// The first message in `buffer`.
+    buffer_first: Option<u64>,
+    next_seq: u64,
+    /// Every message below is done; some above may be too.
+    done_below: u64,
+    done_above: BTreeSet<u64>,
+    /// The `below` of the last done record appended.
+    done_written: u64,
+    reader: Reader,
+    /// The next sequence number the reader expects: numbers it skips over
+    /// (damaged records) are done.
+    read_seq: u64,
+    /// Bytes in the segment files plus the buffer.
+    bytes: u64,
+}
+
+/// `{prefix}-{first_seq:016x}-{generation:08x}.seg`
+fn segment_name(prefix: &str, first_seq: u64, generation: u32) -> String {
+    format!("{prefix}-{first_seq:016x}-{generation:08x}.seg")
+}
+
+fn parse_name(prefix: &str, name: &str) -> Option<(u64, u32)> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix('-')?;
+    let rest = rest.strip_suffix(".seg")?;
+    let (seq, generation) = rest.split_once('-')?;
+    if seq.len() != 16 || generation.len() != 8 {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(seq, 16).ok()?,
+        u32::from_str_radix(generation, 16).ok()?,
+    ))
+}
+
+impl Log {
+    /// Recovers the log named `prefix` from `disk`. Never fails: files that
+    /// cannot be listed or read are reported as damaged, and the log starts
+    /// from what could be read.
+    pub fn open(disk: &mut dyn Disk, prefix: &'static str, limits: Limits) -> (Log, Recovered) {
+        let mut report = Recovered::default();
+        let names = disk.list().unwrap_or_else(|e| {
+            log::warn!("spool: cannot list the directory: {e}");
+            report.damaged_segments += 1;
+            Vec::new()
+        });
+        let mut found: Vec<(u64, u32, String)> = names
+            .into_iter()
+            .filter_map(|n| parse_name(prefix, &n).map(|(s, g)| (s, g, n)))
+            .collect();
+        found.sort();
+        let mut log = Log {
+            prefix,
+            limits,
+            segments: VecDeque::new(),
+            writer_open: false,
+            next_generation: found.iter().map(|f| f.1).max().map_or(0, |g| g.wrapping_add(1)),
+            buffer: Vec::new(),
+            buffer_first: None,
+            next_seq: 0,
+            done_below: 0,
+            done_above: BTreeSet::new(),
+            done_written: 0,
+            reader: Reader::default(),
+            read_seq: 0,
+            bytes: 0,
+        };
+        for (first_seq, generation, name) in found {
+            let len = disk.len(&name).unwrap_or_else(|e| {
+                log::warn!("spool: cannot read {name}: {e}");
+                0
+            });
+            log.bytes += len;
+            log.segments.push_back(Segment {
+                name,
+                first_seq,
+                generation,
+                len,
+                readable: len,
+                remove_failed: false,
+            });
+        }
+        // First pass: the done records, the last message, the damage. Each
+        // segment's readable end becomes the end of its last good record.
+        let mut watermark = log.segments.front().map_or(0, |s| s.first_seq);
+        let mut last_message: Option<u64> = None;
+        for i in 0..log.segments.len() {
+            let mut scan = Reader::default();
+            let (good_end, header_ok) = log.scan(disk, i, &mut scan, |record| match record {
+                Record::Done { below } => watermark = watermark.max(*below),
+                Record::Message(m) => last_message = Some(m.seq),
+            });
+            if !header_ok {
+                report.damaged_segments += 1;
+            }
+            report.damaged_bytes += scan.damaged;
+            log.segments[i].readable = good_end;
+        }
+        let highest_name = log.segments.back().map_or(0, |s| s.first_seq);
+        log.next_seq = last_message
+            .map_or(0, |s| s.saturating_add(1))
+            .max(highest_name)
+            .max(watermark);
+        log.done_below = watermark;
+        log.done_written = watermark;
+        log.read_seq = watermark;
+        // Second pass, from the segment holding the watermark: what waits.
+        let start = log
+            .segments
+            .iter()
+            .rposition(|s| s.first_seq <= watermark)
+            .unwrap_or(0);
+        for i in start..log.segments.len() {
+            let mut scan = Reader::default();
+            log.scan(disk, i, &mut scan, |record| {
+                if let Record::Message(m) = record {
+                    if m.seq >= watermark {
+                        report.messages += 1;
+                        report.oldest = Some(report.oldest.map_or(m.time, |t| t.min(m.time)));
+                    }
+                }
+            });
+        }
+        report.bytes = log.bytes;
+        report.segments = log.segments.len();
+        (log, report)
+    }
+
+    /// Calls `each` with the records of segment `i` that belong to it (a
+    /// message numbered from the segment's first number up to the next
+    /// segment's, each higher than the last). Returns the end of the last
+    /// good record and whether the header was good.
+    fn scan(
+        &self,
+        disk: &mut dyn Disk,
+        i: usize,
+        reader: &mut Reader,
+        mut each: impl FnMut(&Record),
+    ) -> (u64, bool) {
+        let seg = &self.segments[i];
+        let upper = self.upper(i);
+        let mut header = [0; MAGIC.len()];
+        let header_ok = matches!(disk.read_at(&seg.name, 0, &mut header), Ok(n) if n == MAGIC.len())
+            && &header == MAGIC;
+        if !header_ok {
+            reader.damaged += seg.len;
+            return (0, false);
+        }
+        reader.at = Some((seg.first_seq, seg.generation));
+        reader.offset = MAGIC.len() as u64;
+        let mut good_end = reader.offset;
+        let mut last = None;
+        while let Some(record) = reader.next(disk, seg, self.limits.max_body) {
+            good_end = reader.offset;
+            if let Record::Message(m) = &record {
+                if m.seq < seg.first_seq || m.seq >= upper || last.is_some_and(|l| m.seq <= l) {
+                    continue;
+                }
+                last = Some(m.seq);
+            }
+            each(&record);
+        }
+        (good_end, true)
+    }
+
+    /// The first sequence number segment `i` may not hold: the next
+    /// segment's first.
+    fn upper(&self, i: usize) -> u64 {
+        self.segments.get(i + 1).map_or(u64::MAX, |s| s.first_seq)
+    }
+
+    // ----- writing -----
+
+    /// Appends a message to the buffer (durable after the next successful
+    /// [`Log::commit`]) and returns its sequence number.
+    pub fn append(&mut self, time: u64, topic: &[u8], payload: &[u8]) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let before = self.buffer.len();
+        record::encode_message(&mut self.buffer, seq, time, topic, payload);
+        self.bytes += (self.buffer.len() - before) as u64;
+        self.buffer_first.get_or_insert(seq);
+        seq
+    }
+
+    /// Writes what was appended since the last commit, and the done mark,
+    /// and syncs if that included messages (or a new segment).
+    ///
+    /// # Returns
+    /// The sequence numbers made durable by this call (possibly empty). On
+    /// an error nothing new is durable: the segment is abandoned and the
+    /// next commit tries again on a fresh one.
+    pub fn commit(&mut self, disk: &mut dyn Disk) -> io::Result<Range<u64>> {
+        if self.done_below > self.done_written {
+            let before = self.buffer.len();
+            record::encode_done(&mut self.buffer, self.done_below);
+            self.bytes += (self.buffer.len() - before) as u64;
+            self.done_written = self.done_below;
+        }
+        let durable = match self.buffer_first {
+            Some(first) => first..self.next_seq,
+            None => self.next_seq..self.next_seq,
+        };
+        if self.buffer.is_empty() {
+            return Ok(durable);
+        }
+        let result = self.write_buffer(disk, !durable.is_empty());
+        if result.is_err() {
+            self.writer_open = false;
+            return result.map(|()| durable);
+        }
+        self.buffer.clear();
+        self.buffer_first = None;
+        self.remove_done_segments(disk);
+        Ok(durable)
+    }
+
+    fn write_buffer(&mut self, disk: &mut dyn Disk, sync: bool) -> io::Result<()> {
+        let rolled = self
+            .segments
+            .back()
+            .is_none_or(|s| !self.writer_open || s.len >= self.limits.segment_bytes);
+        if rolled {
+            let first = self.buffer_first.unwrap_or(self.next_seq);
+            let name = segment_name(self.prefix, first, self.next_generation);
+            disk.create(&name)?;
+            self.next_generation = self.next_generation.wrapping_add(1);
+            self.segments.push_back(Segment {
+                name,
+                first_seq: first,
+                generation: self.next_generation.wrapping_sub(1),
+                len: 0,
+                readable: 0,
+                remove_failed: false,
+            });
+            self.writer_open = true;
+            let seg = self.segments.back_mut().ok_or_else(no_writer)?;
+            let appended = disk.append(&seg.name, MAGIC);
+            seg.len += MAGIC.len() as u64;
+            self.bytes += MAGIC.len() as u64;
+            appended?;
+        }
+        let seg = self.segments.back_mut().ok_or_else(no_writer)?;
+        // Counted even when the append fails: part of it may be in the file.
+        seg.len += self.buffer.len() as u64;
+        disk.append(&seg.name, &self.buffer)?;
+        if sync || rolled {
+            disk.sync(&seg.name)?;
+        }
+        if rolled {
+            disk.sync_dir()?;
+        }
+        if sync || rolled {
+            seg.readable = seg.len;
+        }
+        Ok(())
+    }
+
+    /// The writer takes no more records: the next commit starts a new
+    /// segment (so that the current one can be dropped whole).
+    pub fn roll(&mut self) {
+        self.writer_open = false;
+    }
+
+    /// Deletes the segments before the writer whose messages are all done.
+    fn remove_done_segments(&mut self, disk: &mut dyn Disk) {
+        while self.segments.len() > 1 && self.upper(0) <= self.done_below {
+            let Some(seg) = self.segments.front_mut() else {
+                return;
+            };
+            if seg.remove_failed {
+                return;
+            }
+            if let Err(e) = disk.remove(&seg.name) {
+                log::warn!("spool: cannot remove {}: {e}", seg.name);
+                seg.remove_failed = true;
+                return;
+            }
+            self.bytes = self.bytes.saturating_sub(seg.len);
+            self.segments.pop_front();
+        }
+    }
+
+    // ----- reading -----
+
+    /// The next durable message not yet read, in order; `None` until more is
+    /// durable. What cannot be read (damage, read errors) is skipped and
+    /// counted ([`Log::take_damaged`]); its numbers count as done.
+    pub fn next(&mut self, disk: &mut dyn Disk) -> Option<Message> {
+        loop {
+            let i = self.reader_segment()?;
+            let last = i + 1 == self.segments.len();
+            let seg = &self.segments[i];
+            if self.reader.offset == 0 {
+                if seg.readable < MAGIC.len() as u64 && last {
+                    return None; // a new writer, nothing synced yet
+                }
+                let mut header = [0; MAGIC.len()];
+                let ok = matches!(disk.read_at(&seg.name, 0, &mut header), Ok(n) if n == MAGIC.len())
+                    && &header == MAGIC;
+                self.reader.offset = if ok {
+                    MAGIC.len() as u64
+                } else {
+                    self.reader.damaged += seg.readable;
+                    seg.readable.max(1)
+                };
+            }
+            let upper = self.upper(i);
+            match self.reader.next(disk, seg, self.limits.max_body) {
+                Some(Record::Message(m)) if m.seq >= self.read_seq && m.seq < upper => {
+                    for lost in self.read_seq..m.seq {
+                        self.done(lost);
+                    }
+                    self.read_seq = m.seq + 1;
+                    return Some(m);
+                }
+                Some(_) => {}
+                None if last => return None,
+                None => self.reader.enter(&self.segments[i + 1]),
+            }
+        }
+    }
+
+    /// The index of the segment the reader is in; enters the right one when
+    /// it has none (at start, or after its segment was dropped).
+    fn reader_segment(&mut self) -> Option<usize> {
+        if let Some(at) = self.reader.at {
+            if let Some(i) = self
+                .segments
+                .iter()
+                .position(|s| (s.first_seq, s.generation) == at)
+            {
+                return Some(i);
+            }
+        }
+        let i = self
+            .segments
+            .iter()
+            .rposition(|s| s.first_seq <= self.read_seq)
+            .unwrap_or(0);
+        self.reader.enter(self.segments.get(i)?);
+        Some(i)
+    }
+
+    /// Bytes skipped as damaged since the last call.
+    pub fn take_damaged(&mut self) -> u64 {
+        std::mem::take(&mut self.reader.damaged)
+    }
+
+    // ----- consuming -----
+
+    /// The message `seq` needs nothing more: sent, delivered, dropped or
+    /// never sendable. Any order; repeats and unknown numbers are ignored.
+    pub fn done(&mut self, seq: u64) {
+        if seq < self.done_below || seq >= self.next_seq {
+            return;
+        }
+        self.done_above.insert(seq);
+        while self.done_above.remove(&self.done_below) {
+            self.done_below += 1;
+        }
+    }
+
+    /// Drops the oldest segment (`--when_full drop_oldest`); rolls the
+    /// writer first when it is the only one.
+    ///
+    /// # Returns
+    /// How many messages were dropped unread, or `None` when nothing could
+    /// be dropped (only the writer, and nothing of it synced).
+    pub fn drop_oldest(&mut self, disk: &mut dyn Disk) -> Option<u64> {
+        if self.segments.len() < 2 {
+            self.roll();
+            return None;
+        }
+        let upper = self.upper(0);
+        let dropped = upper.saturating_sub(self.read_seq.max(self.segments[0].first_seq));
+        // Whatever was read of it and is still out counts as done too: its
+        // file is gone.
+        self.done_below = self.done_below.max(upper);
+        self.done_above = self.done_above.split_off(&upper);
+        while self.done_above.remove(&self.done_below) {
+            self.done_below += 1;
+        }
+        self.read_seq = self.read_seq.max(upper);
+        let seg = self.segments.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(seg.len);
+        if let Err(e) = disk.remove(&seg.name) {
+            log::warn!("spool: cannot remove {}: {e}", seg.name);
+        }
+        Some(dropped)
+    }
+
+    // ----- getters -----
+
+    /// Bytes on disk and in the buffer.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Messages not done (those lost to damage may count until read past).
+    pub fn waiting(&self) -> u64 {
+        (self.next_seq - self.done_below).saturating_sub(self.done_above.len() as u64)
+    }
+
+    /// Messages durable and not yet read.
+    pub fn unread(&self) -> u64 {
+        let durable_end = self.buffer_first.unwrap_or(self.next_seq);
+        durable_end.saturating_sub(self.read_seq)
+    }
+
+    pub fn segments(&self) -> usize {
+        self.segments.len()
+    }
+}
+
+impl Reader {
+    fn enter(&mut self, seg: &Segment) {
+        self.at = Some((seg.first_seq, seg.generation));
+        self.offset = 0;
+        self.chunk.clear();
+        self.chunk_off = 0;
+    }
+
+    /// The next record of `seg` from `offset` up to its readable end,
+    /// skipping damage one byte at a time; `None` at the end.
+    fn next(&mut self, disk: &mut dyn Disk, seg: &Segment, max_body: usize) -> Option<Record> {
+        let mut damage_start: Option<u64> = None;
+        let result = loop {
+            if self.offset >= seg.readable {
+                break None;
+            }
+            let start = (self.offset - self.chunk_off) as usize;
+            let have = self
+                .chunk
+                .get(start..)
+                .filter(|_| self.offset >= self.chunk_off)
+                .unwrap_or(&[]);
+            match record::parse(have, max_body) {
+                Parsed::Record(record, n) => {
+                    self.offset += n as u64;
+                    break Some(record);
+                }
+                Parsed::Short { need } if self.offset + need as u64 <= seg.readable => {
+                    if let Err(e) = self.fill(disk, seg, need) {
+                        log::warn!("spool: cannot read {}: {e}", seg.name);
+                        damage_start.get_or_insert(self.offset);
+                        self.offset = seg.readable;
+                    }
+                }
+                // Beyond the readable end, or not a record: damage.
+                Parsed::Short { .. } | Parsed::Corrupt => {
+                    damage_start.get_or_insert(self.offset);
+                    self.offset += 1;
+                }
+            }
+        };
+        if let Some(from) = damage_start {
+            self.damaged += self.offset.min(seg.readable) - from;
+        }
+        result
+    }
+
+    /// Reads at least `need` bytes from `offset` into the chunk (up to the
+    /// readable end).
+    fn fill(&mut self, disk: &mut dyn Disk, seg: &Segment, need: usize) -> io::Result<()> {
+        let want = need.max(CHUNK).min((seg.readable - self.offset) as usize);
+        self.chunk.resize(want, 0);
+        let n = disk.read_at(&seg.name, self.offset, &mut self.chunk)?;
+        self.chunk.truncate(n);
+        self.chunk_off = self.offset;
+        if n < need {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file is shorter than it was",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn no_writer() -> io::Error {
+    io::Error::other("no segment to write to")
+}

@@ -1,0 +1,501 @@
+//! The spool: what the daemon accepted, kept until it is done, in both
+//! directions: messages from the publish socket for the broker
+//! (`out-*.seg`) and messages from the broker for the delivery socket
+//! (`in-*.seg`), each an append-only [`Log`] in `--spool_dir`.
+//!
+//! [`Spool`] adds the policy on top of the two logs: the size limit
+//! (`--spool_size`, both directions together) and what happens when it is
+//! reached (`--when_full`), the age limit (`--spool_max_age`), the lock that
+//! keeps a second daemon out of the directory, the fallback to memory when
+//! the directory cannot be used, and what to do after a failed write or
+//! sync (stop accepting, retry on a fresh segment).
+//!
+//! Durable means synced: the event loop appends during a turn and calls
+//! [`Spool::commit`] once at its end; only then are clients answered and
+//! the broker's messages acknowledged.
+
+pub mod disk;
+pub mod log;
+pub mod record;
+
+use self::disk::{DirDisk, Disk, MemDisk};
+use self::log::{Limits, Log, Recovered};
+pub use self::record::Message;
+use crate::output::{LOG_INTERVAL, Throttle};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The default `--spool_dir`.
+pub const DEFAULT_DIR: &str = "/var/lib/iotbox";
+/// The default `--spool_size`.
+pub const DEFAULT_SIZE: u64 = 64 << 20;
+/// The default `--spool_max_age`: a week.
+pub const DEFAULT_MAX_AGE: u64 = 7 * 24 * 3600;
+
+/// Without a usable directory, the messages wait in memory, up to this
+/// many bytes (or `--spool_size`, when smaller).
+pub const MEMORY_BYTES: u64 = 4 << 20;
+
+/// Before this time (2024-01-01) the wall clock is taken to be unset (a
+/// Pi without a battery-backed clock boots in 1970 until NTP answers): no
+/// message is expired by a clock like that, or for a time stamp like that.
+const PLAUSIBLE_TIME: u64 = 1_704_067_200;
+
+/// After a failed write or sync, how long until the next try.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// What the messages are for, in log lines and file names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the publish socket to the broker.
+    Out,
+    /// From the broker to the delivery socket.
+    In,
+}
+
+impl Direction {
+    fn prefix(self) -> &'static str {
+        match self {
+            Direction::Out => "out",
+            Direction::In => "in",
+        }
+    }
+
+    fn words(self) -> &'static str {
+        match self {
+            Direction::Out => "for the broker",
+            Direction::In => "for the delivery socket",
+        }
+    }
+}
+
+/// `--when_full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Stop accepting until there is room.
+    Block,
+    /// Drop the oldest messages to make room, and count them.
+    DropOldest,
+}
+
+/// The spool's flags, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `None`: memory only (`--spool_dir none`).
+    pub dir: Option<PathBuf>,
+    pub size: u64,
+    /// Seconds; 0 for no limit.
+    pub max_age: u64,
+    pub when_full: WhenFull,
+    /// The largest payload a record may hold (reading rejects longer
+    /// lengths as damage).
+    pub max_payload: usize,
+}
+
+/// Unix seconds now, from the wall clock.
+pub fn wall_clock() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A directory holding a spool cannot be opened by a second daemon.
+#[derive(Debug)]
+pub struct Locked {
+    pub dir: PathBuf,
+    pub pid: Option<u32>,
+}
+
+pub struct Spool {
+    disk: Box<dyn Disk>,
+    /// Where, for log lines; `None` in memory.
+    dir: Option<PathBuf>,
+    out: Log,
+    inbound: Log,
+    limit: u64,
+    max_age: u64,
+    when_full: WhenFull,
+    /// The lock on the directory, held while the daemon runs.
+    _lock: Option<File>,
+    /// After a failed commit: when to try again.
+    retry_at: Option<Instant>,
+    failing: bool,
+    dropped: Tally,
+    expired: Tally,
+    damaged: Tally,
+}
+
+/// Counts of one kind of loss, logged at most once a minute.
+struct Tally {
+    what: &'static str,
+    total: u64,
+    throttle: Throttle,
+}
+
+impl Tally {
+    fn new(what: &'static str) -> Tally {
+        Tally {
+            what,
+            total: 0,
+            throttle: Throttle::new(LOG_INTERVAL),
+        }
+    }
+
+    fn add(&mut self, now: Instant, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.total += n;
+        if self.throttle.note(now).is_some() {
+            ::log::warn!("spool: {} so far: {}", self.what, self.total);
+        }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        if self.throttle.flush(now).is_some() {
+            ::log::warn!("spool: {} so far: {}", self.what, self.total);
+        }
+    }
+}
+
+impl Spool {
+    /// Opens the spool in `config.dir`, or in memory when that is `None` or
+    /// cannot be used (said in one line). Recovery never fails; a directory
+    /// locked by another daemon does.
+    pub fn open(config: &Config) -> Result<Spool, Locked> {
+        let max_body = config.max_payload.saturating_add(1024);
+        if let Some(dir) = &config.dir {
+            match Self::open_dir(dir) {
+                Ok((disk, lock)) => {
+                    return Ok(Self::with_disk(
+                        Box::new(disk),
+                        Some(dir.clone()),
+                        Some(lock),
+                        config.size,
+                        config,
+                        max_body,
+                    ));
+                }
+                Err(OpenError::Locked(locked)) => return Err(locked),
+                Err(OpenError::Io(e)) => ::log::warn!(
+                    "spool: cannot use {}: {e}; messages wait in memory only (up to {} bytes) and are lost when the daemon stops",
+                    dir.display(),
+                    MEMORY_BYTES.min(config.size)
+                ),
+            }
+        }
+        Ok(Self::with_disk(
+            Box::new(MemDisk::default()),
+            None,
+            None,
+            MEMORY_BYTES.min(config.size),
+            config,
+            max_body,
+        ))
+    }
+
+    fn open_dir(dir: &Path) -> Result<(DirDisk, File), OpenError> {
+        let disk = DirDisk::new(dir).map_err(OpenError::Io)?;
+        let lock = lock(dir)?;
+        Ok((disk, lock))
+    }
+
+    /// A spool over any disk (the simulation's in tests).
+    pub fn with_disk(
+        mut disk: Box<dyn Disk>,
+        dir: Option<PathBuf>,
+        lock: Option<File>,
+        limit: u64,
+        config: &Config,
+        max_body: usize,
+    ) -> Spool {
+        let limits = Limits {
+            segment_bytes: (limit / 16).clamp(16 << 10, 1 << 20),
+            max_body,
+        };
+        let (out, out_found) = Log::open(disk.as_mut(), Direction::Out.prefix(), limits);
+        let (inbound, in_found) = Log::open(disk.as_mut(), Direction::In.prefix(), limits);
+        if let Some(dir) = &dir {
+            report(dir, Direction::Out, &out_found);
+            report(dir, Direction::In, &in_found);
+        }
+        Spool {
+            disk,
+            dir,
+            out,
+            inbound,
+            limit,
+            max_age: config.max_age,
+            when_full: config.when_full,
+            _lock: lock,
+            retry_at: None,
+            failing: false,
+            dropped: Tally::new("messages dropped to make room (--when_full drop_oldest)"),
+            expired: Tally::new("messages dropped as older than --spool_max_age"),
+            damaged: Tally::new("bytes of damaged records skipped"),
+        }
+    }
+
+    /// The messages survive the process (false in memory).
+    pub fn is_durable(&self) -> bool {
+        self.disk.is_durable()
+    }
+
+    fn log(&mut self, direction: Direction) -> &mut Log {
+        match direction {
+            Direction::Out => &mut self.out,
+            Direction::In => &mut self.inbound,
+        }
+    }
+
+    /// Bytes both directions hold.
+    pub fn bytes(&self) -> u64 {
+        self.out.bytes() + self.inbound.bytes()
+    }
+
+    /// New messages may be taken: not full (under `block`) and not after a
+    /// failed write. Clients already connected are still read: the limit
+    /// is checked when accepting, so it can be passed by what they hold.
+    pub fn has_room(&self) -> bool {
+        !self.failing && (self.when_full == WhenFull::DropOldest || self.bytes() < self.limit)
+    }
+
+    /// Appends a message; durable after the next [`Spool::commit`].
+    pub fn append(&mut self, direction: Direction, topic: &[u8], payload: &[u8]) -> u64 {
+        let time = wall_clock();
+        self.log(direction).append(time, topic, payload)
+    }
+
+    /// Writes and syncs what both directions appended (group commit), then
+    /// drops the oldest segments when over the limit under `drop_oldest`.
+    ///
+    /// # Returns
+    /// The messages now durable, per direction; `None` when a write or
+    /// sync failed (logged): nothing new is durable, the spool stops
+    /// taking new messages ([`Spool::has_room`]) and tries again on a fresh
+    /// segment after [`RETRY_AFTER_FAILURE`].
+    pub fn commit(&mut self, now: Instant) -> Option<(Range<u64>, Range<u64>)> {
+        if self.retry_at.is_some_and(|at| now < at) {
+            return None;
+        }
+        self.retry_at = None;
+        let disk = self.disk.as_mut();
+        let result = self
+            .out
+            .commit(disk)
+            .and_then(|out| Ok((out, self.inbound.commit(disk)?)));
+        match result {
+            Ok(ranges) => {
+                if self.failing {
+                    ::log::info!("spool: writing works again");
+                    self.failing = false;
+                }
+                self.make_room(now);
+                Some(ranges)
+            }
+            Err(e) => {
+                if !self.failing {
+                    ::log::error!(
+                        "spool: cannot write to {}: {e}; not taking new messages until a write succeeds (retrying every {} s on a new file)",
+                        self.where_(),
+                        RETRY_AFTER_FAILURE.as_secs()
+                    );
+                }
+                self.failing = true;
+                self.retry_at = Some(now + RETRY_AFTER_FAILURE);
+                None
+            }
+        }
+    }
+
+    fn where_(&self) -> String {
+        self.dir
+            .as_ref()
+            .map_or_else(|| "memory".into(), |d| d.display().to_string())
+    }
+
+    /// Under `drop_oldest`: drops the oldest segments, outbound first (the
+    /// telemetry), while over the limit.
+    fn make_room(&mut self, now: Instant) {
+        if self.when_full != WhenFull::DropOldest {
+            return;
+        }
+        while self.bytes() > self.limit {
+            let disk = self.disk.as_mut();
+            let dropped = if self.out.bytes() >= self.inbound.bytes() {
+                self.out.drop_oldest(disk)
+            } else {
+                self.inbound.drop_oldest(disk)
+            };
+            match dropped {
+                Some(n) => self.dropped.add(now, n),
+                None => return, // the writer was rolled: next commit
+            }
+        }
+    }
+
+    /// The next durable message not yet read in `direction`, in order;
+    /// messages older than `--spool_max_age` are skipped (done, counted).
+    pub fn next(&mut self, now: Instant, direction: Direction) -> Option<Message> {
+        let wall = wall_clock();
+        let max_age = self.max_age;
+        loop {
+            let disk = self.disk.as_mut();
+            let log = match direction {
+                Direction::Out => &mut self.out,
+                Direction::In => &mut self.inbound,
+            };
+            let message = log.next(disk);
+            let damaged = log.take_damaged();
+            self.damaged.add(now, damaged);
+            let message = message?;
+            if too_old(message.time, wall, max_age) {
+                self.log(direction).done(message.seq);
+                self.expired.add(now, 1);
+                continue;
+            }
+            return Some(message);
+        }
+    }
+
+    /// The message `seq` is done: sent, delivered or never sendable.
+    pub fn done(&mut self, direction: Direction, seq: u64) {
+        self.log(direction).done(seq);
+    }
+
+    /// Durable messages not yet read.
+    pub fn unread(&self, direction: Direction) -> u64 {
+        match direction {
+            Direction::Out => self.out.unread(),
+            Direction::In => self.inbound.unread(),
+        }
+    }
+
+    /// Messages not done.
+    pub fn waiting(&self, direction: Direction) -> u64 {
+        match direction {
+            Direction::Out => self.out.waiting(),
+            Direction::In => self.inbound.waiting(),
+        }
+    }
+
+    /// When to call [`Spool::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.retry_at,
+            self.dropped.throttle.deadline(),
+            self.expired.throttle.deadline(),
+            self.damaged.throttle.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Logs the counts held back; a retry after a failure is due when
+    /// [`Spool::commit`] is next called.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.dropped.flush(now);
+        self.expired.flush(now);
+        self.damaged.flush(now);
+    }
+
+    /// A commit is due again after a failure.
+    pub fn wants_retry(&self, now: Instant) -> bool {
+        self.failing && self.retry_at.is_none_or(|at| at <= now)
+    }
+}
+
+/// Too old to be sent: only by a clock that looks set, and a time stamp
+/// made by one.
+fn too_old(time: u64, wall: u64, max_age: u64) -> bool {
+    max_age > 0
+        && time >= PLAUSIBLE_TIME
+        && wall >= PLAUSIBLE_TIME
+        && wall.saturating_sub(time) > max_age
+}
+
+fn report(dir: &Path, direction: Direction, found: &Recovered) {
+    if found.messages > 0 {
+        ::log::info!(
+            "spool: {} message(s) {} waiting in {} ({} bytes)",
+            found.messages,
+            direction.words(),
+            dir.display(),
+            found.bytes
+        );
+    }
+    if found.damaged_bytes > 0 || found.damaged_segments > 0 {
+        ::log::warn!(
+            "spool: skipped {} damaged byte(s) and {} unreadable file(s) {} in {} (a power cut cuts the last write short; more is damage)",
+            found.damaged_bytes,
+            found.damaged_segments,
+            direction.words(),
+            dir.display()
+        );
+    }
+}
+
+enum OpenError {
+    Io(io::Error),
+    Locked(Locked),
+}
+
+/// The name of the lock file in the spool directory.
+pub const LOCK_FILE: &str = "lock";
+
+/// Takes the directory's lock (`flock`, released by the kernel when the
+/// process ends, however it ends) and writes our pid into it.
+fn lock(dir: &Path) -> Result<File, OpenError> {
+    use rustix::fs::{FlockOperation, flock};
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(OpenError::Io)?;
+    if let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        if e == rustix::io::Errno::WOULDBLOCK {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(OpenError::Locked(Locked {
+                dir: dir.to_owned(),
+                pid: text.trim().parse().ok(),
+            }));
+        }
+        return Err(OpenError::Io(e.into()));
+    }
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    written.map_err(OpenError::Io)?;
+    Ok(file)
+}
+
+/// What `iotbox spool DIR` shows: the recovery of each direction, read
+/// without a daemon (and without taking the lock: reading is harmless).
+pub fn inspect(dir: &Path, max_payload: usize) -> io::Result<[(Direction, Recovered); 2]> {
+    if !dir.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    let mut disk = DirDisk::new(dir)?;
+    disk.list()?; // an unreadable directory is an error here, not "empty"
+    let limits = Limits {
+        segment_bytes: 1 << 20,
+        max_body: max_payload.saturating_add(1024),
+    };
+    let (_, out) = Log::open(&mut disk, Direction::Out.prefix(), limits);
+    let (_, inbound) = Log::open(&mut disk, Direction::In.prefix(), limits);
+    Ok([(Direction::Out, out), (Direction::In, inbound)])
+}
