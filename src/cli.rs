@@ -97,6 +97,21 @@ pub struct PubsubArgs {
     /// largest payload accepted from the publish socket (default 131072)
     #[argh(option, long = "max-payload", default = "131072")]
     pub max_payload: usize,
+    /// where accepted messages are kept until done, both directions
+    /// (default /var/lib/iotbox; none: in memory only)
+    #[argh(option, long = "spool-dir")]
+    pub spool_dir: Option<String>,
+    /// largest size of the spool in bytes (default 67108864, 64 MiB)
+    #[argh(option, long = "spool-size")]
+    pub spool_size: Option<u64>,
+    /// seconds a message may wait in the spool, 0 for no limit (default
+    /// 604800, a week)
+    #[argh(option, long = "spool-max-age")]
+    pub spool_max_age: Option<u64>,
+    /// when the spool is full: block (stop taking new messages; the
+    /// default) or drop_oldest (keep the newest, count what is dropped)
+    #[argh(option, long = "when-full")]
+    pub when_full: Option<String>,
     /// write topic\npayload to the delivery socket instead of the payload only
     #[argh(switch, long = "deliver-topic")]
     pub deliver_topic: bool,

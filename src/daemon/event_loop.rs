@@ -18,20 +18,23 @@
 use super::Config;
 use super::broker::link::{Action, Link};
 use super::broker::resolve::{self, Lookup};
-use super::broker::session::{Event, Session};
+use super::broker::session::{Event, InboundAck, Rejected, Session};
 use super::broker::tls;
 use super::broker::transport::{Failure, Transport};
 use super::device::delivery::Delivery;
 use super::device::publish_socket::{ClientId, PublishSocket, Status, Submission};
+use super::store::{Direction, Message, Spool};
 use crate::error::{Error, runtime};
 use crate::output::{LOG_INTERVAL, Sink, Throttle};
+use bytes::Bytes;
 use mio::event::Event as MioEvent;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 const PUBLISH_LISTENER: Token = Token(0);
 const BROKER: Token = Token(1);
@@ -46,6 +49,11 @@ const SCRATCH: usize = 16 * 1024;
 /// broker that floods cannot keep the loop reading (and queueing events)
 /// forever; the rest is read on the next turn.
 const BROKER_READ_BUDGET: usize = 256 * 1024;
+
+/// How long a publish socket client whose message is durable waits for the
+/// broker's PUBACK before it is answered `QUEUED` (kept, will be sent):
+/// well within `send`'s default `--timeout` of 10 s.
+pub const CONFIRM_WAIT: Duration = Duration::from_secs(5);
 
 struct Daemon {
     poll: Poll,
@@ -79,6 +87,31 @@ struct Daemon {
     /// Publishes the session refused: logged at most once a minute.
     refusals: Throttle,
     refused_total: u64,
+    /// Both directions' messages until they are done.
+    spool: Spool,
+    /// Clients of messages appended this turn, durable at its end.
+    accepted: Vec<(u64, ClientId)>,
+    /// Clients of durable messages waiting for the broker's PUBACK, by
+    /// sequence number (so oldest first), and when they get `QUEUED`.
+    awaiting: BTreeMap<u64, (ClientId, Instant)>,
+    /// The next message for the broker, read from the spool, waiting for
+    /// room in the session's queue.
+    next_out: Option<Message>,
+    /// PUBACKs owed for messages from the broker appended this turn.
+    owed_acks: Vec<InboundAck>,
+    /// Messages from the broker that found the spool full or failing:
+    /// held, unacknowledged (so the broker's receive maximum bounds them),
+    /// until there is room.
+    held: VecDeque<(Bytes, Bytes, Option<InboundAck>)>,
+    /// New publish socket clients wait in the listen backlog: the spool is
+    /// full (`--when_full block`) or cannot write.
+    accept_blocked: bool,
+    blocked_notes: Throttle,
+    /// Messages from the broker held or dropped: logged at most once a
+    /// minute.
+    inbound_notes: Throttle,
+    /// QoS 0 messages from the broker dropped while the spool was full.
+    dropped_qos0: u64,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (`Ok`) or a fatal error.
@@ -93,6 +126,19 @@ fn io_error(what: &str) -> impl Fn(io::Error) -> Error + '_ {
 
 impl Daemon {
     fn new(config: Config, stdout: Sink) -> Result<Daemon, Error> {
+        // First: a second daemon on the same spool stops here, before it
+        // touches the sockets.
+        let started = Instant::now();
+        let spool = Spool::open(&config.spool).map_err(|locked| {
+            let holder = locked
+                .pid
+                .map_or_else(|| "another process".to_owned(), |pid| format!("pid {pid}"));
+            runtime!(
+                "spool directory {} is in use by another iotbox ({holder}); give each daemon its own --spool_dir",
+                locked.dir.display()
+            )
+        })?;
+        log::debug!("spool opened in {} ms", started.elapsed().as_millis());
         let poll = Poll::new().map_err(io_error("cannot create the event loop"))?;
         let mut signals =
             Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(io_error("cannot watch signals"))?;
@@ -135,6 +181,16 @@ impl Daemon {
             stdout,
             refusals: Throttle::new(LOG_INTERVAL),
             refused_total: 0,
+            spool,
+            accepted: Vec::new(),
+            awaiting: BTreeMap::new(),
+            next_out: None,
+            owed_acks: Vec::new(),
+            held: VecDeque::new(),
+            accept_blocked: false,
+            blocked_notes: Throttle::new(LOG_INTERVAL),
+            inbound_notes: Throttle::new(LOG_INTERVAL),
+            dropped_qos0: 0,
             config,
         })
     }
@@ -149,7 +205,10 @@ impl Daemon {
             if let Some(result) = self.exit.take() {
                 return result;
             }
-            let timeout = if self.broker_unread && self.session.wants_input() {
+            // What this turn appended is made durable at the end of the
+            // next one: it must come at once.
+            let commit_due = !self.accepted.is_empty() || !self.owed_acks.is_empty();
+            let timeout = if commit_due || (self.broker_unread && self.session.wants_input()) {
                 Some(std::time::Duration::ZERO)
             } else {
                 self.next_deadline()
@@ -192,9 +251,13 @@ impl Daemon {
         self.session.handle_timeout(now);
         self.link.handle_timeout(now);
         self.publish.handle_timeout(now, self.poll.registry());
-        if self.publish.wants_accept(now) {
+        if self.publish.wants_accept(now)
+            || (self.accept_blocked && self.spool.has_room(Direction::Out))
+        {
             self.accept_clients(now);
         }
+        self.spool.handle_timeout(now);
+        self.answer_unconfirmed(now);
         self.delivery.handle_timeout(now, self.poll.registry());
         if let Some(n) = self.refusals.flush(now) {
             log::warn!(
@@ -204,9 +267,137 @@ impl Daemon {
             );
         }
         self.process(now);
-        if self.link.is_shutting_down() && self.session.is_settled() && self.delivery.is_idle() {
+        self.commit(now);
+        if self.link.is_shutting_down() && self.is_settled() {
             self.link.handle_settled();
             self.process(now);
+        }
+    }
+
+    /// Ready to stop: nothing on its way to the broker or to a reader.
+    /// With a spool on disk, what was not sent yet waits there for the next
+    /// start; in memory, it is sent first (within the link's grace).
+    fn is_settled(&self) -> bool {
+        if self.spool.is_durable() {
+            self.session.on_the_way_settled() && self.delivery.is_between_messages()
+        } else {
+            self.session.is_settled()
+                && self.delivery.is_idle()
+                && self.spool.unread(Direction::Out) == 0
+        }
+    }
+
+    /// The end of a turn: one sync for everything appended in it (group
+    /// commit), then the answers and acknowledgements that waited for it.
+    /// After a failed sync nothing is answered: the clients keep waiting,
+    /// the broker's messages stay unacknowledged, and the spool tries again.
+    fn commit(&mut self, now: Instant) {
+        while self.spool.has_room(Direction::In) {
+            let Some((topic, payload, ack)) = self.held.pop_front() else {
+                break;
+            };
+            self.spool.append(Direction::In, &topic, &payload);
+            self.owed_acks.extend(ack);
+        }
+        if self.spool.commit(now).is_none() {
+            return;
+        }
+        let connected = self.session.is_connected() && !self.link.is_shutting_down();
+        let registry = self.poll.registry();
+        for (seq, client) in self.accepted.drain(..) {
+            self.publish.mark_durable(client);
+            if connected {
+                self.awaiting.insert(seq, (client, now + CONFIRM_WAIT));
+            } else {
+                self.publish.reply(client, Status::Queued, registry);
+            }
+        }
+        for ack in self.owed_acks.drain(..) {
+            self.session.acknowledge(now, ack);
+        }
+        self.process(now);
+    }
+
+    /// Clients that waited [`CONFIRM_WAIT`] for the broker: `QUEUED`.
+    fn answer_unconfirmed(&mut self, now: Instant) {
+        while let Some(entry) = self.awaiting.first_entry() {
+            if entry.get().1 > now {
+                return;
+            }
+            let (client, _) = entry.remove();
+            self.publish
+                .reply(client, Status::Queued, self.poll.registry());
+        }
+    }
+
+    /// Every client waiting for the broker: `QUEUED` (the link is down, or
+    /// the daemon stops; their messages are kept).
+    fn answer_all_queued(&mut self) {
+        for (_, (client, _)) in std::mem::take(&mut self.awaiting) {
+            self.publish
+                .reply(client, Status::Queued, self.poll.registry());
+        }
+    }
+
+    /// Moves durable messages from the spool to where they go: the
+    /// session's queue (unless stopping with a spool on disk, where they
+    /// wait for the next start) and the delivery's window. `true` if any
+    /// moved.
+    fn feed(&mut self, now: Instant) -> bool {
+        let mut moved = false;
+        let hold_back = self.link.is_shutting_down() && self.spool.is_durable();
+        while !hold_back && self.feed_session(now) {
+            moved = true;
+        }
+        while self.delivery.has_room() {
+            let Some(m) = self.spool.next(now, Direction::In) else {
+                break;
+            };
+            moved = true;
+            self.delivery
+                .push(now, m.seq, &m.topic, m.payload, self.poll.registry());
+        }
+        for seq in self.delivery.take_delivered() {
+            self.spool.done(Direction::In, seq);
+        }
+        moved
+    }
+
+    /// Hands the next message for the broker to the session, if it has room.
+    fn feed_session(&mut self, now: Instant) -> bool {
+        if self.next_out.is_none() {
+            self.next_out = self.spool.next(now, Direction::Out);
+        }
+        let Some(m) = self
+            .next_out
+            .take_if(|m| self.session.has_room(m.payload.len()))
+        else {
+            return false;
+        };
+        let seq = m.seq;
+        match self.session.publish(now, seq, m.topic, m.payload) {
+            Ok(()) => true,
+            // Stopping: it stays in the spool.
+            Err(Rejected::Closed) => false,
+            Err(rejected) => {
+                self.publish_failed(seq, &rejected.to_string());
+                true
+            }
+        }
+    }
+
+    /// Message `seq` will never be published: it leaves the spool, and its
+    /// client, if still waiting, hears why.
+    fn publish_failed(&mut self, seq: u64, reason: &str) {
+        self.spool.done(Direction::Out, seq);
+        self.refused_total += 1;
+        log::warn!(
+            "publish failed: {reason} ({} refused so far)",
+            self.refused_total
+        );
+        if let Some((client, _)) = self.awaiting.remove(&seq) {
+            self.publish
+                .reply(client, Status::Err(reason), self.poll.registry());
         }
     }
 
@@ -225,6 +416,7 @@ impl Daemon {
                 self.on_link_action(now, action);
                 busy = true;
             }
+            busy |= self.feed(now);
             if !busy {
                 return;
             }
@@ -253,6 +445,10 @@ impl Daemon {
             self.publish.next_deadline(),
             self.delivery.next_deadline(),
             self.refusals.deadline(),
+            self.spool.poll_timeout(),
+            self.awaiting.first_key_value().map(|(_, (_, at))| *at),
+            self.blocked_notes.deadline(),
+            self.inbound_notes.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -278,6 +474,9 @@ impl Daemon {
             Action::StopAccepting => self.publish.stop_accepting(self.poll.registry()),
             Action::CloseSession => self.close_session(now),
             Action::Exit(result) => {
+                // The last done marks: fewer messages sent twice after the
+                // next start.
+                self.spool.commit(now);
                 if result.is_ok() {
                     self.say("Mqtt5 Client stopped.");
                 }
@@ -375,7 +574,8 @@ impl Daemon {
         self.broker_read_this_turn = true;
         let session = &mut self.session;
         let result = transport.read(&mut self.scratch, BROKER_READ_BUDGET, |bytes| {
-            session.handle_input(now, bytes)
+            session.handle_input(now, bytes);
+            session.wants_input()
         });
         self.broker_unread = matches!(result, Ok(true));
         if let Err(failure) = result {
@@ -474,32 +674,28 @@ impl Daemon {
             Event::SubscribeRefused { filter, reason } => self.link.handle_subscribe_refused(
                 format!("the broker refused the subscription to {filter}: {reason}"),
             ),
-            Event::Published(id) => {
-                self.publish
-                    .reply(ClientId::from_u64(id), Status::Ok, self.poll.registry());
+            Event::Published(seq) => {
+                self.spool.done(Direction::Out, seq);
+                if let Some((client, _)) = self.awaiting.remove(&seq) {
+                    self.publish.reply(client, Status::Ok, self.poll.registry());
+                }
                 self.say("Publish Succeed.");
                 self.link.handle_published(now);
             }
-            Event::PublishFailed(id, reason) => {
-                log::warn!("publish failed: {reason}");
-                self.publish.reply(
-                    ClientId::from_u64(id),
-                    Status::Err(&reason),
-                    self.poll.registry(),
-                );
-            }
-            Event::Unconfirmed(id) => {
-                self.publish
-                    .reply(ClientId::from_u64(id), Status::Queued, self.poll.registry());
-            }
-            Event::Message { topic, payload } => {
+            Event::PublishFailed(seq, reason) => self.publish_failed(seq, &reason),
+            // Only from `close_session`, which answers them itself.
+            Event::Unconfirmed(_) | Event::Unsent(_) => {}
+            Event::Message {
+                topic,
+                payload,
+                ack,
+            } => {
                 self.say(&format!(
                     "Publish received on topic {}:{}",
                     String::from_utf8_lossy(&topic),
                     String::from_utf8_lossy(&payload)
                 ));
-                self.delivery
-                    .push(now, &topic, payload, self.poll.registry());
+                self.receive(now, topic, payload, ack);
             }
             Event::ConnectionLost {
                 reason,
@@ -511,7 +707,36 @@ impl Daemon {
                         "Mqtt5 Client disconnection with reason: {reason}."
                     ));
                 }
+                // Kept in the spool; sent after the reconnect.
+                self.answer_all_queued();
                 self.link.handle_lost(now, &reason, taken_over);
+            }
+        }
+    }
+
+    /// A message from the broker goes to the spool, acknowledged once
+    /// durable; with the spool full or failing it is held unacknowledged,
+    /// or, at QoS 0 (no promise made), dropped and counted.
+    fn receive(&mut self, now: Instant, topic: Bytes, payload: Bytes, ack: Option<InboundAck>) {
+        if self.held.is_empty() && self.spool.has_room(Direction::In) {
+            self.spool.append(Direction::In, &topic, &payload);
+            self.owed_acks.extend(ack);
+        } else if ack.is_some() {
+            if self.held.is_empty() && self.inbound_notes.note(now).is_some() {
+                log::warn!(
+                    "spool full or not writing ({} bytes for {}): messages from the broker wait unacknowledged until there is room (the broker keeps them)",
+                    self.spool.bytes(Direction::In),
+                    self.config.sub_socket.display()
+                );
+            }
+            self.held.push_back((topic, payload, ack));
+        } else {
+            self.dropped_qos0 += 1;
+            if self.inbound_notes.note(now).is_some() {
+                log::warn!(
+                    "spool full or not writing: QoS 0 message from the broker dropped ({} so far)",
+                    self.dropped_qos0
+                );
             }
         }
     }
@@ -519,6 +744,20 @@ impl Daemon {
     // ----- publish socket clients -----
 
     fn accept_clients(&mut self, now: Instant) {
+        if !self.spool.has_room(Direction::Out) {
+            if !self.accept_blocked && self.blocked_notes.note(now).is_some() {
+                log::warn!(
+                    "publish socket: the spool is full or cannot write ({} bytes for the broker); new clients wait until messages are sent",
+                    self.spool.bytes(Direction::Out)
+                );
+            }
+            self.accept_blocked = true;
+            return;
+        }
+        if self.accept_blocked {
+            log::info!("publish socket: taking new clients again");
+            self.accept_blocked = false;
+        }
         let mut done = std::mem::take(&mut self.submissions);
         let max = self.session.max_payload();
         self.publish
@@ -540,10 +779,15 @@ impl Daemon {
         }
     }
 
-    /// Hands a complete message to the session; a refusal is answered now.
+    /// Appends a complete message to the spool (durable at the end of the
+    /// turn); one that can never be published is answered `ERR` now.
     fn submit(&mut self, now: Instant, sub: Submission) {
-        let id = sub.id.as_u64();
-        if let Err(rejected) = self.session.publish(now, id, sub.topic, sub.payload) {
+        let max = self.session.max_payload();
+        if sub.payload.len() > max {
+            let rejected = Rejected::TooLarge {
+                size: sub.payload.len(),
+                max,
+            };
             self.refused_total += 1;
             if self.refusals.note(now).is_some() {
                 log::warn!(
@@ -556,7 +800,10 @@ impl Daemon {
                 Status::Err(&rejected.to_string()),
                 self.poll.registry(),
             );
+            return;
         }
+        let seq = self.spool.append(Direction::Out, &sub.topic, &sub.payload);
+        self.accepted.push((seq, sub.id));
     }
 
     // ----- signals and shutdown -----
@@ -591,42 +838,64 @@ impl Daemon {
     }
 
     /// Ends the session for good: stops accepting, sends DISCONNECT if
-    /// connected, and gives every client still waiting its answer: `ERR`
-    /// for what was never sent, `QUEUED` for what the broker may have.
-    /// Says how many messages were left, and that they are gone.
+    /// connected, and gives every client still waiting its answer. With a
+    /// spool on disk every message not done stays there for the next start
+    /// (`QUEUED`); in memory, what was never sent is lost (`ERR`), and the
+    /// log says how many of each.
     fn close_session(&mut self, now: Instant) {
         self.publish.stop_accepting(self.poll.registry());
         self.session.close();
-        let (mut unsent, mut unconfirmed) = (0u64, 0u64);
+        // What this turn accepted becomes durable first.
+        let committed = self.spool.commit(now).is_some();
+        let durable = self.spool.is_durable() && committed;
+        let registry = self.poll.registry();
+        for (seq, client) in self.accepted.drain(..) {
+            self.awaiting.insert(seq, (client, now));
+            if !committed {
+                self.publish.reply(
+                    client,
+                    Status::Err("the spool cannot write; not kept"),
+                    registry,
+                );
+            }
+        }
+        let mut unsent = 0u64;
         while let Some(event) = self.session.poll_event() {
-            let (id, status) = match &event {
-                Event::PublishFailed(id, reason) => {
-                    unsent += 1;
-                    (*id, Status::Err(reason))
-                }
-                Event::Unconfirmed(id) => {
-                    unconfirmed += 1;
-                    (*id, Status::Queued)
-                }
-                _ => continue,
+            let (Event::Unsent(seq) | Event::Unconfirmed(seq)) = event else {
+                continue;
             };
-            self.publish
-                .reply(ClientId::from_u64(id), status, self.poll.registry());
+            let never_sent = matches!(event, Event::Unsent(_));
+            unsent += u64::from(never_sent);
+            let Some((client, _)) = self.awaiting.remove(&seq) else {
+                continue;
+            };
+            let status = if never_sent && !durable {
+                Status::Err("the daemon stopped before sending it")
+            } else {
+                Status::Queued
+            };
+            self.publish.reply(client, status, registry);
         }
-        if unsent > 0 {
-            log::warn!(
-                "stopping with {unsent} message(s) never sent to the broker: they are dropped (their senders got ERR)"
+        // Not handed to the session yet: in the spool.
+        let status = if durable {
+            Status::Queued
+        } else {
+            Status::Err("the daemon stopped before sending it")
+        };
+        for (_, (client, _)) in std::mem::take(&mut self.awaiting) {
+            self.publish.reply(client, status, registry);
+        }
+        let out = self.spool.waiting(Direction::Out);
+        let inbound = self.spool.waiting(Direction::In);
+        if durable && out + inbound > 0 {
+            log::info!(
+                "stopping: {out} message(s) for the broker and {inbound} for {} stay in the spool until the next start",
+                self.config.sub_socket.display()
             );
-        }
-        if unconfirmed > 0 {
+        } else if !durable && (out > 0 || inbound > 0) {
             log::warn!(
-                "stopping with {unconfirmed} message(s) sent but not confirmed by the broker: it may or may not have them (their senders got QUEUED)"
-            );
-        }
-        let undelivered = self.delivery.queued();
-        if undelivered > 0 {
-            log::warn!(
-                "stopping with {undelivered} received message(s) not delivered to {}: they are dropped",
+                "stopping with {} message(s) for the broker ({unsent} never sent) and {inbound} for {} in memory: they are dropped (--spool_dir none, or the spool could not write)",
+                out,
                 self.config.sub_socket.display()
             );
         }

@@ -37,11 +37,11 @@ const AWS_MAX_RATE: u32 = 100;
 /// AWS IoT Core's limit on subscriptions per connection.
 const MAX_FILTERS: usize = 50;
 
-/// Messages that may wait in memory, in each direction: publishes for the
-/// broker, received messages for a reader of the delivery socket.
+/// Publishes read ahead from the spool into the MQTT session's queue, to
+/// keep the link busy; the rest wait in the spool.
 pub const QUEUE_MESSAGES: usize = 1000;
-/// ... and their payload bytes.
-pub const QUEUE_BYTES: usize = 1 << 20;
+/// ... and their payload bytes (one larger message is always taken).
+pub const QUEUE_BYTES: usize = 256 << 10;
 
 /// Everything the daemon needs, checked, built once at start.
 #[derive(Debug)]
@@ -60,6 +60,7 @@ pub struct Config {
     pub sub_socket: PathBuf,
     pub socket_mode: u32,
     pub deliver_topic: bool,
+    pub spool: store::Config,
 }
 
 /// The TLS files and the rustls configuration built from them. SIGHUP
@@ -230,7 +231,9 @@ impl Config {
             ));
         }
 
+        let spool = spool_config(&flags)?;
         Ok(Config {
+            spool,
             link: link::Config {
                 target: format!("{endpoint}:{port}"),
                 count: flags.count,
@@ -259,6 +262,42 @@ impl Config {
             deliver_topic: flags.deliver_topic,
         })
     }
+}
+
+/// `--spool_dir`, `--spool_size`, `--spool_max_age`, `--when_full`.
+fn spool_config(flags: &PubsubArgs) -> Result<store::Config, Error> {
+    let dir = match flags.spool_dir.as_deref() {
+        None => Some(PathBuf::from(store::DEFAULT_DIR)),
+        Some("none") => None,
+        Some("") => return Err(usage!("--spool_dir is empty (give a directory, or none)")),
+        Some(dir) => Some(PathBuf::from(dir)),
+    };
+    let size = flags.spool_size.unwrap_or(store::DEFAULT_SIZE);
+    if size < store::MIN_SIZE {
+        return Err(usage!(
+            "--spool_size {size}: at least {} bytes (default {})",
+            store::MIN_SIZE,
+            store::DEFAULT_SIZE
+        ));
+    }
+    let when_full = match flags.when_full.as_deref() {
+        None | Some("block") => store::WhenFull::Block,
+        Some("drop_oldest") | Some("drop-oldest") => store::WhenFull::DropOldest,
+        Some(other) => {
+            return Err(usage!(
+                "--when_full {other:?}: expected block (stop taking messages) or drop_oldest (keep the newest)"
+            ));
+        }
+    };
+    Ok(store::Config {
+        dir,
+        size,
+        max_age: flags.spool_max_age.unwrap_or(store::DEFAULT_MAX_AGE),
+        when_full,
+        // Records hold messages of either direction: from the publish
+        // socket, and from the broker (up to the packet size we allow it).
+        max_payload: flags.max_payload.max(session::MAX_INBOUND_PACKET),
+    })
 }
 
 /// Random bits from the system (through ring, already linked for TLS).

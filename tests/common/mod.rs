@@ -827,8 +827,19 @@ impl Env {
         p
     }
 
+    /// The spool every daemon of this test uses unless its flags name
+    /// another: `DIR/spool`.
+    pub fn spool(&self) -> PathBuf {
+        self.path("spool")
+    }
+
     /// A command running the binary through the symlink `name` (`iotbox`,
     /// `awsapp`, `mqtt5_pubsub`, or any other name: a new symlink is made).
+    ///
+    /// The daemon (`mqtt5_pubsub ...`, `iotbox pubsub ...`) gets
+    /// `--spool_dir DIR/spool` unless `args` give one: a test never uses
+    /// (or creates) the machine's `/var/lib/iotbox`, and tests running side
+    /// by side never share a spool.
     pub fn applet(&self, name: &str, args: &[&OsStr]) -> Command {
         let link = self.bin_dir.join(name);
         if fs::symlink_metadata(&link).is_err() {
@@ -837,6 +848,15 @@ impl Env {
         }
         let mut cmd = command_for(&link);
         cmd.args(args);
+        let daemon = name == "mqtt5_pubsub"
+            || (name == "iotbox" && args.first() == Some(&OsStr::new("pubsub")));
+        let names_spool = args.iter().any(|a| {
+            a.to_str()
+                .is_some_and(|a| a.starts_with("--spool_dir") || a.starts_with("--spool-dir"))
+        });
+        if daemon && !names_spool {
+            cmd.arg("--spool_dir").arg(self.spool());
+        }
         cmd.current_dir(self.dir.path());
         cmd
     }

@@ -48,16 +48,20 @@ pub const CONNACK_TIMEOUT: Duration = Duration::from_secs(20);
 pub const MAX_INBOUND_PACKET: usize = 1 << 20;
 
 /// QoS 1 messages the broker may send before it has our PUBACKs (told in
-/// CONNECT). We acknowledge at once, so only PUBACKs the broker did not
-/// read yet count: more than this still in our own output is a broker that
-/// floods without reading, a protocol error (0x93).
+/// CONNECT). A message is acknowledged once the caller has it safe
+/// ([`Session::acknowledge`]); with this many waiting for that, the caller
+/// stops reading ([`Session::wants_input`]) and the rest wait in the
+/// kernel, so a broker that sends more than it may (mosquitto 2.0 does,
+/// under load) costs nothing. PUBACKs the broker did not read yet are the
+/// other half: see [`FLOOD_THRESHOLD`].
 pub const RECEIVE_MAXIMUM: u16 = 100;
 
-/// Unacknowledged QoS 1 messages (our PUBACKs still in our output) at which
-/// the broker's flood is a protocol error: twice [`RECEIVE_MAXIMUM`]. Real
-/// brokers overshoot by one now and then (mosquitto 2.0 does); one that
-/// floods without reading overshoots without bound. The margin tells the
-/// two apart without dropping the connection of the first.
+/// Our PUBACKs still in our output (the broker does not read them) at which
+/// the broker's flood is a protocol error (0x93): twice
+/// [`RECEIVE_MAXIMUM`]. Real brokers overshoot by one now and then
+/// (mosquitto 2.0 does); one that floods without reading overshoots without
+/// bound. The margin tells the two apart without dropping the connection of
+/// the first.
 pub const FLOOD_THRESHOLD: usize = 2 * RECEIVE_MAXIMUM as usize;
 
 /// Past this much output waiting for the transport, the caller stops
@@ -114,8 +118,15 @@ pub enum Event {
     /// The session closed with this publish sent but not acknowledged: the
     /// broker may or may not have it.
     Unconfirmed(RequestId),
-    /// A message arrived on a subscription (already acknowledged).
-    Message { topic: Bytes, payload: Bytes },
+    /// The session closed before this publish was sent.
+    Unsent(RequestId),
+    /// A message arrived on a subscription. A QoS 1 one carries the
+    /// acknowledgement to give ([`Session::acknowledge`]) once it is safe.
+    Message {
+        topic: Bytes,
+        payload: Bytes,
+        ack: Option<InboundAck>,
+    },
     /// The connection is gone; drop the transport and reconnect later.
     ConnectionLost {
         reason: String,
@@ -124,6 +135,15 @@ pub enum Event {
         /// A CONNACK had been accepted on this connection.
         was_connected: bool,
     },
+}
+
+/// The PUBACK owed for a QoS 1 message from the broker: valid only on the
+/// connection that brought it (after a reconnect, the broker sends it again
+/// if it kept the session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundAck {
+    connection: u64,
+    pkid: u16,
 }
 
 /// Why [`Session::publish`] refused a message at once.
@@ -231,6 +251,11 @@ pub struct Session {
     /// PUBACKs for the broker still in `out`: the output offset where each
     /// ends (see [`RECEIVE_MAXIMUM`]).
     acks_in_output: VecDeque<u64>,
+    /// QoS 1 messages from the broker handed out and not yet acknowledged.
+    unacknowledged: usize,
+    /// Counts transports, so that an acknowledgement never reaches another
+    /// connection than the one its message came on.
+    connection: u64,
     /// When something was last sent and received (the keep-alive watches
     /// both: silence from the broker is how a dead link shows).
     last_sent: Option<Instant>,
@@ -267,6 +292,8 @@ impl Session {
             qos0_in_output: VecDeque::new(),
             consumed: 0,
             acks_in_output: VecDeque::new(),
+            unacknowledged: 0,
+            connection: 0,
             last_sent: None,
             last_received: None,
             subscribing: Vec::new(),
@@ -291,7 +318,21 @@ impl Session {
 
     /// Nothing waits to be sent or acknowledged.
     pub fn is_settled(&self) -> bool {
-        self.pending.is_empty() && self.inflight.is_empty() && self.qos0_in_output.is_empty()
+        self.pending.is_empty() && self.on_the_way_settled()
+    }
+
+    /// Nothing sent (or being sent) waits for its acknowledgement; what was
+    /// never sent may still wait.
+    pub fn on_the_way_settled(&self) -> bool {
+        self.inflight.is_empty() && self.qos0_in_output.is_empty()
+    }
+
+    /// Whether [`Session::publish`] takes a payload of `len` bytes now: the
+    /// queue of publishes waiting to be sent is bounded (`queue_messages`,
+    /// `queue_bytes`); the caller holds the rest.
+    pub fn has_room(&self, len: usize) -> bool {
+        self.pending.len() < self.config.queue_messages
+            && (self.pending.is_empty() || self.pending_bytes + len <= self.config.queue_bytes)
     }
 
     /// The largest payload accepted now: the flag, lowered by the broker's
@@ -358,9 +399,10 @@ impl Session {
     }
 
     /// Whether the caller may read more from the broker now: not while the
-    /// output is past [`OUTPUT_LIMIT`] (see there).
+    /// output is past [`OUTPUT_LIMIT`], nor while [`RECEIVE_MAXIMUM`]
+    /// messages wait for [`Session::acknowledge`] (see both).
     pub fn wants_input(&self) -> bool {
-        self.out.len() < OUTPUT_LIMIT
+        self.out.len() < OUTPUT_LIMIT && self.unacknowledged < usize::from(RECEIVE_MAXIMUM)
     }
 
     /// The transport failed or closed. Emits `ConnectionLost` unless the
@@ -403,9 +445,7 @@ impl Session {
                 max,
             });
         }
-        if self.pending.len() >= self.config.queue_messages
-            || self.pending_bytes + payload.len() > self.config.queue_bytes
-        {
+        if !self.has_room(payload.len()) {
             return Err(Rejected::QueueFull {
                 messages: self.pending.len(),
             });
@@ -422,8 +462,9 @@ impl Session {
         Ok(())
     }
 
-    /// Ends the session: queues DISCONNECT when connected, and fails every
-    /// publish not yet acknowledged. Nothing is produced afterwards.
+    /// Ends the session: queues DISCONNECT when connected, and reports every
+    /// publish not yet acknowledged (`Unconfirmed` or `Unsent`). Nothing is
+    /// produced afterwards.
     pub fn close(&mut self) {
         if self.state == State::Closed {
             return; // once is enough: a second call must not drop the DISCONNECT
@@ -451,15 +492,26 @@ impl Session {
             .chain(self.pending.drain(..))
             .collect();
         for o in never_sent {
-            self.events.push_back(Event::PublishFailed(
-                o.id,
-                "the daemon stopped before sending it".into(),
-            ));
+            self.events.push_back(Event::Unsent(o.id));
         }
         self.pending_bytes = 0;
         self.on_wire = 0;
         self.timers = [None; 5];
         self.state = State::Closed;
+    }
+
+    /// The message that came with `ack` is safe (durable, or delivered):
+    /// queues its PUBACK. One from an earlier connection is dropped (the
+    /// broker sends that message again if it kept the session).
+    pub fn acknowledge(&mut self, now: Instant, ack: InboundAck) {
+        if ack.connection != self.connection || !self.is_active() || self.unacknowledged == 0 {
+            return;
+        }
+        self.unacknowledged -= 1;
+        codec::encode_puback(&mut self.out, ack.pkid);
+        self.acks_in_output
+            .push_back(self.consumed + self.out.len() as u64);
+        self.sent(now);
     }
 
     // ----- output -----
@@ -519,6 +571,8 @@ impl Session {
         self.out.clear();
         self.consumed = 0;
         self.acks_in_output.clear();
+        self.unacknowledged = 0;
+        self.connection += 1;
         self.inbuf.clear();
         self.timers = [None; 5];
         self.subscribing.clear();
@@ -651,6 +705,7 @@ impl Session {
                 "protocol error: the broker sent a second CONNACK".into(),
             ),
             (Inbound::Publish(p), _) => {
+                let mut ack = None;
                 if p.qos == QoS::AtLeastOnce {
                     if self.acks_in_output.len() >= FLOOD_THRESHOLD {
                         self.lose_with(
@@ -661,14 +716,16 @@ impl Session {
                         );
                         return;
                     }
-                    codec::encode_puback(&mut self.out, p.pkid);
-                    self.acks_in_output
-                        .push_back(self.consumed + self.out.len() as u64);
-                    self.sent(now);
+                    self.unacknowledged += 1;
+                    ack = Some(InboundAck {
+                        connection: self.connection,
+                        pkid: p.pkid,
+                    });
                 }
                 self.events.push_back(Event::Message {
                     topic: p.topic,
                     payload: p.payload,
+                    ack,
                 });
             }
             (Inbound::PubAck { pkid, reason }, _) => {
@@ -1428,16 +1485,46 @@ mod tests {
         let mut publish = Publish::new("sdk/test/python", QoS::AtLeastOnce, b"{}".to_vec(), None);
         publish.pkid = 9;
         s.handle_input(t0, &bytes_of(Packet::Publish(publish)));
-        assert!(matches!(
-            sent_packets(&mut s)[..],
-            [Packet::PubAck(PubAck { pkid: 9, .. })]
-        ));
+        assert!(
+            sent_packets(&mut s).is_empty(),
+            "not acknowledged before it is safe"
+        );
+        let ack = InboundAck {
+            connection: s.connection,
+            pkid: 9,
+        };
         assert_eq!(
             events(&mut s),
             vec![Event::Message {
                 topic: Bytes::from_static(b"sdk/test/python"),
-                payload: Bytes::from_static(b"{}")
+                payload: Bytes::from_static(b"{}"),
+                ack: Some(ack),
             }]
+        );
+        s.acknowledge(t0, ack);
+        assert!(matches!(
+            sent_packets(&mut s)[..],
+            [Packet::PubAck(PubAck { pkid: 9, .. })]
+        ));
+        s.acknowledge(t0, ack);
+        assert!(sent_packets(&mut s).is_empty(), "once");
+    }
+
+    #[test]
+    fn an_acknowledgement_from_an_earlier_connection_is_not_sent() {
+        let (mut s, t0) = connected(config(&["a"]));
+        s.handle_input(t0, &inbound_qos1(5));
+        let Some(Event::Message { ack: Some(ack), .. }) = s.poll_event() else {
+            panic!("no message");
+        };
+        s.handle_transport_lost("reset".into());
+        events(&mut s);
+        s.handle_connected(t0);
+        sent_packets(&mut s);
+        s.acknowledge(t0, ack);
+        assert!(
+            sent_packets(&mut s).is_empty(),
+            "pkid 5 may name another message on this connection"
         );
     }
 
@@ -1486,11 +1573,7 @@ mod tests {
         s.close();
         assert!(matches!(sent_packets(&mut s)[..], [Packet::Disconnect(_)]));
         let ev = events(&mut s);
-        assert!(ev.contains(&Event::Unconfirmed(7)), "{ev:?}");
-        assert!(
-            ev.iter().any(|e| matches!(e, Event::PublishFailed(8, _))),
-            "{ev:?}"
-        );
+        assert_eq!(ev, [Event::Unconfirmed(7), Event::Unsent(8)]);
         assert_eq!(
             s.publish(t0, 9, Bytes::from_static(b"t"), Bytes::new()),
             Err(Rejected::Closed)
@@ -1514,7 +1597,7 @@ mod tests {
         let mut s = Session::new(config(&["a"]));
         publish(&mut s, t0, 4);
         s.close();
-        assert!(matches!(&events(&mut s)[..], [Event::PublishFailed(4, _)]));
+        assert_eq!(events(&mut s), [Event::Unsent(4)]);
     }
 
     #[test]
@@ -1695,14 +1778,15 @@ mod tests {
         // Acknowledgements the transport takes do not count.
         for pkid in 1..=500 {
             s.handle_input(t0, &inbound_qos1(pkid));
+            acknowledge_all(&mut s, t0);
             sent_packets(&mut s);
         }
         assert!(s.is_connected());
-        events(&mut s);
         // The broker stops reading: our PUBACKs stay in the output. A few
         // over the maximum are tolerated (brokers overshoot by one).
         for pkid in 1..=FLOOD_THRESHOLD as u16 {
             s.handle_input(t0, &inbound_qos1(pkid));
+            acknowledge_all(&mut s, t0);
         }
         assert!(s.is_connected(), "up to twice the maximum is tolerated");
         s.handle_input(t0, &inbound_qos1(1000));
@@ -1716,6 +1800,35 @@ mod tests {
             [0xE0, 0x01, 0x93],
             "DISCONNECT 0x93 only"
         );
+    }
+
+    /// What the daemon does once each message is safe.
+    fn acknowledge_all(s: &mut Session, now: Instant) {
+        while let Some(event) = s.poll_event() {
+            if let Event::Message { ack: Some(ack), .. } = event {
+                s.acknowledge(now, ack);
+            }
+        }
+    }
+
+    #[test]
+    fn reading_pauses_while_the_receive_maximum_waits_to_be_acknowledged() {
+        let (mut s, t0) = connected(config(&["a"]));
+        for pkid in 1..RECEIVE_MAXIMUM {
+            s.handle_input(t0, &inbound_qos1(pkid));
+        }
+        assert!(s.wants_input());
+        s.handle_input(t0, &inbound_qos1(RECEIVE_MAXIMUM));
+        assert!(!s.wants_input(), "the spool is slow: the broker waits");
+        assert!(sent_packets(&mut s).is_empty(), "nothing acknowledged yet");
+        // Whatever was read already is taken, not a flood.
+        for pkid in 200..260 {
+            s.handle_input(t0, &inbound_qos1(pkid));
+        }
+        assert!(s.is_connected());
+        acknowledge_all(&mut s, t0);
+        assert!(s.wants_input());
+        assert_eq!(sent_packets(&mut s).len(), 160, "every one acknowledged");
     }
 
     #[test]

@@ -134,17 +134,19 @@ impl Transport {
     }
 
     /// Reads what the socket has, up to about `budget` bytes, and passes the
-    /// plaintext to `sink`. `scratch` is a reusable buffer.
+    /// plaintext to `sink`, which says whether it wants more (reading stops
+    /// after what was already read or decrypted). `scratch` is a reusable
+    /// buffer.
     ///
     /// # Returns
-    /// `Ok(true)` when it stopped at the budget (more may be waiting: call
-    /// again; mio will not say so again), `Ok(false)` when the socket would
-    /// block.
+    /// `Ok(true)` when it stopped at the budget or because `sink` wanted no
+    /// more (more may be waiting: call again; mio will not say so again),
+    /// `Ok(false)` when the socket would block.
     pub fn read(
         &mut self,
         scratch: &mut [u8],
         budget: usize,
-        mut sink: impl FnMut(&[u8]),
+        mut sink: impl FnMut(&[u8]) -> bool,
     ) -> Result<bool, Failure> {
         if !self.established {
             return Ok(false);
@@ -156,11 +158,15 @@ impl Transport {
             }
             // Bytes after the proxy's header are the broker's.
             match &mut self.link {
-                Link::Plain(_) => sink(&early),
+                Link::Plain(_) => {
+                    sink(&early);
+                }
                 Link::Tls(conn) if !early.is_empty() => {
                     conn.read_tls(&mut &early[..]).map_err(Failure::Io)?;
                     conn.process_new_packets().map_err(Failure::Tls)?;
-                    drain_plaintext(conn, scratch, &mut sink)?;
+                    if !drain_plaintext(conn, scratch, &mut sink)? {
+                        return Ok(true);
+                    }
                 }
                 Link::Tls(_) => {}
             }
@@ -175,7 +181,9 @@ impl Transport {
                     Ok(0) => return Err(Failure::Closed),
                     Ok(n) => {
                         taken += n;
-                        sink(&scratch[..n]);
+                        if !sink(&scratch[..n]) {
+                            return Ok(true);
+                        }
                     }
                     Err(e) if would_block(&e) => return Ok(false),
                     Err(e) if interrupted(&e) => {}
@@ -202,7 +210,9 @@ impl Transport {
                     let _ = conn.write_tls(&mut self.socket);
                     return Err(Failure::Tls(e));
                 }
-                drain_plaintext(conn, scratch, &mut sink)?;
+                if !drain_plaintext(conn, scratch, &mut sink)? {
+                    return Ok(true);
+                }
             },
         }
     }
@@ -355,17 +365,19 @@ impl Transport {
     }
 }
 
-/// Hands all decrypted plaintext to `sink`.
+/// Hands all decrypted plaintext to `sink` (bounded by one TLS read); `true`
+/// if `sink` wants more.
 fn drain_plaintext(
     conn: &mut ClientConnection,
     scratch: &mut [u8],
-    sink: &mut impl FnMut(&[u8]),
-) -> Result<(), Failure> {
+    sink: &mut impl FnMut(&[u8]) -> bool,
+) -> Result<bool, Failure> {
+    let mut more = true;
     loop {
         match conn.reader().read(scratch) {
             Ok(0) => return Err(Failure::Closed), // close_notify
-            Ok(n) => sink(&scratch[..n]),
-            Err(e) if would_block(&e) => return Ok(()),
+            Ok(n) => more &= sink(&scratch[..n]),
+            Err(e) if would_block(&e) => return Ok(more),
             // TCP closed without close_notify: still the broker hanging up.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(Failure::Closed),
             Err(e) => return Err(Failure::Io(e)),

@@ -5,9 +5,9 @@
 //! The policy is [`Outbox`], pure and tested in virtual time; [`Delivery`]
 //! only connects and writes:
 //!
-//! - Messages wait in a bounded queue ([`QUEUE_MESSAGES`] / [`QUEUE_BYTES`]);
-//!   what overflows is dropped oldest first and counted in the log (one line
-//!   a minute at most, with the count).
+//! - Messages wait in the spool; the outbox holds the next few
+//!   ([`WINDOW_MESSAGES`] / [`WINDOW_BYTES`]) and reports each one delivered
+//!   ([`Delivery::take_delivered`]) so that the spool can forget it.
 //! - No reader listening: connecting is retried with a [`Backoff`] from
 //!   250 ms to 5 s; a reader whose backlog is full is retried in 10 ms.
 //! - A reader that accepts and stops reading: a message not taken within
@@ -17,7 +17,6 @@
 //!   most 1023 bytes): the message counts as delivered.
 
 use crate::daemon::backoff::Backoff;
-use crate::daemon::{QUEUE_BYTES, QUEUE_MESSAGES};
 use crate::message;
 use crate::output::{LOG_INTERVAL, Throttle};
 use crate::sys::{interrupted, would_block};
@@ -39,9 +38,15 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(10);
 /// A reader must take a whole message within this long of the connect.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Messages taken from the spool ahead of the one being written, and their
+/// bytes: enough that the next connection never waits for the disk.
+pub const WINDOW_MESSAGES: usize = 16;
+pub const WINDOW_BYTES: usize = 256 * 1024;
+
 /// The message on its way to the reader.
 #[derive(Debug)]
 struct InFlight {
+    seq: u64,
     data: Bytes,
     written: usize,
     deadline: Instant,
@@ -52,16 +57,15 @@ struct InFlight {
 /// writes [`Outbox::unwritten`].
 #[derive(Debug)]
 pub struct Outbox {
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<(u64, Bytes)>,
     queued_bytes: usize,
+    /// Delivered (or taken by a reader that closed early), for the spool.
+    delivered: Vec<u64>,
     current: Option<InFlight>,
     retry_at: Option<Instant>,
     backoff: Backoff,
     /// The reader was missing at the last attempt (said once per outage).
     reader_missing: bool,
-    /// Overflow drops, logged at most once per interval.
-    drops: Throttle,
-    dropped_total: u64,
     /// Deliveries that timed out, logged at most once per interval.
     stalls: Throttle,
 }
@@ -71,12 +75,11 @@ impl Outbox {
         Outbox {
             queue: VecDeque::new(),
             queued_bytes: 0,
+            delivered: Vec::new(),
             current: None,
             retry_at: None,
             backoff: Backoff::new(seed, FIRST_RETRY, MAX_RETRY),
             reader_missing: false,
-            drops: Throttle::new(LOG_INTERVAL),
-            dropped_total: 0,
             stalls: Throttle::new(LOG_INTERVAL),
         }
     }
@@ -90,33 +93,20 @@ impl Outbox {
         self.len() == 0
     }
 
-    /// Queues a message; the oldest waiting ones go when the queue is full.
-    ///
-    /// # Returns
-    /// How many were dropped.
-    pub fn push(&mut self, now: Instant, data: Bytes) -> u64 {
+    /// Whether the window takes another message from the spool.
+    pub fn has_room(&self) -> bool {
+        self.queue.len() < WINDOW_MESSAGES && self.queued_bytes < WINDOW_BYTES
+    }
+
+    /// Queues message `seq` (taken from the spool) behind the others.
+    pub fn push(&mut self, seq: u64, data: Bytes) {
         self.queued_bytes += data.len();
-        self.queue.push_back(data);
-        let mut dropped = 0;
-        while self.queue.len() > QUEUE_MESSAGES
-            || (self.queued_bytes > QUEUE_BYTES && self.queue.len() > 1)
-        {
-            if let Some(old) = self.queue.pop_front() {
-                self.queued_bytes -= old.len();
-                dropped += 1;
-            }
-        }
-        for _ in 0..dropped {
-            self.dropped_total += 1;
-            if self.drops.note(now).is_some() {
-                log::warn!(
-                    "delivery queue full ({} messages wait for a reader): dropping the oldest; {} dropped so far",
-                    self.queue.len(),
-                    self.dropped_total
-                );
-            }
-        }
-        dropped
+        self.queue.push_back((seq, data));
+    }
+
+    /// The messages delivered since the last call.
+    pub fn take_delivered(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.delivered)
     }
 
     /// A connection should be opened now for the next message.
@@ -132,9 +122,10 @@ impl Outbox {
             self.reader_missing = false;
         }
         self.backoff.reset();
-        if let Some(data) = self.queue.pop_front() {
+        if let Some((seq, data)) = self.queue.pop_front() {
             self.queued_bytes -= data.len();
             self.current = Some(InFlight {
+                seq,
                 data,
                 written: 0,
                 deadline: now + WRITE_TIMEOUT,
@@ -171,6 +162,7 @@ impl Outbox {
         };
         c.written = (c.written + n).min(c.data.len());
         if c.written == c.data.len() {
+            self.delivered.push(c.seq);
             self.current = None;
             return true;
         }
@@ -180,6 +172,7 @@ impl Outbox {
     /// The reader closed before taking everything: it took what it wanted.
     pub fn reader_closed(&mut self, why: &io::Error, path: &str) {
         if let Some(c) = self.current.take() {
+            self.delivered.push(c.seq);
             log::warn!(
                 "delivery to {path}: the reader closed after {} of {} bytes: {why}",
                 c.written,
@@ -204,7 +197,7 @@ impl Outbox {
             );
         }
         self.queued_bytes += c.data.len();
-        self.queue.push_front(c.data);
+        self.queue.push_front((c.seq, c.data));
         self.retry_at = Some(now + self.backoff.next_delay());
         true
     }
@@ -213,7 +206,7 @@ impl Outbox {
     pub fn next_deadline(&self) -> Option<Instant> {
         let retry = self.retry_at.filter(|_| !self.queue.is_empty());
         let write = self.current.as_ref().map(|c| c.deadline);
-        [retry, write, self.drops.deadline(), self.stalls.deadline()]
+        [retry, write, self.stalls.deadline()]
             .into_iter()
             .flatten()
             .min()
@@ -221,13 +214,6 @@ impl Outbox {
 
     /// Reports counts held back by the log throttles.
     pub fn flush_logs(&mut self, now: Instant, path: &str) {
-        if let Some(n) = self.drops.flush(now) {
-            log::warn!(
-                "delivery queue for {path} still full: {} dropped so far ({n} in the last {} s)",
-                self.dropped_total,
-                LOG_INTERVAL.as_secs()
-            );
-        }
         if let Some(n) = self.stalls.flush(now) {
             log::warn!(
                 "delivery to {path}: {n} more delivery attempt(s) timed out in the last {} s",
@@ -267,15 +253,37 @@ impl Delivery {
         self.outbox.len()
     }
 
-    /// Queues a received message and starts delivering.
-    pub fn push(&mut self, now: Instant, topic: &Bytes, payload: Bytes, registry: &Registry) {
+    /// Whether another message may be queued now (see [`Outbox::has_room`]).
+    pub fn has_room(&self) -> bool {
+        self.outbox.has_room()
+    }
+
+    /// Queues received message `seq` and starts delivering.
+    pub fn push(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        topic: &Bytes,
+        payload: Bytes,
+        registry: &Registry,
+    ) {
         let data = if self.with_topic {
             Bytes::from(message::encode(&String::from_utf8_lossy(topic), &payload))
         } else {
             payload
         };
-        self.outbox.push(now, data);
+        self.outbox.push(seq, data);
         self.pump(now, registry);
+    }
+
+    /// The messages delivered since the last call, for the spool.
+    pub fn take_delivered(&mut self) -> Vec<u64> {
+        self.outbox.take_delivered()
+    }
+
+    /// No message is half written (the others can wait in the spool).
+    pub fn is_between_messages(&self) -> bool {
+        self.outbox.current.is_none()
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -372,27 +380,33 @@ mod tests {
     }
 
     #[test]
-    fn overflow_drops_the_oldest_and_counts() {
+    fn the_window_is_bounded_and_deliveries_are_reported_in_order() {
         let t0 = Instant::now();
         let mut o = Outbox::new(1);
-        let dropped: u64 = (0..QUEUE_MESSAGES + 5)
-            .map(|i| o.push(t0, Bytes::from(i.to_string())))
-            .sum();
-        assert_eq!(dropped, 5);
-        assert_eq!(o.len(), QUEUE_MESSAGES);
+        let mut seq = 0;
+        while o.has_room() {
+            o.push(seq, Bytes::from(seq.to_string()));
+            seq += 1;
+        }
+        assert_eq!(seq as usize, WINDOW_MESSAGES);
         o.connected(t0);
-        assert_eq!(o.unwritten(), b"5", "the oldest went first");
-        // A count is due at the end of the log interval.
-        assert_eq!(o.next_deadline(), Some(t0 + WRITE_TIMEOUT));
-        assert!(o.drops.deadline().is_some());
+        assert_eq!(o.unwritten(), b"0", "the oldest goes first");
+        assert!(o.wrote(1));
+        o.connected(t0);
+        o.wrote(1);
+        assert_eq!(o.take_delivered(), [0, 1]);
+        assert!(o.take_delivered().is_empty());
+        let mut o = Outbox::new(1);
+        o.push(0, msg(WINDOW_BYTES));
+        assert!(!o.has_room(), "one large message fills it");
     }
 
     #[test]
     fn a_reader_that_never_reads_times_out_and_the_message_is_retried_whole() {
         let t0 = Instant::now();
         let mut o = Outbox::new(1);
-        o.push(t0, msg(1000));
-        o.push(t0, msg(10));
+        o.push(0, msg(1000));
+        o.push(1, msg(10));
         assert!(o.wants_connect(t0));
         o.connected(t0);
         assert!(!o.wrote(300), "partly written");
@@ -408,13 +422,14 @@ mod tests {
         assert!(o.wrote(1000));
         o.connected(retry);
         assert_eq!(o.unwritten().len(), 10, "then the next");
+        assert_eq!(o.take_delivered(), [0], "delivered once, after the retry");
     }
 
     #[test]
     fn a_missing_reader_is_retried_with_backoff_and_said_once() {
         let t0 = Instant::now();
         let mut o = Outbox::new(7);
-        o.push(t0, msg(1));
+        o.push(0, msg(1));
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         let mut now = t0;
         let mut gaps = Vec::new();
@@ -436,11 +451,12 @@ mod tests {
     fn a_reader_that_closes_early_took_its_message() {
         let t0 = Instant::now();
         let mut o = Outbox::new(1);
-        o.push(t0, msg(5000));
+        o.push(4, msg(5000));
         o.connected(t0);
         o.wrote(1023);
         o.reader_closed(&io::ErrorKind::BrokenPipe.into(), "r");
         assert!(o.is_empty());
+        assert_eq!(o.take_delivered(), [4]);
         assert_eq!(o.next_deadline(), None);
     }
 }

@@ -18,7 +18,8 @@
 //! A client whose message is complete only waits for its status: it keeps
 //! its descriptor, not its buffer, so a burst of write-and-close clients is
 //! published, not refused. When descriptors run out, the oldest waiting
-//! clients are answered `QUEUED` early (their message is kept) to make room.
+//! clients whose message is durable in the spool are answered `QUEUED`
+//! early (their message is kept) to make room.
 
 use crate::message::{self, READ_TIMEOUT};
 use crate::output::{LOG_INTERVAL, Throttle};
@@ -154,8 +155,8 @@ pub struct Table<S> {
     /// Unfinished clients. Ids count up, so the first is the oldest: the
     /// next deadline, and the first to go when room is needed.
     incomplete: BTreeSet<ClientId>,
-    /// Clients waiting for their outcome; the oldest are answered `QUEUED`
-    /// first when descriptors run out.
+    /// Clients whose message is durable, waiting for their outcome; the
+    /// oldest are answered `QUEUED` first when descriptors run out.
     waiting: BTreeSet<ClientId>,
     buffered: usize,
     budget: usize,
@@ -253,8 +254,14 @@ impl<S> Table<S> {
         };
         self.buffered -= buf.len();
         self.incomplete.remove(&id);
-        self.waiting.insert(id);
         Ok(Bytes::from(buf))
+    }
+
+    /// The client's message is durable: it may be answered `QUEUED` early.
+    pub fn mark_durable(&mut self, id: ClientId) {
+        if self.clients.contains_key(&id) {
+            self.waiting.insert(id);
+        }
     }
 
     /// Forgets a client, returning its connection.
@@ -538,6 +545,11 @@ impl PublishSocket {
         }
     }
 
+    /// The client's message is durable (see [`Table::mark_durable`]).
+    pub fn mark_durable(&mut self, id: ClientId) {
+        self.table.mark_durable(id);
+    }
+
     /// Sends the outcome of a submitted message and closes the client.
     /// A client that already left is fine (the original `awsapp` never
     /// reads).
@@ -713,6 +725,10 @@ mod tests {
         for id in ids.iter().rev() {
             t.append(*id, b"t\n", 100);
             t.complete(t0, *id).unwrap();
+        }
+        assert_eq!(t.oldest_waiting(), None, "nothing durable yet");
+        for id in ids.iter().rev() {
+            t.mark_durable(*id);
         }
         assert_eq!(t.oldest_waiting(), Some(ids[0]), "the oldest connection");
         t.remove(ids[0]);

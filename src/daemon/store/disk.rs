@@ -191,7 +191,10 @@ impl Disk for MemDisk {
     }
 
     fn sync(&mut self, name: &str) -> io::Result<()> {
-        self.files.get(name).map(|_| ()).ok_or_else(|| not_found(name))
+        self.files
+            .get(name)
+            .map(|_| ())
+            .ok_or_else(|| not_found(name))
     }
 
     fn sync_dir(&mut self) -> io::Result<()> {
@@ -200,7 +203,9 @@ impl Disk for MemDisk {
 
     fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let file = self.files.get(name).ok_or_else(|| not_found(name))?;
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(file.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(file.len());
         let n = buf.len().min(file.len() - start);
         buf[..n].copy_from_slice(&file[start..start + n]);
         Ok(n)

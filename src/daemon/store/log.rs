@@ -157,7 +157,11 @@ impl Log {
             limits,
             segments: VecDeque::new(),
             writer_open: false,
-            next_generation: found.iter().map(|f| f.1).max().map_or(0, |g| g.wrapping_add(1)),
+            next_generation: found
+                .iter()
+                .map(|f| f.1)
+                .max()
+                .map_or(0, |g| g.wrapping_add(1)),
             buffer: Vec::new(),
             buffer_first: None,
             next_seq: 0,

@@ -4,8 +4,9 @@
 //! (`in-*.seg`), each an append-only [`Log`] in `--spool_dir`.
 //!
 //! [`Spool`] adds the policy on top of the two logs: the size limit
-//! (`--spool_size`, both directions together) and what happens when it is
-//! reached (`--when_full`), the age limit (`--spool_max_age`), the lock that
+//! (`--spool_size`, for each direction: messages nobody reads never stop
+//! the device's own from being taken) and what happens when it is reached
+//! (`--when_full`), the age limit (`--spool_max_age`), the lock that
 //! keeps a second daemon out of the directory, the fallback to memory when
 //! the directory cannot be used, and what to do after a failed write or
 //! sync (stop accepting, retry on a fresh segment).
@@ -33,6 +34,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const DEFAULT_DIR: &str = "/var/lib/iotbox";
 /// The default `--spool_size`.
 pub const DEFAULT_SIZE: u64 = 64 << 20;
+/// The smallest `--spool_size`: a few segments.
+pub const MIN_SIZE: u64 = 64 << 10;
 /// The default `--spool_max_age`: a week.
 pub const DEFAULT_MAX_AGE: u64 = 7 * 24 * 3600;
 
@@ -91,8 +94,8 @@ pub struct Config {
     /// Seconds; 0 for no limit.
     pub max_age: u64,
     pub when_full: WhenFull,
-    /// The largest payload a record may hold (reading rejects longer
-    /// lengths as damage).
+    /// The largest payload a record may hold, in either direction (reading
+    /// takes a longer length field for damage).
     pub max_payload: usize,
 }
 
@@ -252,16 +255,20 @@ impl Spool {
         }
     }
 
-    /// Bytes both directions hold.
-    pub fn bytes(&self) -> u64 {
-        self.out.bytes() + self.inbound.bytes()
+    /// Bytes a direction holds.
+    pub fn bytes(&self, direction: Direction) -> u64 {
+        match direction {
+            Direction::Out => self.out.bytes(),
+            Direction::In => self.inbound.bytes(),
+        }
     }
 
-    /// New messages may be taken: not full (under `block`) and not after a
-    /// failed write. Clients already connected are still read: the limit
-    /// is checked when accepting, so it can be passed by what they hold.
-    pub fn has_room(&self) -> bool {
-        !self.failing && (self.when_full == WhenFull::DropOldest || self.bytes() < self.limit)
+    /// New messages may be taken in `direction`: not full (under `block`)
+    /// and not after a failed write. The limit is checked before taking a
+    /// message, so the last one taken may pass it.
+    pub fn has_room(&self, direction: Direction) -> bool {
+        !self.failing
+            && (self.when_full == WhenFull::DropOldest || self.bytes(direction) < self.limit)
     }
 
     /// Appends a message; durable after the next [`Spool::commit`].
@@ -318,22 +325,18 @@ impl Spool {
             .map_or_else(|| "memory".into(), |d| d.display().to_string())
     }
 
-    /// Under `drop_oldest`: drops the oldest segments, outbound first (the
-    /// telemetry), while over the limit.
+    /// Under `drop_oldest`: drops the oldest segments of a direction over
+    /// the limit.
     fn make_room(&mut self, now: Instant) {
         if self.when_full != WhenFull::DropOldest {
             return;
         }
-        while self.bytes() > self.limit {
-            let disk = self.disk.as_mut();
-            let dropped = if self.out.bytes() >= self.inbound.bytes() {
-                self.out.drop_oldest(disk)
-            } else {
-                self.inbound.drop_oldest(disk)
-            };
-            match dropped {
-                Some(n) => self.dropped.add(now, n),
-                None => return, // the writer was rolled: next commit
+        for log in [&mut self.out, &mut self.inbound] {
+            while log.bytes() > self.limit {
+                match log.drop_oldest(self.disk.as_mut()) {
+                    Some(n) => self.dropped.add(now, n),
+                    None => break, // the writer was rolled: next commit
+                }
             }
         }
     }

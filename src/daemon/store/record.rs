@@ -58,7 +58,9 @@ pub struct Message {
 pub enum Record {
     Message(Message),
     /// Every message with a smaller seq is done (sent, delivered, given up).
-    Done { below: u64 },
+    Done {
+        below: u64,
+    },
 }
 
 /// What [`parse`] found at a position.
@@ -195,7 +197,10 @@ mod tests {
         encode_message(&mut out, 1, 2, b"t", b"payload");
         for cut in 0..out.len() {
             assert!(
-                matches!(parse(&out[..cut], 1 << 20), Parsed::Short { .. } | Parsed::Corrupt),
+                matches!(
+                    parse(&out[..cut], 1 << 20),
+                    Parsed::Short { .. } | Parsed::Corrupt
+                ),
                 "cut at {cut}"
             );
         }
