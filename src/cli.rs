@@ -134,6 +134,14 @@ pub struct SendArgs {
     pub file: PathBuf,
 }
 
+/// `iotbox spool DIR`: what waits in a spool directory (no daemon needed).
+#[derive(FromArgs, Debug)]
+pub struct SpoolArgs {
+    /// the daemon's --spool_dir (default /var/lib/iotbox)
+    #[argh(positional, default = "PathBuf::from(\"/var/lib/iotbox\")")]
+    pub dir: PathBuf,
+}
+
 /// `iotbox recv SOCKET COUNT`: listen on SOCKET and print COUNT messages.
 #[derive(FromArgs, Debug)]
 pub struct RecvArgs {

@@ -23,7 +23,7 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::thread;
@@ -207,57 +207,6 @@ impl Drop for Quiet {
     }
 }
 
-/// Publishes every line of `lines` as one message to `topic` at QoS 1 with
-/// one `mosquitto_pub -l` (one client, far faster than a process each).
-fn console_pub_lines(env: &Env, broker: &Broker, topic: &str, lines: &[u8]) {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let pki = env.pki();
-    let id = format!(
-        "console-lines-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    );
-    let mut cmd = Command::new(find_tool("mosquitto_pub", "MOSQUITTO_PUB"));
-    cmd.args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
-        .arg("--cafile")
-        .arg(&pki.ca)
-        .arg("--cert")
-        .arg(&pki.client_cert)
-        .arg("--key")
-        .arg(&pki.client_key)
-        .args(["-V", "mqttv5", "-i", &id, "-q", "1", "-t", topic, "-l"]);
-    run("mosquitto_pub -l", cmd, Some(lines)).expect_code(0);
-}
-
-/// `n` lines of `len` bytes each (no newline inside), numbered.
-fn numbered_lines(n: usize, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n * (len + 1));
-    for i in 0..n {
-        let head = format!("message {i} ");
-        out.extend_from_slice(head.as_bytes());
-        out.extend(std::iter::repeat_n(b'x', len.saturating_sub(head.len())));
-        out.push(b'\n');
-    }
-    out
-}
-
-/// Waits until mosquitto's log shows `n` PUBACKs from `client_id`: the
-/// daemon read and acknowledged that many messages.
-fn wait_pubacks(broker: &Broker, client_id: &str, n: usize, deadline: Instant) {
-    let needle = format!(": Received PUBACK from {client_id} (");
-    let seen = std::cell::Cell::new(0usize);
-    broker.wait_log(
-        &format!("{n} PUBACKs from {client_id}"),
-        |l| {
-            if l.contains(&needle) {
-                seen.set(seen.get() + 1);
-            }
-            seen.get() >= n
-        },
-        deadline,
-    );
-}
-
 /// A reader on a delivery socket that takes connections one after the
 /// other, each read to EOF: the order of [`InOrder::next`] is the order in
 /// which the daemon connected.
@@ -421,10 +370,10 @@ fn stdout_nobody_reads_never_freezes_the_daemon() {
     broker.wait_suback(id, deadline());
 
     let lines = numbered_lines(2000, 1024);
-    console_pub_lines(&env, &broker, TOPIC, &lines);
+    broker.console_pub_lines(TOPIC, &lines);
     // Every message reached the daemon, was acknowledged and delivered: its
     // loop kept going while its stdout was full.
-    wait_pubacks(&broker, id, 2000, deadline());
+    broker.wait_pubacks(id, 2000, deadline());
     for _ in 0..2000 {
         reader.next(deadline());
     }
@@ -756,8 +705,8 @@ fn logs_do_not_amplify() {
     wait_subscribed(&mut daemon);
 
     // Nobody listens on the delivery socket.
-    console_pub_lines(&env, &broker, TOPIC, &numbered_lines(5000, 20));
-    wait_pubacks(&broker, id, 5000, deadline());
+    broker.console_pub_lines(TOPIC, &numbered_lines(5000, 20));
+    broker.wait_pubacks(id, 5000, deadline());
     for i in 0..2000 {
         let reply = raw_send(&env.smsg(), b"no newline, so no topic");
         assert!(

@@ -9,6 +9,7 @@
 
 pub mod recv;
 pub mod send;
+pub mod spool;
 
 use crate::cli;
 use crate::daemon;
@@ -54,6 +55,12 @@ const APPLETS: &[Applet] = &[
         aliases: &[],
         run: recv::main,
         help: help_of::<cli::RecvArgs>,
+    },
+    Applet {
+        name: "spool",
+        aliases: &[],
+        run: spool::main,
+        help: help_of::<cli::SpoolArgs>,
     },
 ];
 

@@ -120,6 +120,18 @@ pub fn run(config: Config, stdout: Sink) -> Result<(), Error> {
     daemon.run()
 }
 
+/// Descriptors publish socket clients may not take: the spool's files and
+/// directory, the broker, the delivery, the signal pipe, the log.
+const RESERVED_FDS: u64 = 64;
+
+/// Publish socket clients at once: the open file limit less the reserve.
+fn max_clients() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::from(u32::MAX));
+    usize::try_from(limit.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX)
+}
+
 fn io_error(what: &str) -> impl Fn(io::Error) -> Error + '_ {
     move |e| runtime!("{what}: {e}")
 }
@@ -152,6 +164,7 @@ impl Daemon {
             &config.pub_socket,
             config.socket_mode,
             config.session.max_payload,
+            max_clients(),
             poll.registry(),
             PUBLISH_LISTENER,
         )
@@ -206,8 +219,11 @@ impl Daemon {
                 return result;
             }
             // What this turn appended is made durable at the end of the
-            // next one: it must come at once.
-            let commit_due = !self.accepted.is_empty() || !self.owed_acks.is_empty();
+            // next one, and accepting may resume: it must come at once.
+            let commit_due = !self.accepted.is_empty()
+                || !self.owed_acks.is_empty()
+                || self.publish.wants_accept(Instant::now())
+                || (self.accept_blocked && self.spool.has_room(Direction::Out));
             let timeout = if commit_due || (self.broker_unread && self.session.wants_input()) {
                 Some(std::time::Duration::ZERO)
             } else {
@@ -340,12 +356,13 @@ impl Daemon {
     }
 
     /// Moves durable messages from the spool to where they go: the
-    /// session's queue (unless stopping with a spool on disk, where they
-    /// wait for the next start) and the delivery's window. `true` if any
-    /// moved.
+    /// session's queue while connected (unless stopping with a spool on
+    /// disk, where they wait for the next start) and the delivery's window.
+    /// `true` if any moved.
     fn feed(&mut self, now: Instant) -> bool {
         let mut moved = false;
-        let hold_back = self.link.is_shutting_down() && self.spool.is_durable();
+        let hold_back = !self.session.is_connected()
+            || (self.link.is_shutting_down() && self.spool.is_durable());
         while !hold_back && self.feed_session(now) {
             moved = true;
         }
@@ -885,6 +902,7 @@ impl Daemon {
         for (_, (client, _)) in std::mem::take(&mut self.awaiting) {
             self.publish.reply(client, status, registry);
         }
+        self.spool.log_totals();
         let out = self.spool.waiting(Direction::Out);
         let inbound = self.spool.waiting(Direction::In);
         if durable && out + inbound > 0 {

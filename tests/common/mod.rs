@@ -77,7 +77,7 @@ pub fn deadline() -> Instant {
 /// Polling interval for conditions that have no event to wait on (a port
 /// that starts accepting, a child that exits). Not a synchronisation sleep:
 /// the condition is checked again after it, until the deadline.
-const POLL: Duration = Duration::from_millis(10);
+pub const POLL: Duration = Duration::from_millis(10);
 
 // ---------------------------------------------------------------------------
 // Temporary directory and ports
@@ -1225,10 +1225,51 @@ impl Broker {
         let _ = fs::remove_file(&file);
     }
 
+    /// Publishes every line of `lines` as one message to `topic` at QoS 1
+    /// with one `mosquitto_pub -l` (one client, far faster than a process
+    /// each). Panics unless it exits 0.
+    pub fn console_pub_lines(&self, topic: &str, lines: &[u8]) {
+        let id = Broker::next_client_id("lines");
+        let mut cmd = Command::new(find_tool("mosquitto_pub", "MOSQUITTO_PUB"));
+        self.client_args(&mut cmd, &id);
+        cmd.args(["-q", "1", "-t", topic, "-l"]);
+        run("mosquitto_pub -l", cmd, Some(lines)).expect_code(0);
+    }
+
+    /// Waits until the log shows `n` PUBACKs from `client_id`: the daemon
+    /// read and acknowledged that many messages.
+    pub fn wait_pubacks(&self, client_id: &str, n: usize, deadline: Instant) {
+        let needle = format!(": Received PUBACK from {client_id} (");
+        let seen = std::cell::Cell::new(0usize);
+        self.wait_log(
+            &format!("{n} PUBACKs from {client_id}"),
+            |l| {
+                if l.contains(&needle) {
+                    seen.set(seen.get() + 1);
+                }
+                seen.get() >= n
+            },
+            deadline,
+        );
+    }
+
     /// Panic with `msg` and the broker log.
     pub fn fail(&self, msg: &str) -> ! {
         self.proc.fail(msg)
     }
+}
+
+/// `n` lines of `len` bytes each (no newline inside), numbered: `message
+/// 0 xxx...`.
+pub fn numbered_lines(n: usize, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * (len + 1));
+    for i in 0..n {
+        let head = format!("message {i} ");
+        out.extend_from_slice(head.as_bytes());
+        out.extend(std::iter::repeat_n(b'x', len.saturating_sub(head.len())));
+        out.push(b'\n');
+    }
+    out
 }
 
 /// A `mosquitto_sub` started by [`Broker::console_sub`]; messages are read in
@@ -1356,6 +1397,19 @@ pub fn raw_send(sock: &Path, message: &[u8]) -> Vec<u8> {
     reply
 }
 
+/// [`raw_send`] that does not panic: `None` when the connection fails or
+/// breaks (no daemon, or one killed mid-exchange), else the status.
+pub fn try_send(sock: &Path, message: &[u8]) -> Option<Vec<u8>> {
+    let mut s = UnixStream::connect(sock).ok()?;
+    s.set_read_timeout(Some(timeout())).ok()?;
+    s.set_write_timeout(Some(timeout())).ok()?;
+    s.write_all(message).ok()?;
+    s.shutdown(Shutdown::Write).ok()?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).ok()?;
+    Some(reply)
+}
+
 /// Connect to `sock`, write `message` and close at once without reading,
 /// like the original C `awsapp send`.
 pub fn raw_send_and_close(sock: &Path, message: &[u8]) {
@@ -1369,10 +1423,11 @@ pub fn raw_send_and_close(sock: &Path, message: &[u8]) {
 
 /// A test-side reader on a delivery socket: accepts connections on a
 /// background thread and reads each to EOF; every connection's bytes are
-/// one delivered message.
+/// one delivered message, handed out in the order the connections came.
 pub struct DeliveryListener {
     path: PathBuf,
-    rx: mpsc::Receiver<Vec<u8>>,
+    /// Each connection's bytes, in the order of the connections.
+    rx: mpsc::Receiver<mpsc::Receiver<Vec<u8>>>,
     stop: Arc<AtomicBool>,
     pending: VecDeque<Vec<u8>>,
 }
@@ -1392,14 +1447,18 @@ impl DeliveryListener {
                         break;
                     }
                     let Ok(mut conn) = conn else { continue };
-                    let tx = tx.clone();
                     // One thread per connection: a slow writer must not
-                    // hide the others.
+                    // hide the others. Its bytes are handed out in the
+                    // order the connections came (the daemon's order).
+                    let (one_tx, one_rx) = mpsc::channel();
+                    if tx.send(one_rx).is_err() {
+                        break;
+                    }
                     thread::spawn(move || {
                         let _ = conn.set_read_timeout(Some(timeout()));
                         let mut buf = Vec::new();
                         let _ = conn.read_to_end(&mut buf);
-                        let _ = tx.send(buf);
+                        let _ = one_tx.send(buf);
                     });
                 }
             })
@@ -1418,13 +1477,17 @@ impl DeliveryListener {
         if let Some(m) = self.pending.pop_front() {
             return m;
         }
-        let wait = deadline.saturating_duration_since(Instant::now());
-        self.rx.recv_timeout(wait).unwrap_or_else(|_| {
+        let missing = || -> ! {
             panic!(
                 "nothing delivered to {} within the deadline",
                 self.path.display()
             )
-        })
+        };
+        let wait = || deadline.saturating_duration_since(Instant::now());
+        let connection = self.rx.recv_timeout(wait()).unwrap_or_else(|_| missing());
+        connection
+            .recv_timeout(wait())
+            .unwrap_or_else(|_| missing())
     }
 }
 

@@ -17,9 +17,11 @@
 //!
 //! A client whose message is complete only waits for its status: it keeps
 //! its descriptor, not its buffer, so a burst of write-and-close clients is
-//! published, not refused. When descriptors run out, the oldest waiting
-//! clients whose message is durable in the spool are answered `QUEUED`
-//! early (their message is kept) to make room.
+//! published, not refused. Clients may hold all descriptors but a reserve
+//! (the spool, the broker and the delivery need theirs): at that cap, and
+//! when descriptors run out anyway, the oldest waiting clients whose
+//! message is durable in the spool are answered `QUEUED` early (their
+//! message is kept) to make room; with none of those yet, accepting waits.
 
 use crate::message::{self, READ_TIMEOUT};
 use crate::output::{LOG_INTERVAL, Throttle};
@@ -265,6 +267,15 @@ impl<S> Table<S> {
     }
 
     /// Forgets a client, returning its connection.
+    /// Clients connected, in any phase.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
     pub fn remove(&mut self, id: ClientId) -> Option<(S, bool)> {
         self.incomplete.remove(&id);
         self.waiting.remove(&id);
@@ -323,6 +334,10 @@ pub struct PublishSocket {
     path: PathBuf,
     table: Table<UnixStream>,
     accept_paused_until: Option<Instant>,
+    /// Clients at most: the descriptors not held in reserve.
+    max_clients: usize,
+    /// Accepting stopped at `max_clients` with nobody to answer early.
+    capped: bool,
     /// Refusals (bad messages, timeouts, evictions): logged at most once a
     /// minute with a count.
     refusals: Throttle,
@@ -335,6 +350,7 @@ impl PublishSocket {
         path: &Path,
         mode: u32,
         max_payload: usize,
+        max_clients: usize,
         registry: &Registry,
         token: Token,
     ) -> Result<PublishSocket, String> {
@@ -354,6 +370,8 @@ impl PublishSocket {
             path: path.to_owned(),
             table: Table::new(max_payload),
             accept_paused_until: None,
+            max_clients,
+            capped: false,
             refusals: Throttle::new(LOG_INTERVAL),
             refused_total: 0,
         })
@@ -377,7 +395,14 @@ impl PublishSocket {
             return;
         }
         self.accept_paused_until = None;
+        self.capped = false;
         loop {
+            if self.table.len() >= self.max_clients && self.answer_waiting_early(registry) == 0 {
+                // Until a message is durable (end of this turn) or a
+                // client is answered.
+                self.capped = true;
+                return;
+            }
             let Some(listener) = &self.listener else {
                 return;
             };
@@ -417,9 +442,12 @@ impl PublishSocket {
         }
     }
 
-    /// Whether accepting should resume now: a pause ended.
+    /// Whether accepting should resume now: a pause ended, or the cap on
+    /// clients has room again (or someone to answer early).
     pub fn wants_accept(&self, now: Instant) -> bool {
-        self.listener.is_some() && self.accept_paused_until.is_some_and(|t| t <= now)
+        let uncapped = self.capped
+            && (self.table.len() < self.max_clients || self.table.oldest_waiting().is_some());
+        self.listener.is_some() && (uncapped || self.accept_paused_until.is_some_and(|t| t <= now))
     }
 
     /// Answers the oldest waiting clients `QUEUED` and closes them.

@@ -472,17 +472,18 @@ impl Log {
     /// writer first when it is the only one.
     ///
     /// # Returns
-    /// How many messages were dropped unread, or `None` when nothing could
-    /// be dropped (only the writer, and nothing of it synced).
+    /// How many messages were dropped (not done), or `None` when nothing
+    /// could be dropped yet (only the writer, now rolled).
     pub fn drop_oldest(&mut self, disk: &mut dyn Disk) -> Option<u64> {
         if self.segments.len() < 2 {
             self.roll();
             return None;
         }
         let upper = self.upper(0);
-        let dropped = upper.saturating_sub(self.read_seq.max(self.segments[0].first_seq));
-        // Whatever was read of it and is still out counts as done too: its
-        // file is gone.
+        // Every message of it not done yet, read or not: its file is gone.
+        let from = self.done_below.max(self.segments[0].first_seq);
+        let done_in_range = self.done_above.range(from..upper).count() as u64;
+        let dropped = upper.saturating_sub(from).saturating_sub(done_in_range);
         self.done_below = self.done_below.max(upper);
         self.done_above = self.done_above.split_off(&upper);
         while self.done_above.remove(&self.done_below) {

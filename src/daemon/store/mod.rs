@@ -154,13 +154,13 @@ impl Tally {
         }
         self.total += n;
         if self.throttle.note(now).is_some() {
-            ::log::warn!("spool: {} so far: {}", self.what, self.total);
+            ::log::warn!("spool: {} {} so far", self.total, self.what);
         }
     }
 
     fn flush(&mut self, now: Instant) {
         if self.throttle.flush(now).is_some() {
-            ::log::warn!("spool: {} so far: {}", self.what, self.total);
+            ::log::warn!("spool: {} {} so far", self.total, self.what);
         }
     }
 }
@@ -237,9 +237,9 @@ impl Spool {
             _lock: lock,
             retry_at: None,
             failing: false,
-            dropped: Tally::new("messages dropped to make room (--when_full drop_oldest)"),
-            expired: Tally::new("messages dropped as older than --spool_max_age"),
-            damaged: Tally::new("bytes of damaged records skipped"),
+            dropped: Tally::new("message(s) dropped to make room (--when_full drop_oldest)"),
+            expired: Tally::new("message(s) dropped as older than --spool_max_age"),
+            damaged: Tally::new("byte(s) of damaged records skipped"),
         }
     }
 
@@ -405,6 +405,15 @@ impl Spool {
         self.dropped.flush(now);
         self.expired.flush(now);
         self.damaged.flush(now);
+    }
+
+    /// Logs what this run dropped, expired and skipped (at exit).
+    pub fn log_totals(&self) {
+        for tally in [&self.dropped, &self.expired, &self.damaged] {
+            if tally.total > 0 {
+                ::log::warn!("spool: this run: {} {}", tally.total, tally.what);
+            }
+        }
     }
 
     /// A commit is due again after a failure.
