@@ -437,7 +437,7 @@ EOF
 
 # The systemd unit builds the same argument list from the same defaults file:
 # run its ExecStart shell (as systemd would hand it to /bin/sh) against a
-# stand-in that prints its arguments.
+# stand-in that prints its arguments, without and with the spool settings.
 unit_part() {
     local d=$tmp/unit
     local unit=$root/recipe/recipes-connectivity/iotbox/files/iotbox.service
@@ -475,13 +475,17 @@ SUB_SOCKET=$d/rmsg
 LOG_FILE=/var/log/iotbox.log
 EXTRA_ARGS="--port 8883 --verbosity Debug"
 EOF
-    local got want
+    # unit_args DEFAULTS: the argument list ExecStart builds from it.
     # EnvironmentFile exports the settings; a file in the cwd checks that "*"
     # is not globbed.
-    # shellcheck disable=SC2016 # expanded by the inner sh
-    got=$(cd "$d" && : >"$d/glob-bait" &&
-        env -i PATH=/usr/bin:/bin sh -c 'set -a; . "$1"; set +a; exec sh -c "$2"' \
-            sh "$d/defaults" "$script")
+    unit_args() {
+        # shellcheck disable=SC2016 # expanded by the inner sh
+        (cd "$d" && : >"$d/glob-bait" &&
+            env -i PATH=/usr/bin:/bin sh -c 'set -a; . "$1"; set +a; exec sh -c "$2"' \
+                sh "$1" "$script")
+    }
+    local got want
+    got=$(unit_args "$d/defaults")
     want=$(printf '%s\n' pubsub --endpoint broker.example.test --cert "$d/dev ice.cert.pem" \
         --key "$d/device.private.key" --client_id basicPubSub \
         --topic sdk/test/python --topic 'sdk/test/+/x' --topic 'a/#' --topic '*' \
@@ -490,6 +494,27 @@ EOF
         ok "unit ExecStart builds the arguments from the defaults file"
     else
         fail "unit ExecStart arguments: got '$(echo "$got" | tr '\n' ' ')', want '$(echo "$want" | tr '\n' ' ')'"
+    fi
+
+    # SPOOL_DIR and SPOOL_SIZE, when set, are passed on (empty above: not).
+    { cat "$d/defaults"; printf '%s\n' 'SPOOL_DIR="/var/spool dir/iotbox"' SPOOL_SIZE=1048576; } >"$d/defaults-spool"
+    got=$(unit_args "$d/defaults-spool")
+    want=$(printf '%s\n' pubsub --endpoint broker.example.test --cert "$d/dev ice.cert.pem" \
+        --key "$d/device.private.key" --client_id basicPubSub \
+        --topic sdk/test/python --topic 'sdk/test/+/x' --topic 'a/#' --topic '*' \
+        --pub_socket "$d/smsg" --sub_socket "$d/rmsg" \
+        --spool_dir "/var/spool dir/iotbox" --spool_size 1048576 --port 8883 --verbosity Debug)
+    if [ "$got" = "$want" ]; then
+        ok "unit ExecStart passes SPOOL_DIR and SPOOL_SIZE as --spool_dir and --spool_size"
+    else
+        fail "unit ExecStart arguments with SPOOL_DIR: got '$(echo "$got" | tr '\n' ' ')', want '$(echo "$want" | tr '\n' ' ')'"
+    fi
+    { cat "$d/defaults"; echo SPOOL_DIR=none; } >"$d/defaults-nospool"
+    got=$(unit_args "$d/defaults-nospool")
+    if [ "$(echo "$got" | grep -A1 -xF -- --spool_dir)" = "$(printf '%s\n' --spool_dir none)" ]; then
+        ok "unit ExecStart passes SPOOL_DIR=none as --spool_dir none"
+    else
+        fail "unit ExecStart with SPOOL_DIR=none: '$(echo "$got" | tr '\n' ' ')'"
     fi
 }
 
