@@ -13,9 +13,10 @@
 #      missing); sh -n on iotbox.init
 #   5. systemd-analyze verify on iotbox.service, when systemd-analyze exists
 #   6. the spool: iotbox.service has StateDirectory=iotbox (/var/lib/iotbox,
-#      which is also the init script's DEFAULT_SPOOL_DIR) with mode 0700, and
-#      its SystemCallFilter=, expanded with systemd-analyze syscall-filter
-#      when that exists, allows the spool's calls (SPOOL_SYSCALLS)
+#      which is also the init script's DEFAULT_SPOOL_DIR and what the recipe
+#      installs) with mode 0700, and its SystemCallFilter=, expanded with
+#      systemd-analyze syscall-filter when that exists, allows the spool's
+#      calls (SPOOL_SYSCALLS)
 #
 # Suppressed oelint findings, and why:
 #   oelint.vars.inconspaces, oelint.vars.notneededspace on iotbox-crates.inc
@@ -144,7 +145,7 @@ else
 fi
 
 # -- 6 --------------------------------------------------------------------
-step "iotbox.service: the spool directory and the calls it needs"
+step "the spool: its directory in the unit, the init script and the recipe; the calls it needs"
 unit=$files/iotbox.service
 if grep -qx 'StateDirectory=iotbox' "$unit" && grep -qx 'StateDirectoryMode=0700' "$unit"; then
     echo "StateDirectory=iotbox (/var/lib/iotbox), mode 0700"
@@ -156,6 +157,12 @@ if grep -qxF 'DEFAULT_SPOOL_DIR=${DEFAULT_SPOOL_DIR:-/var/lib/iotbox}' "$files/i
     echo "iotbox.init makes the same /var/lib/iotbox"
 else
     bad "iotbox.init: DEFAULT_SPOOL_DIR is not /var/lib/iotbox, the unit's StateDirectory"
+fi
+# shellcheck disable=SC2016 # a literal ${...} in the recipe
+if [ -n "${bb:-}" ] && grep -qE '^ +install -d -m 0700 \$\{D\}\$\{localstatedir\}/lib/iotbox$' "$bb"; then
+    echo "the recipe installs \${localstatedir}/lib/iotbox, mode 0700"
+else
+    bad "the recipe does not install -d -m 0700 \${D}\${localstatedir}/lib/iotbox"
 fi
 # expand_filter ITEM...: adds the system calls an allow-list names to
 # allowed_calls, @groups expanded (recursively) by systemd-analyze.
