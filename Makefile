@@ -5,7 +5,8 @@
 #   make test         installs mosquitto & co. if missing, then cargo test
 #   make demo         the how-to end to end on a local mosquitto (mutual TLS)
 #   make install      PREFIX=/usr/local DESTDIR=  (see below)
-#   make uninstall    removes exactly what install put
+#   make uninstall    removes exactly what install put (the spool directory
+#                     only when empty)
 #   make pi-arm64 | pi-armv7 | pi-armv6
 #                     static musl builds for Raspberry Pis (rustup targets)
 #   make cross-check  Debian's Rust 1.85 (the MSRV) builds for armv7/aarch64,
@@ -23,6 +24,11 @@
 # The init script and the systemd unit name /usr/bin/iotbox; install rewrites
 # that to $(BINDIR)/iotbox (PREFIX=/usr leaves them as they are).
 #
+# install also makes the spool directory, /var/lib/iotbox (SPOOLDIR), mode
+# 0700, when it is missing. It is the daemon's built-in default --spool_dir,
+# so it does not follow PREFIX. uninstall removes it only when it is empty:
+# what is in it is messages not sent yet.
+#
 # install takes the binary to install from BIN; by default the static musl
 # one when it has been built (make static), else the release one (make). It
 # does not build: as root, a build would leave root-owned files in target/.
@@ -35,6 +41,7 @@ SYSCONFDIR ?= /etc
 # systemd units: /lib/systemd/system for a PREFIX=/usr (distribution) install,
 # else under PREFIX.
 SYSTEMDUNITDIR ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+SPOOLDIR ?= /var/lib/iotbox
 CARGO    ?= cargo
 INSTALL  ?= install
 
@@ -101,9 +108,18 @@ ifneq ($(wildcard $(SERVICE_SRC)),)
 	sed 's|/usr/bin/iotbox|$(BINDIR)/iotbox|g' $(SERVICE_SRC) >$(DESTDIR)$(SYSTEMDUNITDIR)/iotbox.service
 	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/iotbox.service
 endif
+	@# The spool: an existing one, with whatever mode its owner gave it and
+	@# maybe messages in it, is left as it is.
+	@if [ -d $(DESTDIR)$(SPOOLDIR) ]; then \
+	  echo "keeping existing $(DESTDIR)$(SPOOLDIR)"; \
+	else \
+	  echo "$(INSTALL) -d -m 0700 $(DESTDIR)$(SPOOLDIR)"; \
+	  $(INSTALL) -d -m 0700 $(DESTDIR)$(SPOOLDIR); \
+	fi
 
 # Removes what install put there. The configuration file only when it is
-# still the shipped one (an edited one is the user's).
+# still the shipped one (an edited one is the user's); the spool directory
+# only when it is empty (never rm -r: it holds messages not sent yet).
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/iotbox
 	@for n in awsapp mqtt5_pubsub; do \
@@ -123,6 +139,11 @@ endif
 ifneq ($(wildcard $(SERVICE_SRC)),)
 	rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/iotbox.service
 endif
+	@d=$(DESTDIR)$(SPOOLDIR); \
+	if [ -d "$$d" ]; then \
+	  if [ -z "$$(ls -A "$$d")" ]; then echo "rmdir $$d"; rmdir "$$d"; \
+	  else echo "keeping $$d: it is not empty (messages not sent yet?); remove it by hand if they are not wanted"; fi; \
+	fi
 
 clean:
 	$(CARGO) clean

@@ -12,6 +12,11 @@
 #   4. shellcheck on iotbox.init and the scripts (installed with apt when
 #      missing); sh -n on iotbox.init
 #   5. systemd-analyze verify on iotbox.service, when systemd-analyze exists
+#   6. the spool: iotbox.service has StateDirectory=iotbox (/var/lib/iotbox,
+#      which is also the init script's DEFAULT_SPOOL_DIR and what the recipe
+#      installs) with mode 0700, and its SystemCallFilter=, expanded with
+#      systemd-analyze syscall-filter when that exists, allows the spool's
+#      calls (SPOOL_SYSCALLS)
 #
 # Suppressed oelint findings, and why:
 #   oelint.vars.inconspaces, oelint.vars.notneededspace on iotbox-crates.inc
@@ -25,6 +30,10 @@
 set -euo pipefail
 
 OELINT_ADV_VERSION=9.11.2   # works with Python 3.11; parser 8.13.x
+
+# What the spool does besides reading and writing: fdatasync segments, fsync
+# the directory, flock its lock file, create, mkdir and remove.
+SPOOL_SYSCALLS="fdatasync fsync flock openat mkdirat unlinkat"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 layer=$root/recipe
@@ -133,6 +142,71 @@ if command -v systemd-analyze >/dev/null; then
     fi
 else
     echo "systemd-analyze not installed: skipped"
+fi
+
+# -- 6 --------------------------------------------------------------------
+step "the spool: its directory in the unit, the init script and the recipe; the calls it needs"
+unit=$files/iotbox.service
+if grep -qx 'StateDirectory=iotbox' "$unit" && grep -qx 'StateDirectoryMode=0700' "$unit"; then
+    echo "StateDirectory=iotbox (/var/lib/iotbox), mode 0700"
+else
+    bad "iotbox.service: want StateDirectory=iotbox and StateDirectoryMode=0700 (the spool, /var/lib/iotbox)"
+fi
+# shellcheck disable=SC2016 # a literal ${...} in the init script
+if grep -qxF 'DEFAULT_SPOOL_DIR=${DEFAULT_SPOOL_DIR:-/var/lib/iotbox}' "$files/iotbox.init"; then
+    echo "iotbox.init makes the same /var/lib/iotbox"
+else
+    bad "iotbox.init: DEFAULT_SPOOL_DIR is not /var/lib/iotbox, the unit's StateDirectory"
+fi
+# shellcheck disable=SC2016 # a literal ${...} in the recipe
+if [ -n "${bb:-}" ] && grep -qE '^ +install -d -m 0700 \$\{D\}\$\{localstatedir\}/lib/iotbox$' "$bb"; then
+    echo "the recipe installs \${localstatedir}/lib/iotbox, mode 0700"
+else
+    bad "the recipe does not install -d -m 0700 \${D}\${localstatedir}/lib/iotbox"
+fi
+# expand_filter ITEM...: adds the system calls an allow-list names to
+# allowed_calls, @groups expanded (recursively) by systemd-analyze.
+declare -A seen_groups=()
+allowed_calls=()
+expand_filter() {
+    local item
+    local -a sub
+    for item in "$@"; do
+        case $item in
+            @*)
+                [ -z "${seen_groups[$item]:-}" ] || continue
+                seen_groups[$item]=1
+                mapfile -t sub < <(systemd-analyze syscall-filter "$item" 2>/dev/null |
+                    sed -n 's/^ \{4\}\([^# ][^ ]*\)$/\1/p')
+                [ "${#sub[@]}" -gt 0 ] || { bad "systemd-analyze syscall-filter $item: no such group"; continue; }
+                expand_filter "${sub[@]}"
+                ;;
+            *) allowed_calls+=("$item") ;;
+        esac
+    done
+}
+if command -v systemd-analyze >/dev/null; then
+    filter=$(sed -n 's/^SystemCallFilter=//p' "$unit")
+    case $filter in
+        '') bad "iotbox.service has no SystemCallFilter=" ;;
+        *'~'*) bad "iotbox.service: SystemCallFilter=$filter is a deny-list; this check reads allow-lists only" ;;
+        *)
+            # shellcheck disable=SC2086 # the filter is a list of words
+            expand_filter $filter
+            allowed=$(printf '%s\n' "${allowed_calls[@]}" | sort -u)
+            missing=
+            for call in $SPOOL_SYSCALLS; do
+                grep -qx "$call" <<<"$allowed" || missing="$missing $call"
+            done
+            if [ -z "$missing" ]; then
+                echo "SystemCallFilter=$filter allows $SPOOL_SYSCALLS ($(wc -l <<<"$allowed") calls in all)"
+            else
+                bad "iotbox.service: SystemCallFilter=$filter does not allow:$missing (the spool needs them)"
+            fi
+            ;;
+    esac
+else
+    echo "systemd-analyze not installed: SystemCallFilter= not checked"
 fi
 
 echo

@@ -3,14 +3,17 @@
 # configuration (nothing outside a temp dir is touched).
 #
 # Part 1 (fake daemon): start/status/reload/restart/stop, stale pidfile, the
-#   arguments built from the defaults file, SIGKILL after STOP_TIMEOUT; with a
-#   small sh script standing in for iotbox. Needs no broker.
+#   arguments built from the defaults file, SIGKILL after STOP_TIMEOUT, the
+#   spool directory (created 0700 by start, SPOOL_DIR and SPOOL_SIZE passed
+#   on, nothing created for SPOOL_DIR=none); with a small sh script standing
+#   in for iotbox. Needs no broker.
 # Part 2 (real daemon): the real binary (IOTBOX_BIN) against a real mosquitto
 #   with mutual TLS on 127.0.0.1 (free port, certificates from scripts/pki.sh):
 #   start -> status 0 -> "Subscription Success." in the log -> reload ->
 #   "iotbox send" reaches a mosquitto_sub -> a mosquitto_pub reaches
 #   "iotbox recv" on the delivery socket -> stop -> status 3 -> the publish
-#   socket is gone.
+#   socket is gone. The spool directory is made in the temp dir (SPOOL_DIR
+#   when the binary has --spool_dir, else DEFAULT_SPOOL_DIR).
 #
 # Both parts run with the system's start-stop-daemon (Debian's) and sh, and,
 # when busybox is installed, again with BusyBox's applet and BusyBox's sh
@@ -43,6 +46,11 @@ fail() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
 die() { echo "test-initd: $*" >&2; exit 1; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/iotbox-initd.XXXXXX")
+# Every run of the init script here points DEFAULT_SPOOL_DIR into $tmp: the
+# system's own spool directory must not appear because of this test.
+system_spool=/var/lib/iotbox
+system_spool_before=no
+if [ -e "$system_spool" ]; then system_spool_before=yes; fi
 started_pids=()   # processes this script started (killed on exit)
 pidfiles=()       # pidfiles of daemons started through the init script
 
@@ -139,6 +147,11 @@ alive() {
     [ "${stat%% *}" != Z ]
 }
 
+# mode_of PATH: its permission bits in octal (e.g. 700), empty if missing.
+mode_of() {
+    stat -c %a "$1" 2>/dev/null || true
+}
+
 pid_from() {
     local pid=
     [ -r "$1" ] && read -r pid <"$1"
@@ -192,7 +205,8 @@ EXTRA_ARGS="--port 8883 --verbosity Debug"
 EOF
     local envf=$d/env
     printf '%s\n' "IOTBOX_DEFAULTS=$d/defaults" "DAEMON=$d/bin/iotbox" \
-        "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" "STOP_TIMEOUT=3" >"$envf"
+        "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" "STOP_TIMEOUT=3" \
+        "DEFAULT_SPOOL_DIR=$d/var/lib/iotbox" >"$envf"
     pidfiles+=("$d/iotbox.pid")
 
     initd "$envf" status
@@ -224,6 +238,13 @@ EOF
         ok "arguments built from the defaults file"
     else
         fail "arguments: got '$(tr '\n' ' ' <"$d/args")', want '$(echo "$want" | tr '\n' ' ')'"
+    fi
+    # No SPOOL_DIR: no --spool_dir (the daemon's default), and start made
+    # that default directory (DEFAULT_SPOOL_DIR here), 0700.
+    if [ -d "$d/var/lib/iotbox" ] && [ "$(mode_of "$d/var/lib/iotbox")" = 700 ]; then
+        ok "start created the default spool directory, mode 0700"
+    else
+        fail "default spool directory $d/var/lib/iotbox: mode '$(mode_of "$d/var/lib/iotbox")', want a directory with 700"
     fi
 
     initd "$envf" start
@@ -285,7 +306,7 @@ EOF
     echo "SYSLOG=yes" >>"$d/defaults-syslog"
     printf '%s\n' "IOTBOX_DEFAULTS=$d/defaults-syslog" "DAEMON=$d/bin/iotbox" \
         "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" "TMPDIR=$d/tmp" \
-        "PATH=$d/fakebin:$PATH" >"$d/env-syslog"
+        "PATH=$d/fakebin:$PATH" "DEFAULT_SPOOL_DIR=$d/var/lib/iotbox" >"$d/env-syslog"
     initd "$d/env-syslog" start
     expect_rc 0 "start with SYSLOG=yes"
     wait_for 5 "daemon output to reach logger" grep -q '^Subscription Success\.$' "$d/syslog.out" &&
@@ -298,14 +319,90 @@ EOF
     wait_for 5 "Mqtt5 Client stopped. in the syslog stand-in" grep -q '^Mqtt5 Client stopped\.$' "$d/syslog.out" &&
         ok "output after SIGTERM still reaches logger"
 
+    # Spool settings. spool_start NAME SPOOL_DIR SPOOL_SIZE: start with them
+    # added to the defaults (DEFAULT_SPOOL_DIR=$d/NAME-default), in an empty
+    # working directory $d/NAME-cwd; leaves the daemon running.
+    spool_start() {
+        local name=$1
+        { cat "$d/defaults"; printf 'SPOOL_DIR="%s"\nSPOOL_SIZE=%s\n' "$2" "$3"; } >"$d/defaults-$name"
+        printf '%s\n' "IOTBOX_DEFAULTS=$d/defaults-$name" "DAEMON=$d/bin/iotbox" \
+            "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" "STOP_TIMEOUT=3" \
+            "DEFAULT_SPOOL_DIR=$d/$name-default" >"$d/env-$name"
+        mkdir -p "$d/$name-cwd"
+        rm -f "$d/args"
+        cd "$d/$name-cwd"
+        initd "$d/env-$name" start
+        cd - >/dev/null
+        expect_rc 0 "start with SPOOL_DIR=$2 SPOOL_SIZE=$3"
+        wait_for 5 "the fake daemon to record its arguments" test -s "$d/args" || true
+    }
+    local spool="$d/spool dir/queue"
+    spool_start set "$spool" 1048576
+    want=$(printf '%s\n' pubsub --endpoint broker.example.test --cert "$d/dev ice.cert.pem" \
+        --key "$d/device.private.key" --client_id basicPubSub \
+        --topic sdk/test/python --topic 'sdk/test/+/x' --topic 'a/#' --topic '*' \
+        --pub_socket "$d/smsg" --sub_socket "$d/rmsg" \
+        --spool_dir "$spool" --spool_size 1048576 --log_file "$d/log/iotbox.log" \
+        --port 8883 --verbosity Debug)
+    if [ "$(cat "$d/args" 2>/dev/null)" = "$want" ]; then
+        ok "SPOOL_DIR and SPOOL_SIZE passed as --spool_dir and --spool_size"
+    else
+        fail "arguments with SPOOL_DIR: got '$(tr '\n' ' ' <"$d/args")', want '$(echo "$want" | tr '\n' ' ')'"
+    fi
+    if [ -d "$spool" ] && [ "$(mode_of "$spool")" = 700 ]; then
+        ok "start created SPOOL_DIR and its parent, mode 0700"
+    else
+        fail "SPOOL_DIR $spool: mode '$(mode_of "$spool")', want a directory with 700"
+    fi
+    if [ ! -e "$d/set-default" ]; then ok "default spool directory not made when SPOOL_DIR is set"; else fail "$d/set-default made although SPOOL_DIR is set"; fi
+    initd "$d/env-set" stop
+    expect_rc 0 "stop (SPOOL_DIR set)"
+
+    mkdir -m 0750 "$d/existing-spool"
+    : >"$d/existing-spool/segment"
+    spool_start existing "$d/existing-spool" ""
+    if [ "$(mode_of "$d/existing-spool")" = 750 ] && [ -f "$d/existing-spool/segment" ]; then
+        ok "an existing spool directory is left as it is"
+    else
+        fail "existing spool directory: mode $(mode_of "$d/existing-spool"), contents: $(find "$d/existing-spool" -mindepth 1 -printf '%f ')"
+    fi
+    if grep -q -- '--spool_size' "$d/args"; then fail "--spool_size passed with SPOOL_SIZE empty"; else ok "no --spool_size with SPOOL_SIZE empty"; fi
+    initd "$d/env-existing" stop
+    expect_rc 0 "stop (existing spool directory)"
+
+    spool_start none none ""
+    if grep -qxF -- '--spool_dir' "$d/args" && grep -qxF none "$d/args"; then
+        ok "SPOOL_DIR=none passed as --spool_dir none"
+    else
+        fail "SPOOL_DIR=none: arguments '$(tr '\n' ' ' <"$d/args")'"
+    fi
+    if [ ! -e "$d/none-default" ] && [ -z "$(ls -A "$d/none-cwd")" ]; then
+        ok "SPOOL_DIR=none creates no directory"
+    else
+        fail "SPOOL_DIR=none: made $(ls -d "$d/none-default" 2>/dev/null) $(find "$d/none-cwd" -mindepth 1 -printf '%f ')"
+    fi
+    initd "$d/env-none" stop
+    expect_rc 0 "stop (SPOOL_DIR=none)"
+
+    # A directory that cannot be made is not fatal: the daemon falls back to
+    # memory and says so itself.
+    : >"$d/not-a-dir"
+    spool_start unusable "$d/not-a-dir/spool" ""
+    expect_out 'cannot create spool directory' "start says the spool directory cannot be made"
+    if grep -qxF -- "$d/not-a-dir/spool" "$d/args"; then ok "the daemon still gets --spool_dir (and falls back itself)"; else fail "unusable SPOOL_DIR not passed: $(tr '\n' ' ' <"$d/args")"; fi
+    initd "$d/env-unusable" stop
+    expect_rc 0 "stop (unusable SPOOL_DIR)"
+
     # Failures the script reports before starting anything.
     printf '%s\n' "IOTBOX_DEFAULTS=$d/defaults" "DAEMON=$d/bin/missing" \
-        "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" >"$d/env-missing"
+        "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" \
+        "DEFAULT_SPOOL_DIR=$d/var/lib/iotbox" >"$d/env-missing"
     initd "$d/env-missing" start
     expect_rc 5 "start without the binary (LSB 5)"
     sed 's/^ENDPOINT=.*/ENDPOINT=/' "$d/defaults" >"$d/defaults-noendpoint"
     printf '%s\n' "IOTBOX_DEFAULTS=$d/defaults-noendpoint" "DAEMON=$d/bin/iotbox" \
-        "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" >"$d/env-noendpoint"
+        "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" \
+        "DEFAULT_SPOOL_DIR=$d/var/lib/iotbox" >"$d/env-noendpoint"
     initd "$d/env-noendpoint" start
     expect_rc 6 "start without ENDPOINT (LSB 6)"
 
@@ -326,7 +423,8 @@ EOF
 exec sleep 300
 EOF
     printf '%s\n' "IOTBOX_DEFAULTS=$d/defaults" "DAEMON=$d/bin/iotbox" \
-        "PIDFILE=$d/renamed.pid" "START_STOP_DAEMON=$ssd" >"$d/env-renamed"
+        "PIDFILE=$d/renamed.pid" "START_STOP_DAEMON=$ssd" \
+        "DEFAULT_SPOOL_DIR=$d/var/lib/iotbox" >"$d/env-renamed"
     pidfiles+=("$d/renamed.pid")
     initd "$d/env-renamed" start
     expect_rc 1 "start of a daemon that changes its name"
@@ -339,7 +437,7 @@ EOF
 
 # The systemd unit builds the same argument list from the same defaults file:
 # run its ExecStart shell (as systemd would hand it to /bin/sh) against a
-# stand-in that prints its arguments.
+# stand-in that prints its arguments, without and with the spool settings.
 unit_part() {
     local d=$tmp/unit
     local unit=$root/recipe/recipes-connectivity/iotbox/files/iotbox.service
@@ -377,13 +475,17 @@ SUB_SOCKET=$d/rmsg
 LOG_FILE=/var/log/iotbox.log
 EXTRA_ARGS="--port 8883 --verbosity Debug"
 EOF
-    local got want
+    # unit_args DEFAULTS: the argument list ExecStart builds from it.
     # EnvironmentFile exports the settings; a file in the cwd checks that "*"
     # is not globbed.
-    # shellcheck disable=SC2016 # expanded by the inner sh
-    got=$(cd "$d" && : >"$d/glob-bait" &&
-        env -i PATH=/usr/bin:/bin sh -c 'set -a; . "$1"; set +a; exec sh -c "$2"' \
-            sh "$d/defaults" "$script")
+    unit_args() {
+        # shellcheck disable=SC2016 # expanded by the inner sh
+        (cd "$d" && : >"$d/glob-bait" &&
+            env -i PATH=/usr/bin:/bin sh -c 'set -a; . "$1"; set +a; exec sh -c "$2"' \
+                sh "$1" "$script")
+    }
+    local got want
+    got=$(unit_args "$d/defaults")
     want=$(printf '%s\n' pubsub --endpoint broker.example.test --cert "$d/dev ice.cert.pem" \
         --key "$d/device.private.key" --client_id basicPubSub \
         --topic sdk/test/python --topic 'sdk/test/+/x' --topic 'a/#' --topic '*' \
@@ -392,6 +494,27 @@ EOF
         ok "unit ExecStart builds the arguments from the defaults file"
     else
         fail "unit ExecStart arguments: got '$(echo "$got" | tr '\n' ' ')', want '$(echo "$want" | tr '\n' ' ')'"
+    fi
+
+    # SPOOL_DIR and SPOOL_SIZE, when set, are passed on (empty above: not).
+    { cat "$d/defaults"; printf '%s\n' 'SPOOL_DIR="/var/spool dir/iotbox"' SPOOL_SIZE=1048576; } >"$d/defaults-spool"
+    got=$(unit_args "$d/defaults-spool")
+    want=$(printf '%s\n' pubsub --endpoint broker.example.test --cert "$d/dev ice.cert.pem" \
+        --key "$d/device.private.key" --client_id basicPubSub \
+        --topic sdk/test/python --topic 'sdk/test/+/x' --topic 'a/#' --topic '*' \
+        --pub_socket "$d/smsg" --sub_socket "$d/rmsg" \
+        --spool_dir "/var/spool dir/iotbox" --spool_size 1048576 --port 8883 --verbosity Debug)
+    if [ "$got" = "$want" ]; then
+        ok "unit ExecStart passes SPOOL_DIR and SPOOL_SIZE as --spool_dir and --spool_size"
+    else
+        fail "unit ExecStart arguments with SPOOL_DIR: got '$(echo "$got" | tr '\n' ' ')', want '$(echo "$want" | tr '\n' ' ')'"
+    fi
+    { cat "$d/defaults"; echo SPOOL_DIR=none; } >"$d/defaults-nospool"
+    got=$(unit_args "$d/defaults-nospool")
+    if [ "$(echo "$got" | grep -A1 -xF -- --spool_dir)" = "$(printf '%s\n' --spool_dir none)" ]; then
+        ok "unit ExecStart passes SPOOL_DIR=none as --spool_dir none"
+    else
+        fail "unit ExecStart with SPOOL_DIR=none: '$(echo "$got" | tr '\n' ' ')'"
     fi
 }
 
@@ -450,9 +573,19 @@ SUB_SOCKET=$d/rmsg
 LOG_FILE=$d/iotbox.log
 EXTRA_ARGS="--port $broker_port"
 EOF
+    # A binary with the spool gets its own directory in the temp dir; one
+    # without it gets no --spool_dir (an empty SPOOL_DIR), and start makes
+    # DEFAULT_SPOOL_DIR.
+    local spool=$d/var/lib/iotbox has_spool=no
+    if "$bin" pubsub --help 2>&1 | grep -q -- '--spool[_-]dir'; then
+        has_spool=yes
+        spool=$d/spool
+        echo "SPOOL_DIR=$spool" >>"$d/defaults"
+    fi
     local envf=$d/env
     printf '%s\n' "IOTBOX_DEFAULTS=$d/defaults" "DAEMON=$bin" \
-        "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" "STOP_TIMEOUT=10" >"$envf"
+        "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" "STOP_TIMEOUT=10" \
+        "DEFAULT_SPOOL_DIR=$d/var/lib/iotbox" >"$envf"
     pidfiles+=("$d/iotbox.pid")
 
     initd "$envf" start
@@ -467,6 +600,18 @@ EOF
         return
     fi
     ok "daemon subscribed (log shows Subscription Success.)"
+    if [ -d "$spool" ] && [ "$(mode_of "$spool")" = 700 ]; then
+        ok "spool directory ${spool#"$d"/} is there, mode 0700"
+    else
+        fail "spool directory $spool: mode '$(mode_of "$spool")', want a directory with 700"
+    fi
+    if [ $has_spool = yes ]; then
+        if [ -n "$(ls -A "$spool" 2>/dev/null)" ]; then
+            ok "the daemon uses SPOOL_DIR (files in it: $(find "$spool" -mindepth 1 -printf '%f '))"
+        else
+            fail "SPOOL_DIR $spool is empty while the daemon runs (no lock file)"
+        fi
+    fi
 
     initd "$envf" reload
     expect_rc 0 "reload (SIGHUP)"
@@ -559,6 +704,12 @@ if [ $run_real = 1 ]; then
     for s in "${ssds[@]}"; do
         real_part "${s%%=*}" "${s#*=}" "$bin"
     done
+fi
+
+if [ $system_spool_before = no ] && [ -e "$system_spool" ]; then
+    fail "$system_spool appeared during the test"
+else
+    ok "$system_spool not created by the test"
 fi
 
 echo "test-initd: $passed passed, $failed failed"

@@ -8,8 +8,13 @@
 #     $tmp/etc/init.d/iotbox                  executable, = files/iotbox.init
 #     $tmp/etc/default/iotbox                 = files/iotbox.default
 #     $tmp/{usr/,}lib/systemd/system/iotbox.service  = files/iotbox.service
+#     $tmp/var/lib/iotbox                     the spool: a directory, mode 0700
 #   make uninstall PREFIX=/usr DESTDIR=$tmp
 #     all of the above gone
+#   the spool directory: install leaves an existing one (mode, contents)
+#     alone; uninstall keeps it, and what is in it, when it is not empty
+#   PREFIX=/usr/local: the init script and the unit name the binary there;
+#     the spool is still var/lib/iotbox (the daemon's default)
 #
 # Environment: IOTBOX_BIN (default target/release/iotbox; built with
 # 'cargo build --release' when missing), KEEP_TMP=1 keeps the temp dir.
@@ -46,7 +51,7 @@ if ! make -C "$root" install PREFIX=/usr DESTDIR="$dest" BIN="$bin"; then
     die "make install failed"
 fi
 echo "-- installed:"
-(cd "$dest" && find . \( -type f -o -type l \) -printf '   %M %p %l\n' | sort)
+(cd "$dest" && find . \( -type f -o -type l -o -path ./var/lib/iotbox \) -printf '   %M %p %l\n' | sort)
 
 # --- install
 if [ -f "$dest/usr/bin/iotbox" ] && [ -x "$dest/usr/bin/iotbox" ]; then
@@ -114,13 +119,25 @@ else
     fail "iotbox.service not in usr/lib/systemd/system or lib/systemd/system"
 fi
 
+# mode_of PATH: its permission bits in octal (e.g. 700), empty if missing.
+mode_of() {
+    stat -c %a "$1" 2>/dev/null || true
+}
+if [ -d "$dest/var/lib/iotbox" ] && [ ! -L "$dest/var/lib/iotbox" ] &&
+    [ "$(mode_of "$dest/var/lib/iotbox")" = 700 ]; then
+    ok "var/lib/iotbox (the spool) is a directory, mode 0700"
+else
+    fail "var/lib/iotbox: mode '$(mode_of "$dest/var/lib/iotbox")', want a directory with 700"
+fi
+
 # --- uninstall
 echo "== make uninstall PREFIX=/usr DESTDIR=$dest"
 if ! make -C "$root" uninstall PREFIX=/usr DESTDIR="$dest"; then
     die "make uninstall failed"
 fi
 for p in usr/bin/iotbox usr/bin/awsapp usr/bin/mqtt5_pubsub etc/init.d/iotbox \
-    etc/default/iotbox usr/lib/systemd/system/iotbox.service lib/systemd/system/iotbox.service; do
+    etc/default/iotbox usr/lib/systemd/system/iotbox.service lib/systemd/system/iotbox.service \
+    var/lib/iotbox; do
     if [ -e "$dest/$p" ] || [ -L "$dest/$p" ]; then
         fail "$p still there after uninstall"
     else
@@ -133,6 +150,35 @@ if [ -n "$left" ]; then
 else
     ok "no files left under DESTDIR"
 fi
+
+# --- the spool directory holds messages not sent yet: install leaves an
+# existing one as it is, uninstall never removes what is in it.
+spool_dest=$tmp/spool
+mkdir -p "$spool_dest/var/lib"
+mkdir -m 0750 "$spool_dest/var/lib/iotbox"
+echo "not sent yet" >"$spool_dest/var/lib/iotbox/segment"
+echo "== make install / uninstall PREFIX=/usr DESTDIR=$spool_dest, with a spool holding a segment"
+make -C "$root" install PREFIX=/usr DESTDIR="$spool_dest" BIN="$bin" >"$tmp/spool.log" 2>&1 ||
+    { cat "$tmp/spool.log" >&2; die "make install (existing spool) failed"; }
+if [ "$(mode_of "$spool_dest/var/lib/iotbox")" = 750 ] && [ -f "$spool_dest/var/lib/iotbox/segment" ]; then
+    ok "install leaves an existing spool directory (mode, contents) as it is"
+else
+    fail "install changed the existing spool: mode $(mode_of "$spool_dest/var/lib/iotbox"), segment $([ -f "$spool_dest/var/lib/iotbox/segment" ] && echo kept || echo gone)"
+fi
+make -C "$root" uninstall PREFIX=/usr DESTDIR="$spool_dest" >>"$tmp/spool.log" 2>&1 ||
+    { cat "$tmp/spool.log" >&2; die "make uninstall (spool not empty) failed"; }
+if [ "$(cat "$spool_dest/var/lib/iotbox/segment" 2>/dev/null)" = "not sent yet" ]; then
+    ok "uninstall keeps a spool directory that is not empty, and what is in it"
+else
+    fail "uninstall removed the spooled segment"
+fi
+if grep -q "keeping $spool_dest/var/lib/iotbox" "$tmp/spool.log"; then
+    ok "uninstall says it kept the spool directory"
+else
+    fail "uninstall did not say it kept the spool directory: $(tr '\n' '|' <"$tmp/spool.log")"
+fi
+left=$(cd "$spool_dest" && find . \( -type f -o -type l \) ! -path ./var/lib/iotbox/segment | sort)
+if [ -z "$left" ]; then ok "uninstall removed everything else"; else fail "left besides the spool: $(echo "$left" | tr '\n' ' ')"; fi
 
 # --- PREFIX=/usr/local: the init script and the unit must name the binary
 # where it was installed.
@@ -158,10 +204,16 @@ if [ -n "$local_unit" ] && grep -q 'exec /usr/local/bin/iotbox pubsub' "$local_u
 else
     fail "PREFIX=/usr/local: unit missing or does not run /usr/local/bin/iotbox"
 fi
+if [ -d "$local_dest/var/lib/iotbox" ] && [ "$(mode_of "$local_dest/var/lib/iotbox")" = 700 ]; then
+    ok "PREFIX=/usr/local: the spool is still var/lib/iotbox, mode 0700 (the daemon's default)"
+else
+    fail "PREFIX=/usr/local: no var/lib/iotbox with mode 700"
+fi
 make -C "$root" uninstall PREFIX=/usr/local DESTDIR="$local_dest" >>"$tmp/local-install.log" 2>&1 ||
     { cat "$tmp/local-install.log" >&2; die "make uninstall PREFIX=/usr/local failed"; }
 left=$(cd "$local_dest" && find . \( -type f -o -type l \) | sort)
 if [ -z "$left" ]; then ok "PREFIX=/usr/local: uninstall leaves nothing"; else fail "PREFIX=/usr/local: left $(echo "$left" | tr '\n' ' ')"; fi
+if [ ! -e "$local_dest/var/lib/iotbox" ]; then ok "PREFIX=/usr/local: empty spool directory removed"; else fail "PREFIX=/usr/local: var/lib/iotbox still there"; fi
 
 echo "test-install: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -37,11 +37,16 @@ CARGO_BUILD_FLAGS += "--config profile.release.strip=false"
 IOTBOX_FILES = "${S}/recipe/recipes-connectivity/iotbox/files"
 
 # cargo_do_install has already put ${bindir}/iotbox in place.
+# ${localstatedir}/lib/iotbox is the spool (the daemon's default --spool_dir),
+# 0700 as it holds message payloads; the default FILES:${PN} has
+# ${localstatedir}, so the package owns the empty directory. The init script
+# and the unit (StateDirectory=) also make it when it is missing.
 do_install:append() {
     install -d ${D}${sysconfdir}/init.d ${D}${sysconfdir}/default ${D}${systemd_system_unitdir}
     install -m 0755 ${IOTBOX_FILES}/iotbox.init ${D}${sysconfdir}/init.d/iotbox
     install -m 0644 ${IOTBOX_FILES}/iotbox.default ${D}${sysconfdir}/default/iotbox
     install -m 0644 ${IOTBOX_FILES}/iotbox.service ${D}${systemd_system_unitdir}/iotbox.service
+    install -d -m 0700 ${D}${localstatedir}/lib/iotbox
 }
 
 # One binary, two more names (the multicall binary case of update-alternatives).
