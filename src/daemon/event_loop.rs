@@ -140,7 +140,6 @@ impl Daemon {
     fn new(config: Config, stdout: Sink) -> Result<Daemon, Error> {
         // First: a second daemon on the same spool stops here, before it
         // touches the sockets.
-        let started = Instant::now();
         let spool = Spool::open(&config.spool).map_err(|locked| {
             let holder = locked
                 .pid
@@ -150,7 +149,6 @@ impl Daemon {
                 locked.dir.display()
             )
         })?;
-        log::debug!("spool opened in {} ms", started.elapsed().as_millis());
         let poll = Poll::new().map_err(io_error("cannot create the event loop"))?;
         let mut signals =
             Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(io_error("cannot watch signals"))?;

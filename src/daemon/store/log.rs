@@ -116,6 +116,16 @@ pub struct Log {
     read_seq: u64,
     /// Bytes in the segment files plus the buffer.
     bytes: u64,
+    /// This run: messages appended, syncs, bytes handed to the disk.
+    stats: Stats,
+}
+
+/// What a log did this run, for the exit line and `make bench`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub appended: u64,
+    pub syncs: u64,
+    pub written: u64,
 }
 
 /// `{prefix}-{first_seq:016x}-{generation:08x}.seg`
@@ -171,6 +181,7 @@ impl Log {
             reader: Reader::default(),
             read_seq: 0,
             bytes: 0,
+            stats: Stats::default(),
         };
         for (first_seq, generation, name) in found {
             let len = disk.len(&name).unwrap_or_else(|e| {
@@ -283,6 +294,7 @@ impl Log {
     pub fn append(&mut self, time: u64, topic: &[u8], payload: &[u8]) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.stats.appended += 1;
         let before = self.buffer.len();
         record::encode_message(&mut self.buffer, seq, time, topic, payload);
         self.bytes += (self.buffer.len() - before) as u64;
@@ -344,17 +356,21 @@ impl Log {
             let seg = self.segments.back_mut().ok_or_else(no_writer)?;
             let appended = disk.append(&seg.name, MAGIC);
             seg.len += MAGIC.len() as u64;
+            self.stats.written += MAGIC.len() as u64;
             self.bytes += MAGIC.len() as u64;
             appended?;
         }
         let seg = self.segments.back_mut().ok_or_else(no_writer)?;
         // Counted even when the append fails: part of it may be in the file.
         seg.len += self.buffer.len() as u64;
+        self.stats.written += self.buffer.len() as u64;
         disk.append(&seg.name, &self.buffer)?;
         if sync || rolled {
+            self.stats.syncs += 1;
             disk.sync(&seg.name)?;
         }
         if rolled {
+            self.stats.syncs += 1;
             disk.sync_dir()?;
         }
         if sync || rolled {
@@ -518,6 +534,11 @@ impl Log {
 
     pub fn segments(&self) -> usize {
         self.segments.len()
+    }
+
+    /// What this log did this run.
+    pub fn stats(&self) -> Stats {
+        self.stats
     }
 }
 

@@ -220,11 +220,13 @@ impl Spool {
             segment_bytes: (limit / 16).clamp(16 << 10, 1 << 20),
             max_body,
         };
+        let started = Instant::now();
         let (out, out_found) = Log::open(disk.as_mut(), Direction::Out.prefix(), limits);
         let (inbound, in_found) = Log::open(disk.as_mut(), Direction::In.prefix(), limits);
         if let Some(dir) = &dir {
-            report(dir, Direction::Out, &out_found);
-            report(dir, Direction::In, &in_found);
+            let took = started.elapsed();
+            report(dir, Direction::Out, &out_found, took);
+            report(dir, Direction::In, &in_found, took);
         }
         Spool {
             disk,
@@ -407,8 +409,17 @@ impl Spool {
         self.damaged.flush(now);
     }
 
-    /// Logs what this run dropped, expired and skipped (at exit).
+    /// Logs what this run wrote, dropped, expired and skipped (at exit).
     pub fn log_totals(&self) {
+        let (out, inbound) = (self.out.stats(), self.inbound.stats());
+        if out.appended + inbound.appended > 0 {
+            ::log::info!(
+                "spool: this run: {} message(s) taken, {} sync(s), {} bytes written",
+                out.appended + inbound.appended,
+                out.syncs + inbound.syncs,
+                out.written + inbound.written
+            );
+        }
         for tally in [&self.dropped, &self.expired, &self.damaged] {
             if tally.total > 0 {
                 ::log::warn!("spool: this run: {} {}", tally.total, tally.what);
@@ -431,14 +442,15 @@ fn too_old(time: u64, wall: u64, max_age: u64) -> bool {
         && wall.saturating_sub(time) > max_age
 }
 
-fn report(dir: &Path, direction: Direction, found: &Recovered) {
+fn report(dir: &Path, direction: Direction, found: &Recovered, took: Duration) {
     if found.messages > 0 {
         ::log::info!(
-            "spool: {} message(s) {} waiting in {} ({} bytes)",
+            "spool: {} message(s) {} waiting in {} ({} bytes; both directions read in {} ms)",
             found.messages,
             direction.words(),
             dir.display(),
-            found.bytes
+            found.bytes,
+            took.as_millis()
         );
     }
     if found.damaged_bytes > 0 || found.damaged_segments > 0 {
