@@ -218,9 +218,10 @@ impl Daemon {
             }
             // What this turn appended is made durable at the end of the
             // next one, and accepting may resume: it must come at once.
-            let commit_due = !self.accepted.is_empty()
-                || !self.owed_acks.is_empty()
-                || self.publish.wants_accept(Instant::now())
+            let now = Instant::now();
+            let commit_due = ((!self.accepted.is_empty() || !self.owed_acks.is_empty())
+                && self.spool.may_commit(now))
+                || self.publish.wants_accept(now)
                 || (self.accept_blocked && self.spool.has_room(Direction::Out));
             let timeout = if commit_due || (self.broker_unread && self.session.wants_input()) {
                 Some(std::time::Duration::ZERO)

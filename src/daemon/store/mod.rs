@@ -427,9 +427,10 @@ impl Spool {
         }
     }
 
-    /// A commit is due again after a failure.
-    pub fn wants_retry(&self, now: Instant) -> bool {
-        self.failing && self.retry_at.is_none_or(|at| at <= now)
+    /// Whether [`Spool::commit`] would try now: not before the retry after
+    /// a failure.
+    pub fn may_commit(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|at| at <= now)
     }
 }
 
