@@ -8,8 +8,8 @@
 //!
 //! # Layout
 //!
-//! The tree follows the data path: device side (local programs) → daemon →
-//! broker side (AWS IoT), and back.
+//! The tree follows the data path: device side (local programs) → store (the
+//! spool) → broker side (AWS IoT), and back.
 //!
 //! ```text
 //! main.rs                the executable: argv -> applets::dispatch -> exit code
@@ -20,6 +20,7 @@
 //!   send.rs              send: validate a message file, write it, wait for
 //!                        OK/ERR/QUEUED
 //!   recv.rs              recv: listen on the delivery socket, print messages
+//!   spool.rs             spool: what waits in a spool directory
 //! cli.rs                 every applet's flags (argh), SDK spellings normalized
 //! error.rs               the applets' error type and the exit code scheme
 //! output.rs              stdout and log lines: say, the loggers, the daemon's
@@ -38,7 +39,16 @@
 //!     publish_socket.rs  publish socket clients: Table (pure: ids, limits,
 //!                        deadlines) and the I/O that reads and answers them
 //!     delivery.rs        received messages to the delivery socket: Outbox
-//!                        (pure: queue, retries, write deadline) and the I/O
+//!                        (pure: window, retries, write deadline) and the I/O
+//!   store/               the spool: every accepted message, both directions,
+//!                        on disk until done
+//!     mod.rs             Spool: size and age limits, --when_full, the lock,
+//!                        a failed sync, the fallback to memory
+//!     log.rs             one direction: append-only segments, group commit,
+//!                        done marks, recovery that never fails (sans-IO)
+//!     record.rs          the bytes of a record (crc32, length, body), pure
+//!     disk.rs            the file operations behind a trait: a directory,
+//!                        memory (and a simulated disk in the tests)
 //!   broker/              the AWS side
 //!     link.rs            the connection's life cycle, sans-IO: resolve,
 //!                        connect, backoff, first-connection rules, shutdown
@@ -61,8 +71,11 @@
 //! delivery connection, the broker connection, signals and a waker. Protocol
 //! and policy are state machines that never touch a socket or read the clock
 //! (in the style of quinn-proto): the MQTT session, the link's life cycle,
-//! the publish socket's client table. The event loop feeds them input and
-//! the time, then drains their output, their next deadline and their events.
+//! the publish socket's client table, the spool's logs (whose files sit
+//! behind a trait). The event loop feeds them input and the time, then
+//! drains their output, their next deadline and their events; at the end of
+//! each turn one fdatasync makes everything accepted in it durable before
+//! any client is answered or any message acknowledged to the broker.
 //! That keeps the logic testable in virtual time and the daemon idle between
 //! keep-alive pings. rustls is driven the same way (sans-IO). The one other
 //! thread writes the daemon's output, so a reader that stops reading never
