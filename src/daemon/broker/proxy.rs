@@ -26,7 +26,7 @@ pub enum Reply {
 
 /// Reads the reply header in `buf` (all bytes received so far).
 ///
-/// A header longer than [`MAX_REPLY_HEADER`] is refused however the bytes
+/// A header longer than `MAX_REPLY_HEADER` is refused however the bytes
 /// arrived: in one read or in pieces, the answer is the same.
 pub fn parse_reply(buf: &[u8]) -> Reply {
     let searched = &buf[..buf.len().min(MAX_REPLY_HEADER)];

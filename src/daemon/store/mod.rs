@@ -286,7 +286,7 @@ impl Spool {
     /// The messages now durable, per direction; `None` when a write or
     /// sync failed (logged): nothing new is durable, the spool stops
     /// taking new messages ([`Spool::has_room`]) and tries again on a fresh
-    /// segment after [`RETRY_AFTER_FAILURE`].
+    /// segment after `RETRY_AFTER_FAILURE`.
     pub fn commit(&mut self, now: Instant) -> Option<(Range<u64>, Range<u64>)> {
         if self.retry_at.is_some_and(|at| now < at) {
             return None;
