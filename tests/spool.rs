@@ -443,3 +443,96 @@ fn an_unusable_spool_directory_falls_back_to_memory() {
         "{warnings:?}"
     );
 }
+
+/// A disk that fills up is never answered as durable: the spool is on a
+/// 1 MiB tmpfs (mounted in a mount namespace of the daemon's own), the
+/// broker is down, and 4 KB messages are answered `QUEUED` until a write
+/// fails; the log says so, and that client gets no answer. When the broker
+/// is back the messages go out, their files are deleted, the write works
+/// again on a new file, the client gets its answer, and every message
+/// arrives.
+#[test]
+fn a_full_disk_answers_nothing_until_a_write_works_again() {
+    let env = Env::new("s-enospc");
+    let mut broker = env.broker();
+    let spool = env.path("tmpfs");
+    fs::create_dir(&spool).expect("mkdir tmpfs");
+    let mut args = env.pubsub_args(&broker, "spool-enospc", &[TOPIC]);
+    args.extend(os_args([OsStr::new("--spool_dir"), spool.as_os_str()]));
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=1m,mode=0700 tmpfs "$1" || exit 99; shift; exec "$@""#)
+        .arg("sh")
+        .arg(&spool)
+        .arg(env.bin())
+        .arg("pubsub")
+        .args(&args)
+        .current_dir(env.path(""));
+    let mut daemon = Proc::spawn("iotbox pubsub (spool on a small tmpfs)", cmd);
+    wait_subscribed(&mut daemon);
+    let mut reader = DeliveryListener::bind(&env.rmsg());
+    let filler = "x".repeat(4000);
+    let mut queued = 0;
+    let mut waiting = None;
+    broker.restart(|| {
+        wait_lost(&mut daemon);
+        let failed = |d: &Proc| d.stderr_text().contains("spool: cannot write to");
+        while waiting.is_none() {
+            let (tx, rx) = mpsc::channel();
+            let smsg = env.smsg();
+            let body = message(&format!("{queued:03} {filler}"));
+            thread::spawn(move || {
+                let _ = tx.send(try_send(&smsg, &body));
+            });
+            let end = deadline();
+            loop {
+                if let Ok(reply) = rx.try_recv() {
+                    assert_eq!(reply.as_deref(), Some(&b"QUEUED\n"[..]), "message {queued}");
+                    queued += 1;
+                    break;
+                }
+                if failed(&daemon) {
+                    waiting = Some(rx);
+                    break;
+                }
+                assert!(Instant::now() < end, "neither an answer nor a failed write");
+                thread::sleep(POLL);
+            }
+            assert!(queued < 400, "a 1 MiB disk took {queued} messages of 4 KB");
+        }
+        // Not answered while the disk is full (the daemon retries every
+        // second and fails again: give it two tries).
+        daemon.wait_stderr_line(
+            "a second failed try, still unanswered",
+            |l| l.contains("spool: cannot write to"),
+            deadline(),
+        );
+        let until = Instant::now() + Duration::from_millis(2500);
+        while Instant::now() < until {
+            if let Ok(reply) = waiting.as_ref().expect("waiting").try_recv() {
+                panic!("answered while the disk is full: {reply:?}");
+            }
+            thread::sleep(POLL);
+        }
+    });
+    let reply = waiting
+        .expect("a client waits")
+        .recv_timeout(timeout())
+        .expect("the waiting client was never answered");
+    if !matches!(reply.as_deref(), Some(b"OK\n" | b"QUEUED\n")) {
+        daemon.fail(&format!("the waiting client got {reply:?}"));
+    }
+    daemon.wait_stderr_line(
+        "saying writing works again",
+        |l| l.contains("spool: writing works again"),
+        deadline(),
+    );
+    for i in 0..=queued {
+        let got = reader.next(deadline());
+        assert!(
+            got.starts_with(format!("{i:03} ").as_bytes()),
+            "delivery {i}: {:?}",
+            preview(&got)
+        );
+    }
+}

@@ -18,7 +18,9 @@
 use super::Config;
 use super::broker::link::{Action, Link};
 use super::broker::resolve::{self, Lookup};
-use super::broker::session::{Event, InboundAck, Rejected, Session};
+use super::broker::session::{
+    Event, FLOOD_THRESHOLD, InboundAck, RECEIVE_MAXIMUM, Rejected, Session,
+};
 use super::broker::tls;
 use super::broker::transport::{Failure, Transport};
 use super::device::delivery::Delivery;
@@ -223,7 +225,7 @@ impl Daemon {
                 && self.spool.may_commit(now))
                 || self.publish.wants_accept(now)
                 || (self.accept_blocked && self.spool.has_room(Direction::Out));
-            let timeout = if commit_due || (self.broker_unread && self.session.wants_input()) {
+            let timeout = if commit_due || (self.broker_unread && self.may_read_broker()) {
                 Some(std::time::Duration::ZERO)
             } else {
                 self.next_deadline()
@@ -307,13 +309,7 @@ impl Daemon {
     /// After a failed sync nothing is answered: the clients keep waiting,
     /// the broker's messages stay unacknowledged, and the spool tries again.
     fn commit(&mut self, now: Instant) {
-        while self.spool.has_room(Direction::In) {
-            let Some((topic, payload, ack)) = self.held.pop_front() else {
-                break;
-            };
-            self.spool.append(Direction::In, &topic, &payload);
-            self.owed_acks.extend(ack);
-        }
+        self.take_held();
         if self.spool.commit(now).is_none() {
             return;
         }
@@ -331,6 +327,22 @@ impl Daemon {
             self.session.acknowledge(now, ack);
         }
         self.process(now);
+    }
+
+    /// Messages from the broker held while the spool was full go in as far
+    /// as there is room now (acknowledged at the next commit).
+    fn take_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        self.spool.release_done();
+        while self.spool.has_room(Direction::In) {
+            let Some((topic, payload, ack)) = self.held.pop_front() else {
+                break;
+            };
+            self.spool.append(Direction::In, &topic, &payload);
+            self.owed_acks.extend(ack);
+        }
     }
 
     /// Clients that waited [`CONFIRM_WAIT`] for the broker: `QUEUED`.
@@ -373,8 +385,13 @@ impl Daemon {
             self.delivery
                 .push(now, m.seq, &m.topic, m.payload, self.poll.registry());
         }
-        for seq in self.delivery.take_delivered() {
-            self.spool.done(Direction::In, seq);
+        let delivered = self.delivery.take_delivered();
+        for seq in &delivered {
+            self.spool.done(Direction::In, *seq);
+        }
+        if !delivered.is_empty() {
+            // Room for what the broker sent while the spool was full.
+            self.take_held();
         }
         moved
     }
@@ -577,16 +594,27 @@ impl Daemon {
         // Writable: `process` flushes after every event.
     }
 
+    /// Whether the broker may be read now: not while the session's output
+    /// is full (the broker must read first), nor while a receive maximum of
+    /// its messages waits for this turn's sync (the next turn acknowledges
+    /// them). Messages held because the spool is full do not count: the
+    /// broker's PUBACKs and pings must still come through.
+    fn may_read_broker(&self) -> bool {
+        self.session.wants_input() && self.owed_acks.len() < usize::from(RECEIVE_MAXIMUM)
+    }
+
     /// Reads what the broker sent into the session, up to the budget, and
-    /// not while the session's output is full (the broker must read first).
+    /// not while [`Daemon::may_read_broker`] says no.
     fn read_broker(&mut self, now: Instant) {
+        if !self.may_read_broker() {
+            if self.transport.is_some() {
+                self.broker_unread = true;
+            }
+            return;
+        }
         let Some(transport) = &mut self.transport else {
             return;
         };
-        if !self.session.wants_input() {
-            self.broker_unread = true;
-            return;
-        }
         self.broker_read_this_turn = true;
         let session = &mut self.session;
         let result = transport.read(&mut self.scratch, BROKER_READ_BUDGET, |bytes| {
@@ -746,6 +774,10 @@ impl Daemon {
                 );
             }
             self.held.push_back((topic, payload, ack));
+            if self.held.len() >= FLOOD_THRESHOLD {
+                // A broker within our receive maximum stops at 100.
+                self.session.exceeded_receive_maximum();
+            }
         } else {
             self.dropped_qos0 += 1;
             if self.inbound_notes.note(now).is_some() {

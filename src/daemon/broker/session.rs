@@ -49,11 +49,11 @@ pub const MAX_INBOUND_PACKET: usize = 1 << 20;
 
 /// QoS 1 messages the broker may send before it has our PUBACKs (told in
 /// CONNECT). A message is acknowledged once the caller has it safe
-/// ([`Session::acknowledge`]); with this many waiting for that, the caller
-/// stops reading ([`Session::wants_input`]) and the rest wait in the
-/// kernel, so a broker that sends more than it may (mosquitto 2.0 does,
-/// under load) costs nothing. PUBACKs the broker did not read yet are the
-/// other half: see [`FLOOD_THRESHOLD`].
+/// ([`Session::acknowledge`]); the caller bounds what waits for that (it
+/// pauses reading while a turn's messages wait for their sync, and calls
+/// [`Session::exceeded_receive_maximum`] when a broker sends far more than
+/// this while none can be kept). PUBACKs the broker did not read yet are
+/// the other half: see [`FLOOD_THRESHOLD`].
 pub const RECEIVE_MAXIMUM: u16 = 100;
 
 /// Our PUBACKs still in our output (the broker does not read them) at which
@@ -399,10 +399,9 @@ impl Session {
     }
 
     /// Whether the caller may read more from the broker now: not while the
-    /// output is past [`OUTPUT_LIMIT`], nor while [`RECEIVE_MAXIMUM`]
-    /// messages wait for [`Session::acknowledge`] (see both).
+    /// output is past [`OUTPUT_LIMIT`] (see there).
     pub fn wants_input(&self) -> bool {
-        self.out.len() < OUTPUT_LIMIT && self.unacknowledged < usize::from(RECEIVE_MAXIMUM)
+        self.out.len() < OUTPUT_LIMIT
     }
 
     /// The transport failed or closed. Emits `ConnectionLost` unless the
@@ -512,6 +511,21 @@ impl Session {
         self.acks_in_output
             .push_back(self.consumed + self.out.len() as u64);
         self.sent(now);
+    }
+
+    /// The caller holds [`FLOOD_THRESHOLD`] messages it could not keep, so
+    /// could not acknowledge: the broker sent far past our receive maximum.
+    /// The connection is lost with DISCONNECT 0x93 (as for a broker that
+    /// does not read our PUBACKs).
+    pub fn exceeded_receive_maximum(&mut self) {
+        if self.is_active() {
+            self.lose_with(
+                codec::DISCONNECT_RECEIVE_MAXIMUM,
+                format!(
+                    "the broker exceeded our receive maximum ({RECEIVE_MAXIMUM}): {FLOOD_THRESHOLD} QoS 1 messages unacknowledged while the spool could take none"
+                ),
+            );
+        }
     }
 
     // ----- output -----
@@ -1812,23 +1826,22 @@ mod tests {
     }
 
     #[test]
-    fn reading_pauses_while_the_receive_maximum_waits_to_be_acknowledged() {
+    fn unacknowledged_messages_wait_for_the_caller_and_a_flood_of_them_is_0x93() {
         let (mut s, t0) = connected(config(&["a"]));
-        for pkid in 1..RECEIVE_MAXIMUM {
+        for pkid in 1..=RECEIVE_MAXIMUM {
             s.handle_input(t0, &inbound_qos1(pkid));
         }
-        assert!(s.wants_input());
-        s.handle_input(t0, &inbound_qos1(RECEIVE_MAXIMUM));
-        assert!(!s.wants_input(), "the spool is slow: the broker waits");
+        assert!(s.wants_input(), "the caller decides how long they wait");
         assert!(sent_packets(&mut s).is_empty(), "nothing acknowledged yet");
-        // Whatever was read already is taken, not a flood.
-        for pkid in 200..260 {
-            s.handle_input(t0, &inbound_qos1(pkid));
-        }
-        assert!(s.is_connected());
         acknowledge_all(&mut s, t0);
-        assert!(s.wants_input());
-        assert_eq!(sent_packets(&mut s).len(), 160, "every one acknowledged");
+        assert_eq!(sent_packets(&mut s).len(), usize::from(RECEIVE_MAXIMUM));
+        s.exceeded_receive_maximum();
+        let ev = events(&mut s);
+        assert!(
+            matches!(ev.last(), Some(Event::ConnectionLost { reason, .. }) if reason.contains("receive maximum")),
+            "{ev:?}"
+        );
+        assert_eq!(s.pending_output(), [0xE0, 0x01, 0x93]);
     }
 
     #[test]

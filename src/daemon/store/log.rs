@@ -310,6 +310,10 @@ impl Log {
     /// an error nothing new is durable: the segment is abandoned and the
     /// next commit tries again on a fresh one.
     pub fn commit(&mut self, disk: &mut dyn Disk) -> io::Result<Range<u64>> {
+        // First, so that a full disk gets the room back: deleting a segment
+        // before the done mark that covers it is durable is safe (the next
+        // segment's first number says as much).
+        self.remove_done_segments(disk);
         if self.done_below > self.done_written {
             let before = self.buffer.len();
             record::encode_done(&mut self.buffer, self.done_below);
@@ -330,7 +334,6 @@ impl Log {
         }
         self.buffer.clear();
         self.buffer_first = None;
-        self.remove_done_segments(disk);
         Ok(durable)
     }
 
@@ -340,6 +343,17 @@ impl Log {
             .back()
             .is_none_or(|s| !self.writer_open || s.len >= self.limits.segment_bytes);
         if rolled {
+            // An abandoned segment with nothing synced holds only copies of
+            // the buffer: gone, so that retries on a full disk leave no
+            // trail of files.
+            if !self.writer_open && self.segments.back().is_some_and(|s| s.readable == 0) {
+                if let Some(seg) = self.segments.back() {
+                    if disk.remove(&seg.name).is_ok() {
+                        self.bytes = self.bytes.saturating_sub(seg.len);
+                        self.segments.pop_back();
+                    }
+                }
+            }
             let first = self.buffer_first.unwrap_or(self.next_seq);
             let name = segment_name(self.prefix, first, self.next_generation);
             disk.create(&name)?;
@@ -385,9 +399,21 @@ impl Log {
         self.writer_open = false;
     }
 
-    /// Deletes the segments before the writer whose messages are all done.
-    fn remove_done_segments(&mut self, disk: &mut dyn Disk) {
-        while self.segments.len() > 1 && self.upper(0) <= self.done_below {
+    /// Deletes the segments whose messages are all done, but the writer.
+    pub fn remove_done_segments(&mut self, disk: &mut dyn Disk) {
+        loop {
+            let upper = if self.segments.len() > 1 {
+                self.upper(0)
+            } else if !self.writer_open && !self.segments.is_empty() {
+                // An abandoned last segment: what it holds durably is below
+                // the buffer.
+                self.buffer_first.unwrap_or(self.next_seq)
+            } else {
+                return;
+            };
+            if upper > self.done_below {
+                return;
+            }
             let Some(seg) = self.segments.front_mut() else {
                 return;
             };
@@ -609,4 +635,31 @@ impl Reader {
 
 fn no_writer() -> io::Error {
     io::Error::other("no segment to write to")
+}
+
+#[cfg(test)]
+mod smoke {
+    use super::*;
+    use crate::daemon::store::disk::MemDisk;
+
+    #[test]
+    fn rolling_segments_are_read_in_order() {
+        let mut disk = MemDisk::default();
+        let limits = Limits {
+            segment_bytes: 16 << 10,
+            max_body: 1 << 20,
+        };
+        let (mut log, _) = Log::open(&mut disk, "in", limits);
+        let payload = vec![b'x'; 4000];
+        let mut read = Vec::new();
+        for i in 0..20u64 {
+            assert_eq!(log.append(1, b"t", &payload), i);
+            log.commit(&mut disk).unwrap();
+            while let Some(m) = log.next(&mut disk) {
+                read.push(m.seq);
+                log.done(m.seq);
+            }
+        }
+        assert_eq!(read, (0..20).collect::<Vec<_>>());
+    }
 }

@@ -273,6 +273,13 @@ impl Spool {
             && (self.when_full == WhenFull::DropOldest || self.bytes(direction) < self.limit)
     }
 
+    /// Deletes the files whose messages are all done, so that their room
+    /// counts at once (commit does it too).
+    pub fn release_done(&mut self) {
+        self.out.remove_done_segments(self.disk.as_mut());
+        self.inbound.remove_done_segments(self.disk.as_mut());
+    }
+
     /// Appends a message; durable after the next [`Spool::commit`].
     pub fn append(&mut self, direction: Direction, topic: &[u8], payload: &[u8]) -> u64 {
         let time = wall_clock();
