@@ -18,6 +18,8 @@
 pub mod disk;
 pub mod log;
 pub mod record;
+#[cfg(test)]
+mod sim;
 
 use self::disk::{DirDisk, Disk, MemDisk};
 use self::log::{Limits, Log, Recovered};
