@@ -565,10 +565,7 @@ impl Reader {
                 .filter(|_| self.offset >= self.chunk_off)
                 .unwrap_or(&[]);
             match record::parse(have, max_body) {
-                Parsed::Record(record, n) => {
-                    self.offset += n as u64;
-                    break Some(record);
-                }
+                Parsed::Record(record, n) => break Some((record, n)),
                 Parsed::Short { need } if self.offset + need as u64 <= seg.readable => {
                     if let Err(e) = self.fill(disk, seg, need) {
                         log::warn!("spool: cannot read {}: {e}", seg.name);
@@ -583,10 +580,13 @@ impl Reader {
                 }
             }
         };
+        // Up to the good record, or to the end.
         if let Some(from) = damage_start {
             self.damaged += self.offset.min(seg.readable) - from;
         }
-        result
+        let (record, n) = result?;
+        self.offset += n as u64;
+        Some(record)
     }
 
     /// Reads at least `need` bytes from `offset` into the chunk (up to the
@@ -609,4 +609,206 @@ impl Reader {
 
 fn no_writer() -> io::Error {
     io::Error::other("no segment to write to")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::disk::MemDisk;
+    use super::*;
+
+    const PREFIX: &str = "out";
+
+    fn limits(segment_bytes: u64) -> Limits {
+        Limits {
+            segment_bytes,
+            max_body: 4096,
+        }
+    }
+
+    fn drain(log: &mut Log, disk: &mut dyn Disk) -> Vec<Message> {
+        std::iter::from_fn(|| log.next(disk)).collect()
+    }
+
+    fn seqs(messages: &[Message]) -> Vec<u64> {
+        messages.iter().map(|m| m.seq).collect()
+    }
+
+    /// A log in memory holding `n` committed messages, one segment; and
+    /// where each record ends.
+    fn written(n: u64) -> (MemDisk, Vec<u64>) {
+        let mut disk = MemDisk::default();
+        let (mut log, _) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+        let mut ends = Vec::new();
+        let mut end = MAGIC.len() as u64;
+        for i in 0..n {
+            let (topic, payload) = (format!("t/{i}"), vec![i as u8; i as usize * 3]);
+            log.append(1000 + i, topic.as_bytes(), &payload);
+            end += record::message_size(topic.len(), payload.len()) as u64;
+            ends.push(end);
+        }
+        log.commit(&mut disk).unwrap();
+        assert_eq!(disk.files.len(), 1);
+        assert_eq!(disk.files.values().next().unwrap().len() as u64, end);
+        (disk, ends)
+    }
+
+    fn only_file(disk: &mut MemDisk) -> &mut Vec<u8> {
+        disk.files.values_mut().next().unwrap()
+    }
+
+    #[test]
+    fn an_empty_directory_is_an_empty_log_that_works() {
+        let mut disk = MemDisk::default();
+        let (mut log, found) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+        assert_eq!(found, Recovered::default());
+        assert_eq!(log.next(&mut disk), None);
+        assert_eq!(log.commit(&mut disk).unwrap(), 0..0, "nothing to write");
+        assert!(disk.files.is_empty(), "no file for nothing");
+        assert_eq!(log.append(5, b"t", b""), 0);
+        assert_eq!(log.commit(&mut disk).unwrap(), 0..1);
+        let m = log.next(&mut disk).unwrap();
+        assert_eq!(
+            (m.seq, m.time, &m.topic[..], &m.payload[..]),
+            (0, 5, &b"t"[..], &b""[..])
+        );
+        assert_eq!((log.waiting(), log.unread()), (1, 0));
+        log.done(0);
+        assert_eq!(log.waiting(), 0);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_counted() {
+        let (disk, ends) = written(5);
+        for cut in ends[3] + 1..ends[4] {
+            let mut disk = disk.clone();
+            only_file(&mut disk).truncate(cut as usize);
+            let (mut log, found) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+            assert_eq!(found.messages, 4, "cut at {cut}");
+            assert_eq!(found.damaged_bytes, cut - ends[3], "cut at {cut}");
+            assert_eq!(found.damaged_segments, 0);
+            assert_eq!(found.bytes, cut);
+            assert_eq!(found.oldest, Some(1000));
+            assert_eq!(seqs(&drain(&mut log, &mut disk)), [0, 1, 2, 3]);
+            assert_eq!(log.take_damaged(), 0, "the torn tail is not read again");
+            // The torn message never was durable: its number is given again,
+            // in a new segment.
+            assert_eq!(log.append(1, b"t", b"new"), 4);
+            assert_eq!(log.commit(&mut disk).unwrap(), 4..5);
+            let got = drain(&mut log, &mut disk);
+            assert_eq!(payloads(&got), [(4, &b"new"[..])]);
+            assert_eq!(disk.files.len(), 2);
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_loses_one_record_and_the_rest_is_read() {
+        let (disk, ends) = written(5);
+        for at in ends[1]..ends[2] {
+            let mut disk = disk.clone();
+            only_file(&mut disk)[at as usize] ^= 0x40;
+            let (mut log, found) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+            assert_eq!(found.messages, 4, "byte {at}");
+            assert_eq!(found.damaged_bytes, ends[2] - ends[1], "byte {at}");
+            assert_eq!(found.damaged_segments, 0);
+            let got = drain(&mut log, &mut disk);
+            assert_eq!(seqs(&got), [0, 1, 3, 4], "byte {at}");
+            assert_eq!(&got[2].payload[..], &[3; 9]);
+            assert_eq!(log.take_damaged(), ends[2] - ends[1]);
+            // The lost number counts as done: all done, nothing waits.
+            for m in &got {
+                log.done(m.seq);
+            }
+            assert_eq!(log.waiting(), 0, "byte {at}");
+        }
+    }
+
+    /// A segment file written by hand: first seq, generation, header ok,
+    /// messages as (seq, payload).
+    type Segment<'a> = (u64, u32, bool, &'a [(u64, &'a [u8])]);
+
+    fn segments(files: &[Segment]) -> MemDisk {
+        let mut disk = MemDisk::default();
+        for &(first, generation, header_ok, messages) in files {
+            let mut bytes = if header_ok {
+                MAGIC.to_vec()
+            } else {
+                b"IOTBOXS\x02".to_vec()
+            };
+            for &(seq, payload) in messages {
+                record::encode_message(&mut bytes, seq, 7, b"t", payload);
+            }
+            disk.files
+                .insert(segment_name(PREFIX, first, generation), bytes);
+        }
+        disk
+    }
+
+    fn payloads(messages: &[Message]) -> Vec<(u64, &[u8])> {
+        messages.iter().map(|m| (m.seq, &m.payload[..])).collect()
+    }
+
+    #[test]
+    fn a_segment_with_a_broken_header_is_skipped_and_counted() {
+        let mut disk = segments(&[
+            (0, 0, false, &[(0, b"a"), (1, b"b")]),
+            (2, 1, true, &[(2, b"c")]),
+            (3, 2, false, &[(3, b"d")]),
+        ]);
+        let broken: u64 = [0, 1]
+            .iter()
+            .map(|&i| disk.files.values().nth(i * 2).unwrap().len() as u64)
+            .sum();
+        let (mut log, found) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+        assert_eq!((found.messages, found.segments), (1, 3));
+        assert_eq!((found.damaged_segments, found.damaged_bytes), (2, broken));
+        let got = drain(&mut log, &mut disk);
+        assert_eq!(payloads(&got), [(2, &b"c"[..])]);
+        assert_eq!(log.append(0, b"t", b"e"), 3, "the broken segment held none");
+        log.commit(&mut disk).unwrap();
+        assert_eq!(payloads(&drain(&mut log, &mut disk)), [(3, &b"e"[..])]);
+        // Done with everything: the broken files go too, the writer stays.
+        for seq in [2, 3] {
+            log.done(seq);
+        }
+        log.commit(&mut disk).unwrap();
+        assert_eq!(disk.files.len(), 1);
+    }
+
+    #[test]
+    fn of_two_segments_with_the_same_first_number_the_later_generation_wins() {
+        // After a failed sync, the same messages went to a new segment; the
+        // old one may hold more (not synced) or less (torn).
+        for (old, new) in [
+            (
+                &[(0, &b"old0"[..]), (1, b"old1"), (2, b"old2")][..],
+                &[(0, &b"a"[..]), (1, b"b")][..],
+            ),
+            (&[(0, b"old0")], &[(0, b"a"), (1, b"b")]),
+        ] {
+            for generations in [(0, 1), (9, 0x10), (0xfffe, 0x1_0000)] {
+                let mut disk =
+                    segments(&[(0, generations.0, true, old), (0, generations.1, true, new)]);
+                let (mut log, found) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+                assert_eq!(found.messages, 2);
+                let got = drain(&mut log, &mut disk);
+                assert_eq!(
+                    payloads(&got),
+                    [(0, &b"a"[..]), (1, &b"b"[..])],
+                    "{generations:?}"
+                );
+            }
+        }
+        // And the older one's messages past the newer one's first are not
+        // read either.
+        let mut disk = segments(&[
+            (0, 0, true, &[(0, b"a"), (1, b"stale"), (2, b"stale")]),
+            (1, 1, true, &[(1, b"b")]),
+        ]);
+        let (mut log, _) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+        assert_eq!(
+            payloads(&drain(&mut log, &mut disk)),
+            [(0, &b"a"[..]), (1, &b"b"[..])]
+        );
+        assert_eq!(log.append(0, b"t", b"c"), 2);
+    }
 }
