@@ -137,13 +137,13 @@ fn parse_name(prefix: &str, name: &str) -> Option<(u64, u32)> {
     let rest = name.strip_prefix(prefix)?.strip_prefix('-')?;
     let rest = rest.strip_suffix(".seg")?;
     let (seq, generation) = rest.split_once('-')?;
-    if seq.len() != 16 || generation.len() != 8 {
-        return None;
-    }
-    Some((
+    let parsed = (
         u64::from_str_radix(seq, 16).ok()?,
         u32::from_str_radix(generation, 16).ok()?,
-    ))
+    );
+    // Only the names we write: from_str_radix also takes "+1" and "A",
+    // and two names for one segment would make the reader go round.
+    (segment_name(prefix, parsed.0, parsed.1) == name).then_some(parsed)
 }
 
 impl Log {
@@ -772,6 +772,44 @@ mod tests {
         }
         log.commit(&mut disk).unwrap();
         assert_eq!(disk.files.len(), 1);
+    }
+
+    #[test]
+    fn files_with_other_names_are_left_alone() {
+        let mut disk = segments(&[(0, 0, true, &[(0, b"a")])]);
+        let mut valid = MAGIC.to_vec();
+        record::encode_message(&mut valid, 1, 7, b"t", b"not ours");
+        for name in [
+            "lock",
+            "in-0000000000000001-00000000.seg",
+            "out-0000000000000001-00000000.seg.tmp",
+            "out-0000000000000001-00000000",
+            "out-000000000000001-00000000.seg",
+            "out-0000000000000001-0000000.seg",
+            "out-000000000000000A-00000000.seg",
+            "out-+000000000000001-00000000.seg",
+            "out-0000000000000001-+0000000.seg",
+            "out-0000000000000001_00000000.seg",
+            "out--0000000000000001-00000000.seg",
+        ] {
+            disk.files.insert(name.into(), valid.clone());
+        }
+        let before = disk.files.clone();
+        let (mut log, found) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+        assert_eq!(
+            (found.messages, found.segments, found.damaged_segments),
+            (1, 1, 0)
+        );
+        assert_eq!(payloads(&drain(&mut log, &mut disk)), [(0, &b"a"[..])]);
+        log.done(0);
+        log.append(0, b"t", b"b");
+        log.commit(&mut disk).unwrap();
+        for (name, bytes) in &before {
+            if name.starts_with("out-0000000000000000") {
+                continue;
+            }
+            assert_eq!(disk.files.get(name), Some(bytes), "{name}");
+        }
     }
 
     #[test]
