@@ -497,7 +497,8 @@ impl Log {
         }
         let upper = self.upper(0);
         // Every message of it not done yet, read or not: its file is gone.
-        let from = self.done_below.max(self.segments[0].first_seq);
+        // (It may hold no number: one after it may have the same first.)
+        let from = self.done_below.max(self.segments[0].first_seq).min(upper);
         let done_in_range = self.done_above.range(from..upper).count() as u64;
         let dropped = upper.saturating_sub(from).saturating_sub(done_in_range);
         self.done_below = self.done_below.max(upper);
@@ -810,6 +811,28 @@ mod tests {
             }
             assert_eq!(disk.files.get(name), Some(bytes), "{name}");
         }
+    }
+
+    #[test]
+    fn dropping_the_oldest_segment_counts_what_was_not_done() {
+        // The middle segment was abandoned after a failed sync: the next
+        // one starts at the same number, so it holds no number of its own.
+        let mut disk = segments(&[
+            (0, 0, true, &[(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d")]),
+            (4, 0, true, &[(4, b"stale")]),
+            (4, 1, true, &[(4, b"e"), (5, b"f")]),
+        ]);
+        let (mut log, _) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+        let got = drain(&mut log, &mut disk);
+        assert_eq!(seqs(&got), [0, 1, 2, 3, 4, 5]);
+        for seq in [0, 2, 4, 5] {
+            log.done(seq);
+        }
+        assert_eq!(log.drop_oldest(&mut disk), Some(2), "1 and 3 were not done");
+        assert_eq!(log.drop_oldest(&mut disk), Some(0), "the abandoned one");
+        assert_eq!(log.drop_oldest(&mut disk), None, "only the writer is left");
+        assert_eq!(log.waiting(), 0);
+        assert_eq!(disk.files.len(), 1);
     }
 
     #[test]
