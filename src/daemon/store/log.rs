@@ -27,7 +27,7 @@
 
 use super::disk::Disk;
 use super::record::{self, MAGIC, Message, Parsed, Record};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::ops::Range;
 
@@ -107,7 +107,11 @@ pub struct Log {
     next_seq: u64,
     /// Every message below is done; some above may be too.
     done_below: u64,
-    done_above: BTreeSet<u64>,
+    /// The numbers done above `done_below`: ranges, start to end, apart
+    /// (a gap in the numbers may be wide: a stray file's name).
+    done_above: BTreeMap<u64, u64>,
+    /// How many numbers `done_above` holds.
+    done_above_count: u64,
     /// The `below` of the last done record appended.
     done_written: u64,
     reader: Reader,
@@ -176,7 +180,8 @@ impl Log {
             buffer_first: None,
             next_seq: 0,
             done_below: 0,
-            done_above: BTreeSet::new(),
+            done_above: BTreeMap::new(),
+            done_above_count: 0,
             done_written: 0,
             reader: Reader::default(),
             read_seq: 0,
@@ -223,11 +228,14 @@ impl Log {
         log.done_written = watermark;
         log.read_seq = watermark;
         // Second pass, from the segment holding the watermark: what waits.
+        // The numbers no message holds are done.
         let start = log
             .segments
             .iter()
             .rposition(|s| s.first_seq <= watermark)
             .unwrap_or(0);
+        let mut gaps = Vec::new();
+        let mut expected = watermark;
         for i in start..log.segments.len() {
             let mut scan = Reader::default();
             log.scan(disk, i, &mut scan, |record| {
@@ -235,10 +243,18 @@ impl Log {
                     if m.seq >= watermark {
                         report.messages += 1;
                         report.oldest = Some(report.oldest.map_or(m.time, |t| t.min(m.time)));
+                        gaps.push(expected..m.seq);
+                        expected = m.seq + 1;
                     }
                 }
             });
         }
+        gaps.push(expected..log.next_seq);
+        for gap in gaps {
+            log.done_range(gap);
+        }
+        // Recovery finds the same gaps again: no record needed.
+        log.done_written = log.done_below;
         report.bytes = log.bytes;
         report.segments = log.segments.len();
         (log, report)
@@ -435,9 +451,7 @@ impl Log {
             let upper = self.upper(i);
             match self.reader.next(disk, seg, self.limits.max_body) {
                 Some(Record::Message(m)) if m.seq >= self.read_seq && m.seq < upper => {
-                    for lost in self.read_seq..m.seq {
-                        self.done(lost);
-                    }
+                    self.done_range(self.read_seq..m.seq);
                     self.read_seq = m.seq + 1;
                     return Some(m);
                 }
@@ -479,12 +493,43 @@ impl Log {
     /// The message `seq` needs nothing more: sent, delivered, dropped or
     /// never sendable. Any order; repeats and unknown numbers are ignored.
     pub fn done(&mut self, seq: u64) {
-        if seq < self.done_below || seq >= self.next_seq {
+        self.done_range(seq..seq.saturating_add(1));
+    }
+
+    /// How many numbers of `range` are in `done_above`.
+    fn done_within(&self, range: Range<u64>) -> u64 {
+        // The range that starts before it may reach into it.
+        let before = self.done_above.range(..range.start).next_back();
+        before
+            .into_iter()
+            .chain(self.done_above.range(range.clone()))
+            .map(|(&s, &e)| e.min(range.end).saturating_sub(s.max(range.start)))
+            .sum()
+    }
+
+    /// The numbers of `range` are done (those given out).
+    fn done_range(&mut self, range: Range<u64>) {
+        let mut start = range.start.max(self.done_below);
+        let mut end = range.end.min(self.next_seq);
+        if start >= end {
             return;
         }
-        self.done_above.insert(seq);
-        while self.done_above.remove(&self.done_below) {
-            self.done_below += 1;
+        // Joined with the ranges it overlaps or touches.
+        if let Some((&s, &e)) = self.done_above.range(..start).next_back() {
+            if e >= start {
+                start = s;
+            }
+        }
+        while let Some((&s, &e)) = self.done_above.range(start..=end).next() {
+            self.done_above.remove(&s);
+            self.done_above_count -= e - s;
+            end = end.max(e);
+        }
+        if start == self.done_below {
+            self.done_below = end;
+        } else {
+            self.done_above.insert(start, end);
+            self.done_above_count += end - start;
         }
     }
 
@@ -503,13 +548,8 @@ impl Log {
         // Every message of it not done yet, read or not: its file is gone.
         // (It may hold no number: one after it may have the same first.)
         let from = self.done_below.max(self.segments[0].first_seq).min(upper);
-        let done_in_range = self.done_above.range(from..upper).count() as u64;
-        let dropped = upper.saturating_sub(from).saturating_sub(done_in_range);
-        self.done_below = self.done_below.max(upper);
-        self.done_above = self.done_above.split_off(&upper);
-        while self.done_above.remove(&self.done_below) {
-            self.done_below += 1;
-        }
+        let dropped = (upper - from) - self.done_within(from..upper);
+        self.done_range(self.done_below..upper);
         self.read_seq = self.read_seq.max(upper);
         let seg = self.segments.pop_front()?;
         self.bytes = self.bytes.saturating_sub(seg.len);
@@ -528,7 +568,7 @@ impl Log {
 
     /// Messages not done (those lost to damage may count until read past).
     pub fn waiting(&self) -> u64 {
-        (self.next_seq - self.done_below).saturating_sub(self.done_above.len() as u64)
+        (self.next_seq - self.done_below).saturating_sub(self.done_above_count)
     }
 
     /// Messages durable and not yet read.
@@ -620,6 +660,7 @@ fn no_writer() -> io::Error {
 mod tests {
     use super::super::disk::MemDisk;
     use super::*;
+    use std::collections::BTreeSet;
 
     const PREFIX: &str = "out";
 
@@ -837,6 +878,74 @@ mod tests {
         assert_eq!(log.drop_oldest(&mut disk), None, "only the writer is left");
         assert_eq!(log.waiting(), 0);
         assert_eq!(disk.files.len(), 1);
+    }
+
+    #[test]
+    fn done_in_any_order_and_in_ranges_counts_like_a_set() {
+        let mut rng = super::super::sim::Rng::new(11);
+        for _ in 0..200 {
+            let mut disk = MemDisk::default();
+            let (mut log, _) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+            for _ in 0..60 {
+                log.append(0, b"", b"");
+            }
+            let mut done = BTreeSet::new();
+            for _ in 0..40 {
+                let start = rng.below(64);
+                let width = if rng.one_in(4) { 12 } else { 2 };
+                let end = start + rng.below(width);
+                if end == start + 1 {
+                    log.done(start);
+                } else {
+                    log.done_range(start..end);
+                }
+                done.extend((start..end).filter(|&s| s < 60));
+                let below = (0..).find(|s| !done.contains(s)).unwrap();
+                assert_eq!(log.done_below, below);
+                assert_eq!(log.waiting(), 60 - done.len() as u64);
+                let held: u64 = log.done_above.iter().map(|(s, e)| e - s).sum();
+                assert_eq!(held, log.done_above_count);
+                assert!(log.done_above.iter().all(|(&s, &e)| below < s && s < e));
+                // Apart: no two ranges touch.
+                let ranges: Vec<_> = log.done_above.iter().collect();
+                assert!(ranges.windows(2).all(|w| w[0].1 < w[1].0));
+                let a = rng.below(64);
+                let q = a..a + rng.below(20);
+                let within = done.range(q.clone()).filter(|&&s| s >= below).count();
+                assert_eq!(log.done_within(q), within as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn a_gap_in_the_numbers_is_done_at_once_however_wide() {
+        // Numbers nobody holds: those of a segment that is gone, or a stray
+        // file's name far ahead. Counted done as a range, not one by one.
+        let far = 1 << 60;
+        let mut disk = segments(&[
+            (0, 0, true, &[(0, b"a"), (1, b"b")]),
+            (far, 1, true, &[(far + 1, b"c")]),
+        ]);
+        let (mut log, found) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+        assert_eq!(found.messages, 3);
+        assert_eq!(log.waiting(), 3, "the numbers nobody holds are done");
+        let first = log.next(&mut disk).unwrap();
+        let got = drain(&mut log, &mut disk);
+        assert_eq!(payloads(&got), [(1, &b"b"[..]), (far + 1, &b"c"[..])]);
+        log.done(far + 1);
+        log.done(1);
+        assert_eq!(log.waiting(), 1);
+        log.done(first.seq);
+        assert_eq!(log.waiting(), 0);
+        assert_eq!(log.append(0, b"t", b"d"), far + 2);
+        log.commit(&mut disk).unwrap();
+        assert_eq!(disk.files.len(), 1, "all done: only the writer is left");
+        let (mut log, found) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+        assert_eq!((found.messages, log.waiting()), (1, 1));
+        assert_eq!(
+            payloads(&drain(&mut log, &mut disk)),
+            [(far + 2, &b"d"[..])]
+        );
     }
 
     #[test]
@@ -1120,6 +1229,7 @@ mod crash_tests {
             ours.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
         );
         assert_eq!(found.oldest, got.iter().map(|m| m.time).min());
+        assert_eq!(log.waiting(), found.messages);
         model.stats.recovered += got.len() as u64;
         // What was found is on disk now: it must survive the next crash.
         model.maybe.clear();
