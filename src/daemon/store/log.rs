@@ -34,6 +34,12 @@ use std::ops::Range;
 /// Bytes read from a segment at a time.
 const CHUNK: usize = 64 * 1024;
 
+/// The numbers of messages stay below this (2^62 messages is more than
+/// any device sends): a name, message or done record past it is damage,
+/// and adding one to a number never overflows. Only damage near it can
+/// make the log run out of numbers: then commits fail.
+const MAX_SEQ: u64 = 1 << 62;
+
 /// Fixed settings of a log.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -147,7 +153,7 @@ fn parse_name(prefix: &str, name: &str) -> Option<(u64, u32)> {
     );
     // Only the names we write: from_str_radix also takes "+1" and "A",
     // and two names for one segment would make the reader go round.
-    (segment_name(prefix, parsed.0, parsed.1) == name).then_some(parsed)
+    (segment_name(prefix, parsed.0, parsed.1) == name && parsed.0 < MAX_SEQ).then_some(parsed)
 }
 
 impl Log {
@@ -210,7 +216,7 @@ impl Log {
         for i in 0..log.segments.len() {
             let mut scan = Reader::default();
             let (good_end, header_ok) = log.scan(disk, i, &mut scan, |record| match record {
-                Record::Done { below } => watermark = watermark.max(*below),
+                Record::Done { below } => watermark = watermark.max((*below).min(MAX_SEQ)),
                 Record::Message(m) => last_message = Some(m.seq),
             });
             if !header_ok {
@@ -300,7 +306,7 @@ impl Log {
     /// The first sequence number segment `i` may not hold: the next
     /// segment's first.
     fn upper(&self, i: usize) -> u64 {
-        self.segments.get(i + 1).map_or(u64::MAX, |s| s.first_seq)
+        self.segments.get(i + 1).map_or(MAX_SEQ, |s| s.first_seq)
     }
 
     // ----- writing -----
@@ -326,6 +332,13 @@ impl Log {
     /// an error nothing new is durable: the segment is abandoned and the
     /// next commit tries again on a fresh one.
     pub fn commit(&mut self, disk: &mut dyn Disk) -> io::Result<Range<u64>> {
+        if self.next_seq > MAX_SEQ {
+            // Only after a damaged name or record near the top: it cannot
+            // be read back, so it is not written.
+            return Err(io::Error::other(
+                "the message numbers are used up (a damaged file in the spool?)",
+            ));
+        }
         if self.done_below > self.done_written {
             let before = self.buffer.len();
             record::encode_done(&mut self.buffer, self.done_below);
@@ -946,6 +959,54 @@ mod tests {
             payloads(&drain(&mut log, &mut disk)),
             [(far + 2, &b"d"[..])]
         );
+    }
+
+    #[test]
+    fn numbers_near_the_top_never_overflow() {
+        let top = |disk: &mut MemDisk, seq: u64, below: Option<u64>| {
+            let file = disk.files.values_mut().next().unwrap();
+            record::encode_message(file, seq, 7, b"t", b"top");
+            if let Some(below) = below {
+                record::encode_done(file, below);
+            }
+        };
+        // A record's number, a done record, a stray name; then the messages
+        // found, and whether the numbers are used up.
+        for (seq, below, name, found_messages, used_up) in [
+            (MAX_SEQ - 1, None, None, 2, true),
+            (u64::MAX - 1, None, None, 1, false),
+            (u64::MAX, None, None, 1, false),
+            (1, Some(u64::MAX), None, 0, true),
+            (1, None, Some(u64::MAX), 2, false),
+            (1, None, Some(MAX_SEQ), 2, false),
+        ] {
+            let mut disk = segments(&[(0, 0, true, &[(0, b"a")])]);
+            top(&mut disk, seq, below);
+            if let Some(first) = name {
+                let bytes = disk.files.values().next().unwrap().clone();
+                disk.files.insert(segment_name(PREFIX, first, 0), bytes);
+            }
+            let case = format!("{seq:x} {below:?} {name:?}");
+            let (mut log, found) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+            assert_eq!(found.messages, found_messages, "{case}");
+            assert_eq!(found.segments, 1, "{case}");
+            let got = drain(&mut log, &mut disk);
+            let new = log.append(0, b"t", b"new");
+            if used_up {
+                assert_eq!(new, MAX_SEQ, "{case}");
+                assert!(log.commit(&mut disk).is_err(), "{case}");
+                assert_eq!(log.next(&mut disk), None);
+                continue;
+            }
+            assert_eq!(log.commit(&mut disk).unwrap(), new..new + 1, "{case}");
+            let more = drain(&mut log, &mut disk);
+            assert_eq!(payloads(&more), [(new, &b"new"[..])], "{case}");
+            for m in got.iter().chain(&more) {
+                log.done(m.seq);
+            }
+            assert_eq!(log.waiting(), 0, "{case}");
+            log.commit(&mut disk).unwrap();
+        }
     }
 
     #[test]
