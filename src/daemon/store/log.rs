@@ -105,7 +105,6 @@ pub struct Log {
     /// The last segment takes appends (false before the first commit, after
     /// a failure, and after [`Log::roll`]).
     writer_open: bool,
-    next_generation: u32,
     /// Records appended and not yet written.
     buffer: Vec<u8>,
     /// The first message in `buffer`.
@@ -177,11 +176,6 @@ impl Log {
             limits,
             segments: VecDeque::new(),
             writer_open: false,
-            next_generation: found
-                .iter()
-                .map(|f| f.1)
-                .max()
-                .map_or(0, |g| g.wrapping_add(1)),
             buffer: Vec::new(),
             buffer_first: None,
             next_seq: 0,
@@ -230,6 +224,16 @@ impl Log {
             .map_or(0, |s| s.saturating_add(1))
             .max(highest_name)
             .max(watermark);
+        // A new segment sorts after every one found: its first number is
+        // past theirs, so the generations of this run start again from 0
+        // and never meet one found (which may be the last there is).
+        if log
+            .segments
+            .back()
+            .is_some_and(|s| s.first_seq == log.next_seq)
+        {
+            log.next_seq += 1;
+        }
         log.done_below = watermark;
         log.done_written = watermark;
         log.read_seq = watermark;
@@ -372,13 +376,21 @@ impl Log {
             .is_none_or(|s| !self.writer_open || s.len >= self.limits.segment_bytes);
         if rolled {
             let first = self.buffer_first.unwrap_or(self.next_seq);
-            let name = segment_name(self.prefix, first, self.next_generation);
+            // After the segments with the same first number (written by
+            // commits that failed): they are the last ones.
+            let generation = match self.segments.back() {
+                Some(s) if s.first_seq == first => s
+                    .generation
+                    .checked_add(1)
+                    .ok_or_else(|| io::Error::other("no generation left for a new segment"))?,
+                _ => 0,
+            };
+            let name = segment_name(self.prefix, first, generation);
             disk.create(&name)?;
-            self.next_generation = self.next_generation.wrapping_add(1);
             self.segments.push_back(Segment {
                 name,
                 first_seq: first,
-                generation: self.next_generation.wrapping_sub(1),
+                generation,
                 len: 0,
                 readable: 0,
                 remove_failed: false,
@@ -672,6 +684,7 @@ fn no_writer() -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::super::disk::MemDisk;
+    use super::super::sim::{Faults, SimDisk};
     use super::*;
     use std::collections::BTreeSet;
 
@@ -822,11 +835,11 @@ mod tests {
         assert_eq!((found.damaged_segments, found.damaged_bytes), (2, broken));
         let got = drain(&mut log, &mut disk);
         assert_eq!(payloads(&got), [(2, &b"c"[..])]);
-        assert_eq!(log.append(0, b"t", b"e"), 3, "the broken segment held none");
+        assert_eq!(log.append(0, b"t", b"e"), 4, "past the last name");
         log.commit(&mut disk).unwrap();
-        assert_eq!(payloads(&drain(&mut log, &mut disk)), [(3, &b"e"[..])]);
+        assert_eq!(payloads(&drain(&mut log, &mut disk)), [(4, &b"e"[..])]);
         // Done with everything: the broken files go too, the writer stays.
-        for seq in [2, 3] {
+        for seq in [2, 4] {
             log.done(seq);
         }
         log.commit(&mut disk).unwrap();
@@ -959,6 +972,39 @@ mod tests {
             payloads(&drain(&mut log, &mut disk)),
             [(far + 2, &b"d"[..])]
         );
+    }
+
+    #[test]
+    fn a_new_segment_sorts_after_every_segment_found() {
+        // The last segment found holds no message (a done record or only
+        // its header): the next number is its first too. Whatever its
+        // generation, the new segments must sort after it, the one written
+        // after a failed sync included.
+        for generation in [0, 7, u32::MAX - 1, u32::MAX] {
+            let disk = segments(&[(0, 0, true, &[(0, b"a")]), (1, generation, true, &[])]);
+            let mut disk = SimDisk::with_files(generation.into(), disk.files);
+            let (mut log, found) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+            assert_eq!(found.messages, 1);
+            let first = log.append(0, b"t", b"b");
+            disk.set_faults(Faults {
+                sync: 1,
+                ..Faults::default()
+            });
+            assert!(log.commit(&mut disk).is_err());
+            disk.set_faults(Faults::default());
+            assert_eq!(log.commit(&mut disk).unwrap(), first..first + 1);
+            let second = log.append(0, b"t", b"c");
+            log.commit(&mut disk).unwrap();
+            for _ in 0..2 {
+                let (mut log, found) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+                assert_eq!(found.messages, 3, "generation {generation:x}");
+                let got = drain(&mut log, &mut disk);
+                let expected = [(0, &b"a"[..]), (first, b"b"), (second, b"c")];
+                assert_eq!(payloads(&got), expected, "generation {generation:x}");
+                // And after a restart that writes nothing.
+                log.commit(&mut disk).unwrap();
+            }
+        }
     }
 
     #[test]
