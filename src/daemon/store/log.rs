@@ -473,9 +473,9 @@ impl Log {
                     seg.readable.max(1)
                 };
             }
-            let upper = self.upper(i);
+            let (lower, upper) = (self.read_seq.max(seg.first_seq), self.upper(i));
             match self.reader.next(disk, seg, self.limits.max_body) {
-                Some(Record::Message(m)) if m.seq >= self.read_seq && m.seq < upper => {
+                Some(Record::Message(m)) if m.seq >= lower && m.seq < upper => {
                     self.done_range(self.read_seq..m.seq);
                     self.read_seq = m.seq + 1;
                     return Some(m);
@@ -941,6 +941,23 @@ mod tests {
                 assert_eq!(log.done_within(q), within as u64);
             }
         }
+    }
+
+    #[test]
+    fn a_message_outside_its_segments_numbers_is_not_read() {
+        // Each segment holds the numbers from its first up to the next
+        // one's: recovery counts only those, and the reader reads only
+        // those.
+        let mut disk = segments(&[
+            (0, 0, true, &[(0, b"a"), (1, b"b"), (7, b"beyond")]),
+            (5, 0, true, &[(3, b"before"), (5, b"c"), (9, b"beyond")]),
+            (9, 0, true, &[(9, b"d")]),
+        ]);
+        let (mut log, found) = Log::open(&mut disk, PREFIX, limits(1 << 20));
+        let got = drain(&mut log, &mut disk);
+        let expected = [(0, &b"a"[..]), (1, b"b"), (5, b"c"), (9, b"d")];
+        assert_eq!(payloads(&got), expected);
+        assert_eq!(found.messages, 4);
     }
 
     #[test]
