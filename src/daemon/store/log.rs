@@ -1449,4 +1449,62 @@ mod crash_tests {
         assert!(points >= 1500, "{points}");
         assert!(stats.commits_failed > 100, "{stats:?}");
     }
+
+    /// Reads fail too (list, len, read_at): messages may then be skipped
+    /// as damage, by design, but nothing panics or hangs, what is read is
+    /// in order and was appended, and recovery reports what it reads.
+    #[test]
+    fn failing_reads_lose_messages_but_never_the_log() {
+        let faults = Faults {
+            create: 20,
+            append: 20,
+            sync: 10,
+            sync_dir: 20,
+            remove: 8,
+            read: 15,
+        };
+        let mut failures = 0;
+        for seed in 200..230 {
+            let mut rng = Rng::new(seed);
+            let mut disk = SimDisk::new(seed);
+            disk.set_faults(faults);
+            let mut appended: BTreeMap<u64, Vec<Content>> = BTreeMap::new();
+            let (mut log, _) = Log::open(&mut disk, PREFIX, LIMITS);
+            let mut last = None;
+            for _ in 0..1500 {
+                match rng.index(10) {
+                    0..=2 => {
+                        let c = (topic(&mut rng), payload(&mut rng));
+                        let seq = log.append(0, &c.0, &c.1);
+                        appended.entry(seq).or_default().push(c);
+                    }
+                    3 | 4 => _ = log.commit(&mut disk),
+                    5..=7 => {
+                        if let Some(m) = log.next(&mut disk) {
+                            let ever = appended.get(&m.seq).map_or(&[][..], |v| &v[..]);
+                            assert!(ever.contains(&content(&m)), "read {}", m.seq);
+                            assert!(last < Some(m.seq), "read {} after {last:?}", m.seq);
+                            last = Some(m.seq);
+                            log.done(m.seq);
+                        }
+                    }
+                    8 => _ = log.drop_oldest(&mut disk),
+                    _ => {
+                        let mut image = if rng.one_in(2) {
+                            disk.crash()
+                        } else {
+                            disk.clone()
+                        };
+                        image.set_faults(faults);
+                        (log, _) = Log::open(&mut image, PREFIX, LIMITS);
+                        failures += disk.failures;
+                        disk = image;
+                        last = None;
+                    }
+                }
+            }
+            failures += disk.failures;
+        }
+        assert!(failures > 1000, "{failures}");
+    }
 }
