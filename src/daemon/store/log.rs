@@ -38,7 +38,7 @@ const CHUNK: usize = 64 * 1024;
 /// any device sends): a name, message or done record past it is damage,
 /// and adding one to a number never overflows. Only damage near it can
 /// make the log run out of numbers: then commits fail.
-const MAX_SEQ: u64 = 1 << 62;
+pub const MAX_SEQ: u64 = 1 << 62;
 
 /// Fixed settings of a log.
 #[derive(Debug, Clone, Copy)]
