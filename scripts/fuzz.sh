@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Fuzz the broker-facing decoders and the MQTT session with cargo-fuzz
-# (libFuzzer). The targets and their checks are in fuzz/ (a crate of its own,
-# on nightly; the iotbox crate stays on stable). Installs what is missing:
-# rustup's nightly toolchain (minimal profile) and cargo-fuzz (crates.io).
+# Fuzz the broker-facing decoders, the MQTT session and the spool's recovery
+# with cargo-fuzz (libFuzzer). The targets and their checks are in fuzz/ (a
+# crate of its own, on nightly; the iotbox crate stays on stable). Installs
+# what is missing: rustup's nightly toolchain (minimal profile) and
+# cargo-fuzz (crates.io).
 #
 #   scripts/fuzz.sh [TARGET...]    codec_decode message_parse proxy_reply
-#                                  session session_wrap (default: all)
+#                                  session session_wrap spool_recovery
+#                                  (default: all)
 #
 # Environment:
 #   FUZZ_SECS=60         seconds per target
@@ -26,7 +28,7 @@ say() { printf '%s: %s\n' "$me" "$*"; }
 die() { printf '%s: error: %s\n' "$me" "$*" >&2; exit 1; }
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-all_targets=(codec_decode message_parse proxy_reply session session_wrap)
+all_targets=(codec_decode message_parse proxy_reply session session_wrap spool_recovery)
 secs=${FUZZ_SECS:-60}
 corpus_max=${FUZZ_CORPUS_MAX:-200}
 sanitizer=${FUZZ_SANITIZER:-none}

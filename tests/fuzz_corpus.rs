@@ -78,6 +78,11 @@ fn session_wrap_corpus() {
     replay("session_wrap", checks::check_session_wrap);
 }
 
+#[test]
+fn spool_recovery_corpus() {
+    replay("spool_recovery", checks::check_spool_recovery);
+}
+
 /// The session seeds get where they are meant to: connected, publishing,
 /// acknowledged. Otherwise the fuzzer would start from nothing.
 #[test]
@@ -112,4 +117,31 @@ fn session_seeds_reach_their_states() {
     assert!(s.wraps >= 1 && s.published >= 40, "{s:?}");
     let s = run("seed-ids-in-use", false);
     assert_eq!(s.wraps, 0, "{s:?}");
+}
+
+/// The spool seeds hold what their names say: messages, damage, strays.
+#[test]
+fn spool_seeds_hold_what_they_say() {
+    let found = |name: &str| {
+        let (_, _, data) = seeds::all()
+            .into_iter()
+            .find(|(t, n, _)| *t == "spool_recovery" && *n == name)
+            .unwrap_or_else(|| panic!("no seed {name}"));
+        let r = checks::spool_recovered(&data);
+        (
+            r.messages,
+            r.segments,
+            r.damaged_segments,
+            r.damaged_bytes > 0,
+        )
+    };
+    assert_eq!(found("seed-three-messages"), (3, 1, 0, false));
+    assert_eq!(found("seed-done-and-two-segments"), (1, 2, 0, false));
+    assert_eq!(found("seed-same-first-number"), (2, 2, 0, false));
+    assert_eq!(found("seed-torn-and-flipped"), (2, 1, 0, true));
+    assert_eq!(found("seed-strays"), (3, 1, 0, false));
+    assert_eq!(found("seed-no-header-and-garbage"), (2, 2, 1, true));
+    assert_eq!(found("seed-far-names"), (4, 3, 0, false));
+    assert_eq!(found("seed-drop-oldest"), (5, 3, 0, false));
+    assert_eq!(found("seed-near-the-top"), (0, 1, 0, false));
 }

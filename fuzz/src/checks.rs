@@ -1412,3 +1412,257 @@ fn timeout(s: &mut Session, m: &mut Model) {
     take_effects(s, m, None);
     check_timeout(s, m.now);
 }
+
+// ----- spool_recovery -------------------------------------------------------
+
+/// The segment directory's log, as the daemon names its outbound one.
+const SPOOL_PREFIX: &str = "out";
+
+/// Reads the fuzz input a field at a time; past its end every field is 0,
+/// so that every input is a directory.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn u8(&mut self) -> u8 {
+        let (&first, rest) = self.0.split_first().unwrap_or((&0, &[]));
+        self.0 = rest;
+        first
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let n = n.min(self.0.len());
+        let (taken, rest) = self.0.split_at(n);
+        self.0 = rest;
+        taken.to_vec()
+    }
+
+    fn u32(&mut self) -> u32 {
+        let mut b = [0; 4];
+        b.iter_mut().for_each(|x| *x = self.u8());
+        u32::from_le_bytes(b)
+    }
+
+    fn u64(&mut self) -> u64 {
+        let mut b = [0; 8];
+        b.iter_mut().for_each(|x| *x = self.u8());
+        u64::from_le_bytes(b)
+    }
+}
+
+/// File kinds (the low three bits of a file's first byte).
+pub const SPOOL_SEGMENT: u8 = 0; // 0..=4: a segment of the log
+pub const SPOOL_OTHER_LOG: u8 = 5; // a segment of the other direction
+pub const SPOOL_UPPER_CASE: u8 = 6; // a name that is not the log's own spelling
+pub const SPOOL_STRAY: u8 = 7; // another file
+/// Flags of a file's first byte.
+pub const SPOOL_BIG_FIRST: u8 = 0x10; // first number: 8 bytes (else 1, below 32)
+pub const SPOOL_BIG_GENERATION: u8 = 0x20; // generation: 4 bytes (else 1, below 4)
+pub const SPOOL_NO_HEADER: u8 = 0x40; // no "IOTBOXS\x01" in front
+pub const SPOOL_RAW: u8 = 0x80; // the contents are raw bytes (else ops)
+/// Ops on a segment's contents (an op byte mod 6, then one argument byte).
+pub const SPOOL_MESSAGE_AT: u8 = 0; // a message numbered first + arg as i8
+pub const SPOOL_MESSAGE_NEXT: u8 = 1; // a message numbered one past the last
+pub const SPOOL_DONE: u8 = 2; // a done record below first + arg (255: u64::MAX)
+pub const SPOOL_GARBAGE: u8 = 3; // the byte arg
+pub const SPOOL_FLIP: u8 = 4; // flips a byte (arg: where), a third byte: how
+pub const SPOOL_CUT: u8 = 5; // cuts arg % 16 bytes off the end
+
+/// The directory an input describes.
+///
+/// Input: a byte (segment size choice), a byte (1 + n % 4 files; the high
+/// bit: drop the oldest segments after reading), then per file: a byte
+/// (kind and flags, above), the first number and generation of its name, a
+/// length byte, then that many raw bytes or ops.
+pub fn spool_directory(data: &[u8]) -> (u64, bool, iotbox::daemon::store::disk::MemDisk) {
+    use iotbox::daemon::store::record;
+    let mut f = Fields(data);
+    let segment_bytes = 32 + u64::from(f.u8()) * 8;
+    let mut disk = iotbox::daemon::store::disk::MemDisk::default();
+    let files = f.u8();
+    for _ in 0..1 + files % 4 {
+        let kind = f.u8();
+        let first = if kind & SPOOL_BIG_FIRST != 0 {
+            f.u64()
+        } else {
+            u64::from(f.u8() % 32)
+        };
+        let generation = if kind & SPOOL_BIG_GENERATION != 0 {
+            f.u32()
+        } else {
+            u32::from(f.u8() % 4)
+        };
+        let name = match kind & 7 {
+            SPOOL_OTHER_LOG => format!("in-{first:016x}-{generation:08x}.seg"),
+            SPOOL_UPPER_CASE => format!("{SPOOL_PREFIX}-{first:016X}-{generation:08X}.seg"),
+            SPOOL_STRAY => format!("{SPOOL_PREFIX}-{first:016x}-{generation:08x}.seg.tmp"),
+            _ => format!("{SPOOL_PREFIX}-{first:016x}-{generation:08x}.seg"),
+        };
+        let mut bytes = if kind & SPOOL_NO_HEADER == 0 {
+            record::MAGIC.to_vec()
+        } else {
+            Vec::new()
+        };
+        let len = usize::from(f.u8());
+        if kind & SPOOL_RAW != 0 {
+            bytes.extend(f.bytes(len));
+        } else {
+            let mut last = first;
+            for _ in 0..len {
+                let (op, arg) = (f.u8() % 6, f.u8());
+                match op {
+                    SPOOL_MESSAGE_AT | SPOOL_MESSAGE_NEXT => {
+                        let seq = if op == SPOOL_MESSAGE_AT {
+                            first.wrapping_add_signed(i64::from(arg as i8))
+                        } else {
+                            last.wrapping_add(1)
+                        };
+                        last = seq;
+                        let topic = format!("t/{}", arg % 4);
+                        let payload = vec![arg; usize::from(f.u8() % 48)];
+                        record::encode_message(
+                            &mut bytes,
+                            seq,
+                            u64::from(arg),
+                            topic.as_bytes(),
+                            &payload,
+                        );
+                    }
+                    SPOOL_DONE => {
+                        let below = if arg == 255 {
+                            u64::MAX
+                        } else {
+                            first.wrapping_add(u64::from(arg))
+                        };
+                        record::encode_done(&mut bytes, below);
+                    }
+                    SPOOL_GARBAGE => bytes.push(arg),
+                    SPOOL_FLIP => {
+                        let how = f.u8() | 1;
+                        if !bytes.is_empty() {
+                            let at = usize::from(arg) % bytes.len();
+                            bytes[at] ^= how;
+                        }
+                    }
+                    _ => bytes.truncate(bytes.len().saturating_sub(usize::from(arg % 16))),
+                }
+            }
+        }
+        disk.files.insert(name, bytes);
+    }
+    (segment_bytes, files & 0x80 != 0, disk)
+}
+
+/// What recovery reports for the directory an input describes.
+pub fn spool_recovered(data: &[u8]) -> iotbox::daemon::store::log::Recovered {
+    use iotbox::daemon::store::log::{Limits, Log};
+    let (segment_bytes, _, mut disk) = spool_directory(data);
+    let limits = Limits {
+        segment_bytes,
+        max_body: 4096,
+    };
+    Log::open(&mut disk, SPOOL_PREFIX, limits).1
+}
+
+/// Whether the log takes `name` for one of its segments.
+fn is_segment(name: &str) -> bool {
+    use iotbox::daemon::store::log::MAX_SEQ;
+    let Some(rest) = name
+        .strip_prefix("out-")
+        .and_then(|r| r.strip_suffix(".seg"))
+    else {
+        return false;
+    };
+    let Some((first, generation)) = rest.split_once('-') else {
+        return false;
+    };
+    match (
+        u64::from_str_radix(first, 16),
+        u32::from_str_radix(generation, 16),
+    ) {
+        (Ok(s), Ok(g)) => name == format!("out-{s:016x}-{g:08x}.seg") && s < MAX_SEQ,
+        _ => false,
+    }
+}
+
+/// Recovery from whatever a directory holds never panics or hangs, and
+/// what it reports is what the reader then reads: in order, as many, the
+/// bytes of the files. Then the log works: every message done, a new one
+/// committed, read back, and found alone by the next recovery; files that
+/// are not the log's are left as they were.
+pub fn check_spool_recovery(data: &[u8]) {
+    use iotbox::daemon::store::log::{Limits, Log, MAX_SEQ};
+    let (segment_bytes, drop, mut disk) = spool_directory(data);
+    let before = disk.files.clone();
+    let limits = Limits {
+        segment_bytes,
+        max_body: 4096,
+    };
+    let total: u64 = before.values().map(|b| b.len() as u64).sum();
+    let (mut log, found) = Log::open(&mut disk, SPOOL_PREFIX, limits);
+    let ours: Vec<_> = before.iter().filter(|(n, _)| is_segment(n)).collect();
+    assert_eq!(found.segments, ours.len(), "segments");
+    assert_eq!(
+        found.bytes,
+        ours.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+    );
+    assert!(found.damaged_bytes <= total);
+    assert_eq!(log.waiting(), found.messages, "waiting after recovery");
+    // Read everything: at most one message per 27 bytes (an empty one).
+    let mut read = Vec::new();
+    while let Some(m) = log.next(&mut disk) {
+        assert!(
+            read.len() as u64 <= total / 27,
+            "more messages than bytes allow"
+        );
+        if let Some(last) = read.last() {
+            assert!(m.seq > *last, "{} after {last}", m.seq);
+        }
+        read.push(m.seq);
+    }
+    assert_eq!(read.len() as u64, found.messages, "read vs recovered");
+    assert!(log.take_damaged() <= total);
+    let again = Log::open(&mut disk.clone(), SPOOL_PREFIX, limits).1;
+    assert_eq!(again, found, "a second recovery of the same files");
+    if drop {
+        // Until only the writer is left (rolled): at most one per segment.
+        let mut dropped = 0;
+        while log.drop_oldest(&mut disk).is_some() {
+            dropped += 1;
+            assert!(
+                dropped < found.segments,
+                "dropped more segments than there are"
+            );
+        }
+    }
+    // Done in an order of the input's choosing: odd positions, then even.
+    let order = read.iter().skip(1).step_by(2).chain(read.iter().step_by(2));
+    for &seq in order {
+        log.done(seq);
+    }
+    assert_eq!(log.waiting(), 0, "all done (or dropped)");
+    let seq = log.append(7, b"t/new", b"payload");
+    let committed = log.commit(&mut disk);
+    if seq >= MAX_SEQ {
+        // Damage just under the bound used the numbers up.
+        assert!(committed.is_err(), "a number past the bound was committed");
+        return;
+    }
+    assert_eq!(committed.expect("a commit in memory"), seq..seq + 1);
+    let check_new = |log: &mut Log, disk: &mut iotbox::daemon::store::disk::MemDisk| {
+        let m = log.next(disk).expect("the new message");
+        assert_eq!(
+            (m.seq, &m.topic[..], &m.payload[..]),
+            (seq, &b"t/new"[..], &b"payload"[..])
+        );
+        assert_eq!(log.next(disk), None, "only the new message");
+    };
+    check_new(&mut log, &mut disk);
+    assert_eq!(log.waiting(), 1);
+    log.commit(&mut disk).expect("a commit in memory");
+    for (name, bytes) in before.iter().filter(|(n, _)| !is_segment(n)) {
+        assert_eq!(disk.files.get(name), Some(bytes), "{name} changed");
+    }
+    let (mut log, found) = Log::open(&mut disk, SPOOL_PREFIX, limits);
+    assert_eq!((found.messages, log.waiting()), (1, 1), "after a restart");
+    check_new(&mut log, &mut disk);
+}

@@ -6,7 +6,11 @@
 //
 // Plain `//` comments only: this file is also a module of another crate.
 
-use crate::checks::{Op, Setup, Writer};
+use crate::checks::{
+    Op, SPOOL_BIG_FIRST, SPOOL_BIG_GENERATION, SPOOL_CUT, SPOOL_DONE, SPOOL_FLIP, SPOOL_GARBAGE,
+    SPOOL_MESSAGE_AT, SPOOL_MESSAGE_NEXT, SPOOL_NO_HEADER, SPOOL_OTHER_LOG, SPOOL_RAW,
+    SPOOL_SEGMENT, SPOOL_STRAY, SPOOL_UPPER_CASE, Setup, Writer,
+};
 use bytes::BytesMut;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
@@ -374,6 +378,170 @@ fn session_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+// A directory for spool_recovery: a segment size choice, then the files.
+fn spool(segment_choice: u8, files: &[Vec<u8>]) -> Vec<u8> {
+    let mut input = vec![segment_choice, files.len() as u8 - 1];
+    for file in files {
+        input.extend(file);
+    }
+    input
+}
+
+// One file of a spool_recovery directory: its kind and flags, the name's
+// numbers, then its ops (or, with SPOOL_RAW, its bytes as one op).
+fn spool_file(kind: u8, first: u64, generation: u32, ops: &[&[u8]]) -> Vec<u8> {
+    let mut file = vec![kind];
+    if kind & SPOOL_BIG_FIRST != 0 {
+        file.extend(first.to_le_bytes());
+    } else {
+        file.push(first as u8);
+    }
+    if kind & SPOOL_BIG_GENERATION != 0 {
+        file.extend(generation.to_le_bytes());
+    } else {
+        file.push(generation as u8);
+    }
+    if kind & SPOOL_RAW != 0 {
+        file.push(ops[0].len() as u8);
+        file.extend(ops[0]);
+    } else {
+        file.push(ops.len() as u8);
+        for op in ops {
+            file.extend(*op);
+        }
+    }
+    file
+}
+
+fn spool_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let at = |arg: u8, payload_len: u8| vec![SPOOL_MESSAGE_AT, arg, payload_len];
+    let next = |payload_len: u8| vec![SPOOL_MESSAGE_NEXT, 1, payload_len];
+    let done = |arg: u8| vec![SPOOL_DONE, arg];
+    let segment = |first: u64, generation: u32, ops: &[Vec<u8>]| {
+        let ops: Vec<&[u8]> = ops.iter().map(|op| &op[..]).collect();
+        spool_file(SPOOL_SEGMENT, first, generation, &ops)
+    };
+    let three = [at(0, 5), next(0), next(40)];
+    vec![
+        ("seed-three-messages", spool(4, &[segment(0, 0, &three)])),
+        (
+            "seed-done-and-two-segments",
+            spool(
+                4,
+                &[
+                    segment(0, 0, &[at(0, 3), next(3), next(3), done(2)]),
+                    segment(3, 1, &[at(0, 8), next(8), done(1)]),
+                ],
+            ),
+        ),
+        (
+            "seed-same-first-number",
+            spool(
+                2,
+                &[
+                    segment(0, 0, &[at(0, 1), next(1), next(1)]),
+                    segment(0, 1, &[at(0, 2), next(2)]),
+                ],
+            ),
+        ),
+        (
+            "seed-torn-and-flipped",
+            spool(
+                8,
+                &[segment(
+                    0,
+                    0,
+                    &[
+                        at(0, 9),
+                        next(9),
+                        next(9),
+                        next(9),
+                        vec![SPOOL_FLIP, 60, 4],
+                        vec![SPOOL_CUT, 5],
+                    ],
+                )],
+            ),
+        ),
+        (
+            "seed-strays",
+            spool(
+                4,
+                &[
+                    segment(0, 0, &three),
+                    spool_file(SPOOL_OTHER_LOG, 1, 0, &[&at(1, 2)]),
+                    spool_file(SPOOL_UPPER_CASE | SPOOL_BIG_FIRST, 10, 0, &[&at(0, 2)]),
+                    spool_file(
+                        SPOOL_STRAY | SPOOL_RAW | SPOOL_NO_HEADER,
+                        2,
+                        0,
+                        &[b"not a segment"],
+                    ),
+                ],
+            ),
+        ),
+        (
+            "seed-no-header-and-garbage",
+            spool(
+                4,
+                &[
+                    spool_file(SPOOL_SEGMENT | SPOOL_NO_HEADER, 0, 0, &[&at(0, 4)]),
+                    segment(
+                        1,
+                        0,
+                        &[
+                            vec![SPOOL_GARBAGE, 1],
+                            at(0, 4),
+                            vec![SPOOL_GARBAGE, 2],
+                            next(4),
+                        ],
+                    ),
+                ],
+            ),
+        ),
+        (
+            "seed-far-names",
+            spool(
+                4,
+                &[
+                    segment(0, 0, &three),
+                    spool_file(SPOOL_SEGMENT | SPOOL_BIG_FIRST, 1 << 60, 0, &[&at(1, 2)]),
+                    spool_file(SPOOL_SEGMENT | SPOOL_BIG_FIRST, u64::MAX, 0, &[&at(0, 2)]),
+                    spool_file(
+                        SPOOL_SEGMENT | SPOOL_BIG_FIRST | SPOOL_BIG_GENERATION,
+                        1 << 61,
+                        u32::MAX,
+                        &[],
+                    ),
+                ],
+            ),
+        ),
+        ("seed-drop-oldest", {
+            let mut input = spool(
+                0,
+                &[
+                    segment(0, 0, &[at(0, 3), next(3)]),
+                    segment(2, 0, &[at(0, 3), next(3)]),
+                    segment(4, 0, &[at(0, 3)]),
+                ],
+            );
+            input[1] |= 0x80; // drop the oldest segments after reading
+            input
+        }),
+        (
+            "seed-near-the-top",
+            spool(
+                4,
+                &[spool_file(
+                    SPOOL_SEGMENT | SPOOL_BIG_FIRST,
+                    (1 << 62) - 1,
+                    0,
+                    &[&at(0, 1), &done(255)],
+                )],
+            ),
+        ),
+    ]
+}
+
 /// Every seed: (target, name, input).
 pub fn all() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let targets = [
@@ -382,6 +550,7 @@ pub fn all() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("proxy_reply", proxy_seeds()),
         ("session", session_seeds()),
         ("session_wrap", session_seeds()),
+        ("spool_recovery", spool_seeds()),
     ];
     targets
         .into_iter()

@@ -52,6 +52,9 @@ const SCRATCH: usize = 16 * 1024;
 /// forever; the rest is read on the next turn.
 const BROKER_READ_BUDGET: usize = 256 * 1024;
 
+/// Bytes of held messages from the broker that go into the spool per turn.
+const HELD_PER_TURN: usize = 64 * 1024;
+
 /// How long a publish socket client whose message is durable waits for the
 /// broker's PUBACK before it is answered `QUEUED` (kept, will be sent):
 /// well within `send`'s default `--timeout` of 10 s.
@@ -330,16 +333,20 @@ impl Daemon {
     }
 
     /// Messages from the broker held while the spool was full go in as far
-    /// as there is room now (acknowledged at the next commit).
+    /// as there is room now (acknowledged at the next commit), at most
+    /// [`HELD_PER_TURN`] bytes a turn: on a disk that was full, a small
+    /// commit that succeeds beats a large one that fails again.
     fn take_held(&mut self) {
         if self.held.is_empty() {
             return;
         }
         self.spool.release_done();
-        while self.spool.has_room(Direction::In) {
+        let mut taken = 0;
+        while taken < HELD_PER_TURN && self.spool.has_room(Direction::In) {
             let Some((topic, payload, ack)) = self.held.pop_front() else {
                 break;
             };
+            taken += payload.len();
             self.spool.append(Direction::In, &topic, &payload);
             self.owed_acks.extend(ack);
         }

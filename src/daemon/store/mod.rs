@@ -18,6 +18,8 @@
 pub mod disk;
 pub mod log;
 pub mod record;
+#[cfg(test)]
+mod sim;
 
 use self::disk::{DirDisk, Disk, MemDisk};
 use self::log::{Limits, Log, Recovered};
@@ -48,8 +50,11 @@ pub const MEMORY_BYTES: u64 = 4 << 20;
 /// message is expired by a clock like that, or for a time stamp like that.
 const PLAUSIBLE_TIME: u64 = 1_704_067_200;
 
-/// After a failed write or sync, how long until the next try.
+/// After a failed write or sync, how long until the next try: doubling
+/// to [`RETRY_MAX`] while it keeps failing (each try on a full disk may
+/// leave a file behind until the spool drains).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What the messages are for, in log lines and file names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +131,7 @@ pub struct Spool {
     _lock: Option<File>,
     /// After a failed commit: when to try again.
     retry_at: Option<Instant>,
+    retry_delay: Duration,
     failing: bool,
     dropped: Tally,
     expired: Tally,
@@ -238,6 +244,7 @@ impl Spool {
             when_full: config.when_full,
             _lock: lock,
             retry_at: None,
+            retry_delay: RETRY_AFTER_FAILURE,
             failing: false,
             dropped: Tally::new("message(s) dropped to make room (--when_full drop_oldest)"),
             expired: Tally::new("message(s) dropped as older than --spool_max_age"),
@@ -310,19 +317,22 @@ impl Spool {
                     ::log::info!("spool: writing works again");
                     self.failing = false;
                 }
+                self.retry_delay = RETRY_AFTER_FAILURE;
                 self.make_room(now);
                 Some(ranges)
             }
             Err(e) => {
                 if !self.failing {
                     ::log::error!(
-                        "spool: cannot write to {}: {e}; not taking new messages until a write succeeds (retrying every {} s on a new file)",
+                        "spool: cannot write to {}: {e}; not taking new messages until a write succeeds (retrying on a new file in {} s, then less often, at least every {} s)",
                         self.where_(),
-                        RETRY_AFTER_FAILURE.as_secs()
+                        RETRY_AFTER_FAILURE.as_secs(),
+                        RETRY_MAX.as_secs()
                     );
                 }
                 self.failing = true;
-                self.retry_at = Some(now + RETRY_AFTER_FAILURE);
+                self.retry_at = Some(now + self.retry_delay);
+                self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
                 None
             }
         }
