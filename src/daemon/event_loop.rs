@@ -7,13 +7,16 @@
 //! event or the earliest deadline of the state machines, read the clock
 //! once, dispatch the events by token, run the expired timers, then
 //! `Daemon::process` until quiet: hand the session's output to the
-//! transport, act on the session's events and the link's actions. While
-//! idle and connected the only deadline is the keep-alive ping.
+//! transport, act on the session's events and the link's actions, move
+//! durable messages from the spool to the session and the delivery. Last,
+//! `Daemon::commit`: one sync for everything the turn appended to the
+//! spool, and only then the status lines and PUBACKs that waited for it.
+//! While idle and connected the only deadline is the keep-alive ping.
 //!
 //! The decisions are the state machines': [`Session`] (MQTT), [`Link`]
 //! (when to connect, retry, give up, stop), the publish socket's and the
-//! delivery's client tables. This file only moves bytes and events between
-//! them and the sockets.
+//! delivery's client tables, the [`Spool`]. This file only moves bytes,
+//! messages and events between them and the sockets.
 
 use super::Config;
 use super::broker::link::{Action, Link};
@@ -58,7 +61,7 @@ const HELD_PER_TURN: usize = 64 * 1024;
 /// How long a publish socket client whose message is durable waits for the
 /// broker's PUBACK before it is answered `QUEUED` (kept, will be sent):
 /// well within `send`'s default `--timeout` of 10 s.
-pub const CONFIRM_WAIT: Duration = Duration::from_secs(5);
+const CONFIRM_WAIT: Duration = Duration::from_secs(5);
 
 struct Daemon {
     poll: Poll,
@@ -905,8 +908,9 @@ impl Daemon {
         let durable = self.spool.is_durable() && committed;
         let registry = self.poll.registry();
         for (seq, client) in self.accepted.drain(..) {
-            self.awaiting.insert(seq, (client, now));
-            if !committed {
+            if committed {
+                self.awaiting.insert(seq, (client, now));
+            } else {
                 self.publish.reply(
                     client,
                     Status::Err("the spool cannot write; not kept"),
@@ -914,13 +918,11 @@ impl Daemon {
                 );
             }
         }
-        let mut unsent = 0u64;
         while let Some(event) = self.session.poll_event() {
             let (Event::Unsent(seq) | Event::Unconfirmed(seq)) = event else {
                 continue;
             };
             let never_sent = matches!(event, Event::Unsent(_));
-            unsent += u64::from(never_sent);
             let Some((client, _)) = self.awaiting.remove(&seq) else {
                 continue;
             };
@@ -950,8 +952,7 @@ impl Daemon {
             );
         } else if !durable && (out > 0 || inbound > 0) {
             log::warn!(
-                "stopping with {} message(s) for the broker ({unsent} never sent) and {inbound} for {} in memory: they are dropped (--spool_dir none, or the spool could not write)",
-                out,
+                "stopping with {out} message(s) for the broker and {inbound} for {} in memory: they are dropped (--spool_dir none, or the spool could not write)",
                 self.config.sub_socket.display()
             );
         }

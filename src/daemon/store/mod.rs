@@ -298,9 +298,12 @@ impl Spool {
     ///
     /// # Returns
     /// The messages now durable, per direction; `None` when a write or
-    /// sync failed (logged): nothing new is durable, the spool stops
-    /// taking new messages ([`Spool::has_room`]) and tries again on a fresh
-    /// segment after `RETRY_AFTER_FAILURE`.
+    /// sync failed (logged): the failing direction made nothing new
+    /// durable (the other may have: it reports them at the next successful
+    /// commit, as an empty range, so callers treat everything appended
+    /// since the last `Some` as durable only then), the spool stops taking
+    /// new messages ([`Spool::has_room`]) and tries again on a fresh
+    /// segment after `RETRY_AFTER_FAILURE`, doubling to `RETRY_MAX`.
     pub fn commit(&mut self, now: Instant) -> Option<(Range<u64>, Range<u64>)> {
         if self.retry_at.is_some_and(|at| now < at) {
             return None;
