@@ -167,10 +167,13 @@ wait_until 10 "'wait message...' from awsapp recv" has_line "wait message..." "$
 indent <"$T/recv.out"
 
 cd "$T"
-show_cmd "mqtt5_pubsub --endpoint localhost --port $PORT --cert device.pem --key device.key --ca_file ca.pem --client_id basicPubSub --topic sdk/test/python --pub_socket $SOCK_S --sub_socket $SOCK_R"
+# The spool in the demo's directory, not /var/lib/iotbox: the demo leaves
+# nothing behind, and never meets a spool an installed daemon holds.
+show_cmd "mqtt5_pubsub --endpoint localhost --port $PORT --cert device.pem --key device.key --ca_file ca.pem --client_id basicPubSub --topic sdk/test/python --pub_socket $SOCK_S --sub_socket $SOCK_R --spool_dir $T/spool"
 mqtt5_pubsub --endpoint localhost --port "$PORT" --cert device.pem --key device.key \
     --ca_file ca.pem --client_id basicPubSub --topic sdk/test/python \
-    --pub_socket "$SOCK_S" --sub_socket "$SOCK_R" >"$T/pubsub.out" 2>"$T/pubsub.log" &
+    --pub_socket "$SOCK_S" --sub_socket "$SOCK_R" --spool_dir "$T/spool" \
+    >"$T/pubsub.out" 2>"$T/pubsub.log" &
 pubsub_pid=$!
 pids+=("$pubsub_pid")
 t0=$(now_ms)
@@ -229,6 +232,10 @@ echo "    terminal 1 (mqtt5_pubsub), everything it printed:"
 indent <"$T/pubsub.out"
 has_line "Mqtt5 Client stopped." "$T/pubsub.out" || fail "mqtt5_pubsub did not print 'Mqtt5 Client stopped.'"
 [ -e "$SOCK_S" ] && fail "mqtt5_pubsub left its publish socket $SOCK_S behind"
+show_cmd "iotbox spool $T/spool"
+iotbox spool "$T/spool" >"$T/spool.out" || fail "iotbox spool failed"
+indent <"$T/spool.out"
+grep -q "for the broker: nothing waiting" "$T/spool.out" || fail "messages were left in the spool"
 
 ok=1
 printf '\n== demo: OK\n'

@@ -58,7 +58,9 @@ fn segment(spool: &std::path::Path, direction: &str) -> std::path::PathBuf {
 fn a_burst_of_write_and_close_clients_all_arrive() {
     const N: usize = 20_000;
     let env = Env::new("s-burst");
-    let broker = env.broker();
+    // Room at the broker for a subscriber that falls behind (mosquitto's
+    // default keeps 1000 messages for it and drops the rest).
+    let broker = env.broker_with("max_queued_messages 100000");
     let mut sub = broker.console_sub(TOPIC);
     let _daemon = env.start_pubsub(&broker, "spool-burst", &["spool/none"]);
     for i in 0..N {
@@ -147,7 +149,9 @@ fn messages_received_while_no_reader_listens_survive_kill_9() {
 fn kill_9_at_random_moments_loses_nothing_answered() {
     const ROUNDS: usize = 8;
     let env = Env::new("s-rounds");
-    let broker = env.broker();
+    // Room at the broker for a subscriber that falls behind (mosquitto's
+    // default keeps 1000 messages for it and drops the rest).
+    let broker = env.broker_with("max_queued_messages 100000");
     let mut sub = broker.console_sub(TOPIC);
     let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
