@@ -21,6 +21,10 @@
 #   BENCH_TIMEOUT=S      deadline of every single wait (default 60)
 #   BENCH_OUT=FILE       where the table goes too (default target/bench.md)
 #   IOTBOX_BIN=PATH      measure that binary instead of building the static one
+#   CARGO_TARGET_DIR     where cargo builds (default target/): the static
+#                        binary and loadgen (in its loadgen/) are looked for
+#                        there (ARM builds still in target/, where
+#                        scripts/pi-build.sh and cross-check.sh put them)
 #   KEEP=1               keep the work directory (it is kept on failure anyway)
 #   CARGO                cargo to use (default cargo)
 #
@@ -54,6 +58,9 @@ else
     RUNS=3 STARTS=15 ONESHOTS=15 IDLE_SECS=30
 fi
 STATIC_TARGET=x86_64-unknown-linux-musl
+# Where cargo puts what it builds: the binaries are looked for there.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
 
 # --- output, cleanup, waits -------------------------------------------------
 
@@ -184,15 +191,15 @@ else
     say "cargo build --release --target $STATIC_TARGET"
     "$CARGO" build --release --target "$STATIC_TARGET" >"$build_log" 2>&1 ||
         { tail -n 30 "$build_log" >&2; fail "building the static binary failed (output above)"; }
-    BIN=target/$STATIC_TARGET/release/iotbox
+    BIN=$TARGET_DIR/$STATIC_TARGET/release/iotbox
 fi
 say "cargo build --release --manifest-path bench/loadgen/Cargo.toml"
-CARGO_TARGET_DIR=$ROOT/target/loadgen "$CARGO" build --release --manifest-path "$ROOT/bench/loadgen/Cargo.toml" >"$build_log" 2>&1 ||
+CARGO_TARGET_DIR=$TARGET_DIR/loadgen "$CARGO" build --release --manifest-path "$ROOT/bench/loadgen/Cargo.toml" >"$build_log" 2>&1 ||
     { tail -n 30 "$build_log" >&2; fail "building bench/loadgen failed (output above)"; }
 rm -f "$build_log"
 [ -x "$BIN" ] || fail "no executable at $BIN"
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-LG=$ROOT/target/loadgen/release/loadgen
+LG=$TARGET_DIR/loadgen/release/loadgen
 [ -x "$LG" ] || fail "no load generator at $LG"
 IOTBOX_VERSION=$("$BIN" --version 2>&1 | head -n1) || fail "$BIN --version failed: $IOTBOX_VERSION"
 MOSQ_VERSION=$({ "$MOSQUITTO" -h 2>/dev/null || true; } | head -n1 | sed "s/^mosquitto version //")
