@@ -275,13 +275,29 @@ MC="${MCA[*]}"
 # sub_ready ID QOS TOPIC: the broker's 'subscribe' log line for that client.
 sub_ready() { grep -qF -- ": $1 $2 $3" "$BLOG"; }
 
+# Every daemon keeps its spool in the work directory, never in the default
+# /var/lib/iotbox (a real one's, maybe with messages in it): one directory
+# each, made here (0700, as make install does).
+SPOOLS=$T/spool
+mkdir -m 0700 "$SPOOLS"
+# What the spools sit on: fdatasync on tmpfs costs nothing, on a disk it is
+# the price of durability.
+SPOOL_FS=$(findmnt -no FSTYPE -T "$SPOOLS" 2>/dev/null || stat -f -c %T "$SPOOLS" 2>/dev/null || echo '?')
+SPOOL_DEV=$(df --output=source "$SPOOLS" 2>/dev/null | tail -n1 || echo '?')
+# spool_dir NAME: the spool directory for daemon NAME, made when missing.
+spool_dir() {
+    [ -d "$SPOOLS/$1" ] || mkdir -m 0700 "$SPOOLS/$1"
+    echo "$SPOOLS/$1"
+}
+
 # start_daemon NAME QOS: iotbox pubsub in the background, until subscribed;
 # its PID in DAEMON_PID (not echoed: a $(...) subshell would lose track of it).
 start_daemon() {
-    local name=$1 qos=$2 pid
+    local name=$1 qos=$2 pid dir
+    dir=$(spool_dir "$name")
     "$BIN" pubsub --endpoint 127.0.0.1 --port "$PORT" --cert "$T/client.pem" --key "$T/client.key" \
         --ca_file "$T/ca.pem" --client_id "bench-$name" --topic "bench/in/$name" \
-        --pub_socket "$T/$name.sock" --sub_socket "$T/$name.rmsg" \
+        --pub_socket "$T/$name.sock" --sub_socket "$T/$name.rmsg" --spool_dir "$dir" \
         --qos "$qos" --keep_alive "$KEEPALIVE" >"$T/$name.out" 2>"$T/$name.err" &
     pid=$!
     pids+=("$pid")
@@ -298,6 +314,7 @@ stop_daemon() {
 RAW=$T/raw.txt
 raw() { printf '%s\n' "$*" >>"$RAW"; }
 : >"$RAW"
+raw "spool directories: $SPOOLS, on $SPOOL_DEV ($SPOOL_FS; $(findmnt -no OPTIONS -T "$SPOOLS" 2>/dev/null || echo 'mount options unknown'))"
 
 # --- 3. binary sizes ------------------------------------------------------------
 
@@ -398,12 +415,15 @@ step "5. exec → subscribed, ${STARTS} runs each, interleaved"
 "$LG" run --timeout "$TIMEOUT" -- "$MPUB" "${MCA[@]}" -i bench-retain -q 1 -r -t bench/ready -m ready >/dev/null ||
     fail "could not publish the retained readiness message"
 START_D=() START_S=() SCPU_D=() SCPU_S=()
+# One spool directory for all starts, as on a device that restarts: the
+# runs are sequential (loadgen waits for each exit), so its lock is free.
+ST_SPOOL=$(spool_dir st)
 start_iotbox() {
     local i=$1 o
     o=$("$LG" ready --timeout "$TIMEOUT" --line "Subscription Success." -- \
         "$BIN" pubsub --endpoint 127.0.0.1 --port "$PORT" --cert "$T/client.pem" --key "$T/client.key" \
         --ca_file "$T/ca.pem" --client_id "bench-st$i" --topic "bench/in/st$i" \
-        --pub_socket "$T/st$i.sock" --sub_socket "$T/st.rmsg") || fail "iotbox pubsub start $i"
+        --pub_socket "$T/st$i.sock" --sub_socket "$T/st.rmsg" --spool_dir "$ST_SPOOL") || fail "iotbox pubsub start $i"
     START_D+=("$(kv ready_ns "$o")")
     SCPU_D+=("$(kv cpu_ready_ns "$o")")
 }
@@ -613,7 +633,7 @@ sample os_dt "${OS_DT[@]}"
 {
     echo "# iotbox benchmark"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(uname -m), $(nproc) CPUs, Linux $(uname -r); $IOTBOX_VERSION ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified')); mosquitto $MOSQ_VERSION on 127.0.0.1, mutual TLS, RSA 2048 keys, \`set_tcp_nodelay true\`.$([ "$QUICK" = 1 ] && echo ' **BENCH_QUICK=1: one run of the long figures, a 10 s idle window.**')"
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(uname -m), $(nproc) CPUs, Linux $(uname -r); $IOTBOX_VERSION ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified')); mosquitto $MOSQ_VERSION on 127.0.0.1, mutual TLS, RSA 2048 keys, \`set_tcp_nodelay true\`; spool on $SPOOL_FS ($SPOOL_DEV).$([ "$QUICK" = 1 ] && echo ' **BENCH_QUICK=1: one run of the long figures, a 10 s idle window.**')"
     echo
     echo "Values: median (min–max, n runs). ratio = iotbox ÷ mosquitto clients (medians): below 1 is better for iotbox except for throughput, where above 1 is. The machine is shared and noisy: compare the ratios."
     echo
@@ -624,7 +644,7 @@ cat >>"$md" <<EOF
 
 ## How each figure is measured
 
-- **Setup.** One mosquitto $MOSQ_VERSION on 127.0.0.1 (\`require_certificate true\`, \`set_tcp_nodelay true\`, \`max_queued_messages 1000000\` so a slow subscriber is queued, not dropped; logging without per-packet debug lines). One RSA 2048 CA, server and client certificate (rcgen, X.509 v3; \`scripts/pki.sh\`); iotbox and the mosquitto clients use the same client certificate, the same broker, MQTT 5, TLS 1.3. The load generator is \`bench/loadgen\`.
+- **Setup.** One mosquitto $MOSQ_VERSION on 127.0.0.1 (\`require_certificate true\`, \`set_tcp_nodelay true\`, \`max_queued_messages 1000000\` so a slow subscriber is queued, not dropped; logging without per-packet debug lines). One RSA 2048 CA, server and client certificate (rcgen, X.509 v3; \`scripts/pki.sh\`); iotbox and the mosquitto clients use the same client certificate, the same broker, MQTT 5, TLS 1.3. Every \`iotbox pubsub\` has its own \`--spool_dir\` in the bench's work directory (on $SPOOL_FS, $SPOOL_DEV; never /var/lib/iotbox): each message from the publish socket is written there and synced (write + fdatasync, once per event-loop turn for all read in that turn) before anything else happens to it, so every figure below includes that. The load generator is \`bench/loadgen\`.
 - **Binary size**: the static musl binary (the release profile strips it; a copy is run through \`strip\` anyway). mosquitto_sub is dynamic: its own file plus the libraries \`ldd\` lists (libmosquitto, libssl, libcrypto, libcjson), libc not counted. ARM sizes are shown when a build is there (musl builds first, else the glibc-static ones of \`make cross-check\`); they are not rebuilt here, so their build time is shown beside the last commit's.
 - **RSS**: VmRSS and VmHWM from /proc/PID/status, 2 s after \`Subscription Success.\` for \`iotbox pubsub\` and after the broker logged the subscription of a \`mosquitto_sub -k $KEEPALIVE\` on an unused topic. "After" is the QoS 1 daemon once its ${RUNS} throughput runs (${MSGS} messages each, ${CONC} clients at a time) are over; the QoS 0 daemon's figures are in the raw data. mosquitto_pub -l's VmHWM is read by loadgen once all lines of a run were written to its stdin.
 - **Idle wake-ups**: voluntary context switches (all threads, /proc/PID/task/*/status) of both idle processes over the same ${IDLE_SECS} s windows, ${RUNS} consecutive windows; involuntary ones are in the raw data. A keep-alive ping costs about two (the timer, then PINGRESP).
