@@ -35,7 +35,8 @@
 //!   CPU it used until then; then SIGTERM (SIGKILL after 5 s).
 //! - `run`: exec of a command → its exit; wall time and CPU (rusage).
 //! - `proc`: a running process's CPU time (schedstat), VmRSS and VmHWM,
-//!   voluntary and involuntary context switches, threads.
+//!   voluntary and involuntary context switches, threads, and its write
+//!   counters from /proc/PID/io (wchar, write_bytes) when readable.
 //! - `stats`: `median UNIT (min–max, n=N)` of the values after `--`, divided
 //!   by `--div`, with `--dec` decimals: the figures of the progress lines.
 //! - `table`: the Markdown table of target/bench.md from the samples file
@@ -146,6 +147,17 @@ fn proc_rss_kb(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (get("VmRSS:"), get("VmHWM:"))
+}
+
+/// A field of /proc/PID/io (`wchar`: bytes handed to write(2) and the like;
+/// `write_bytes`: bytes this process caused to be sent to the block layer,
+/// counted a page at a time as pages are dirtied). `None` when the file
+/// cannot be read (another user's process, or no task I/O accounting).
+fn proc_io(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Percentile (nearest rank) of sorted values.
@@ -908,6 +920,11 @@ fn mode_proc(a: &Args) {
     out("vcsw", proc_task_sum(pid, "voluntary_ctxt_switches"));
     out("nvcsw", proc_task_sum(pid, "nonvoluntary_ctxt_switches"));
     out("threads", threads);
+    for field in ["wchar", "write_bytes", "cancelled_write_bytes"] {
+        if let Some(v) = proc_io(pid, field) {
+            out(field, v);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
