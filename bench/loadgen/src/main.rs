@@ -31,6 +31,9 @@
 //!   subscriber command (`mosquitto_sub -F %U,%p`) whose receive time
 //!   (%U) gives the latency. Each message is sent only after the previous
 //!   one arrived.
+//! - `spool-fill`: a spool directory filled to a size with messages of SIZE
+//!   bytes for the broker, through the iotbox library's own log (the
+//!   records and segments the daemon writes), for timing its recovery.
 //! - `ready`: exec of a command → the first stdout line containing TEXT; the
 //!   CPU it used until then; then SIGTERM (SIGKILL after 5 s).
 //! - `run`: exec of a command → its exit; wall time and CPU (rusage).
@@ -46,6 +49,8 @@
 
 mod report;
 
+use iotbox::daemon::store::disk::DirDisk;
+use iotbox::daemon::store::log::{Limits, Log};
 use iotbox::message;
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -759,6 +764,74 @@ fn mode_latency(a: &Args) {
 }
 
 // ---------------------------------------------------------------------------
+// spool-fill: a full spool, written through the library's log
+
+/// The daemon's segment size for a spool of `limit` bytes (as
+/// `Spool::with_disk` computes it).
+fn segment_bytes(limit: u64) -> u64 {
+    (limit / 16).clamp(16 << 10, 1 << 20)
+}
+
+fn mode_spool_fill(a: &Args) {
+    let dir = std::path::PathBuf::from(a.req("dir"));
+    let limit = a.num("bytes", 64 << 20);
+    let size = a.num("size", 100) as usize;
+    let topic = a.req("topic").to_owned();
+    // Messages per commit (write + fdatasync): the daemon's group commit
+    // takes what one loop turn read; a segment is rolled at a commit, so
+    // this also keeps the segments near the daemon's size.
+    let batch = a.num("batch", 100).max(1);
+    let limit_time = a.timeout();
+    if dir.exists() {
+        die(&format!(
+            "{}: exists; spool-fill makes a new spool",
+            dir.display()
+        ));
+    }
+    let mut disk = DirDisk::new(&dir).unwrap_or_else(|e| die(&format!("{}: {e}", dir.display())));
+    let limits = Limits {
+        segment_bytes: segment_bytes(limit),
+        // The daemon's default --max_payload (131072) plus its margin.
+        max_body: (128 << 10) + 1024,
+    };
+    let (mut log, found) = Log::open(&mut disk, "out", limits);
+    if found.messages > 0 || found.segments > 0 {
+        die(&format!("{}: not an empty spool", dir.display()));
+    }
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    // Full as the daemon sees it: no room once its bytes reach the limit.
+    while log.bytes() < limit {
+        log.append(time, topic.as_bytes(), &payload(n as usize, 0, size));
+        n += 1;
+        if n % batch == 0 {
+            log.commit(&mut disk)
+                .unwrap_or_else(|e| die(&format!("writing to {}: {e}", dir.display())));
+            if t0.elapsed() > limit_time {
+                die(&format!(
+                    "{} not filled within {} s ({n} messages, {} bytes)",
+                    dir.display(),
+                    limit_time.as_secs(),
+                    log.bytes()
+                ));
+            }
+        }
+    }
+    log.commit(&mut disk)
+        .unwrap_or_else(|e| die(&format!("writing to {}: {e}", dir.display())));
+    let stats = log.stats();
+    out("messages", n);
+    out("bytes", log.bytes());
+    out("segments", log.segments());
+    out("segment_bytes", limits.segment_bytes);
+    out("syncs", stats.syncs);
+    out("wall_ns", t0.elapsed().as_nanos());
+}
+
+// ---------------------------------------------------------------------------
 // ready: exec → a line on stdout
 
 fn mode_ready(a: &Args) {
@@ -966,6 +1039,7 @@ const USAGE: &str = "usage: loadgen MODE [--option value]... [-- COMMAND ARGS...
   pipe     --log FILE --ready TEXT [--count N] [--size B] -- COMMAND...
   latency  --sub 'COMMAND...' (--socket PATH --topic T | --pub 'COMMAND...')
            [--count N] [--warmup W] [--size B]
+  spool-fill --dir DIR --topic T [--bytes N] [--size B] [--batch K]
   ready    --line TEXT -- COMMAND...
   run      [--expect TEXT] -- COMMAND...
   proc     --pid PID
@@ -995,6 +1069,10 @@ fn main() {
             &[
                 "sub", "socket", "topic", "pub", "count", "warmup", "size", "timeout",
             ],
+        )),
+        "spool-fill" => mode_spool_fill(&Args::parse(
+            rest,
+            &["dir", "topic", "bytes", "size", "batch", "timeout"],
         )),
         "ready" => mode_ready(&Args::parse(rest, &["line", "timeout"])),
         "run" => mode_run(&Args::parse(rest, &["expect", "timeout"])),
