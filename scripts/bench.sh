@@ -13,11 +13,23 @@
 #   BENCH_QUICK=1 scripts/bench.sh    one repetition of the long figures, a
 #                                     10 s idle window (about 1 minute)
 #
+# The spool (every daemon has its --spool_dir in the work directory): the
+# rate from the publish socket into it with the broker out of reach (at
+# least 20,000 messages/s of 100 B), the syncs per 1,000 messages (at most
+# 2) and the bytes written per message (at most 300), beside the same with
+# --spool_dir none; the resident memory with the spool on (at most 3 MiB,
+# connected and idle).
+#
 # Environment:
 #   BENCH_QUICK=1        fewer repetitions and shorter windows (see above)
 #   BENCH_MESSAGES=N     messages per throughput run (default 20000)
 #   BENCH_LAT_MESSAGES=N messages per latency run (default 1000)
 #   BENCH_CONC=K         publish-socket connections in flight (default 16)
+#   BENCH_SPOOL_MESSAGES=N  messages per publish socket → spool run (default
+#                        20000; the --spool_dir none runs keep them all in
+#                        memory, which holds 4 MiB)
+#   BENCH_SPOOL_CONC_HIGH=K connections in flight of the "for scale" spool
+#                        runs (default 256)
 #   BENCH_TIMEOUT=S      deadline of every single wait (default 60)
 #   BENCH_OUT=FILE       where the table goes too (default target/bench.md)
 #   IOTBOX_BIN=PATH      measure that binary instead of building the static one
@@ -52,10 +64,13 @@ TIMEOUT=${BENCH_TIMEOUT:-60}
 OUT=${BENCH_OUT:-target/bench.md}
 SIZE=100
 KEEPALIVE=60
+SPOOL_MSGS=${BENCH_SPOOL_MESSAGES:-20000}
+SPOOL_CONC_HI=${BENCH_SPOOL_CONC_HIGH:-256}
+# Runs of the spool figures: a run takes a second or two.
 if [ "$QUICK" = 1 ]; then
-    RUNS=1 STARTS=10 ONESHOTS=10 IDLE_SECS=10
+    RUNS=1 STARTS=10 ONESHOTS=10 IDLE_SECS=10 SPOOL_RUNS=1
 else
-    RUNS=3 STARTS=15 ONESHOTS=15 IDLE_SECS=30
+    RUNS=3 STARTS=15 ONESHOTS=15 IDLE_SECS=30 SPOOL_RUNS=5
 fi
 STATIC_TARGET=x86_64-unknown-linux-musl
 # Where cargo puts what it builds: the binaries are looked for there.
@@ -72,6 +87,8 @@ step() { printf '\n== bench: %s\n' "$*" >&2; }
 
 T=""
 ok=0
+# The spool steps' daemon of the moment, whose logs a failure shows.
+LAST_DAEMON=""
 failed=0
 # Where set -e stopped us, for the message in cleanup (every failure we
 # foresee goes through fail, which says what happened).
@@ -94,7 +111,7 @@ fail() {
     failed=1
     printf '\nbench: FAILED: %s\n' "$*" >&2
     local f
-    for f in broker.log d1.out d1.err d0.out d0.err idle-sub.err; do
+    for f in broker.log d1.out d1.err d0.out d0.err idle-sub.err ${LAST_DAEMON:+$LAST_DAEMON.out $LAST_DAEMON.err}; do
         if [ -n "$T" ] && [ -s "$T/$f" ]; then
             printf -- '--- last lines of %s:\n' "$f" >&2
             tail -n 15 "$T/$f" | sed 's/^/    /' >&2
@@ -577,9 +594,99 @@ say "latency p50: iotbox $(show 1e3 0 ' µs' "${LAT50_D[@]}"), mosquitto_pub -l 
 running "$D1" || fail "iotbox pubsub d1 died"
 stop_daemon "$D1"
 
-# --- 9. the table -------------------------------------------------------------
+# --- 9. publish socket → spool, broker out of reach ---------------------------
 
-step "9. the table"
+step "9. publish socket → spool, ${SPOOL_MSGS} x ${SIZE} B, broker out of reach, ${SPOOL_RUNS} runs each (spool on, --spool_dir none)"
+# The daemon is pointed at a port where nothing listens: every connection
+# attempt is refused and retried, so each message is answered QUEUED right
+# after the sync of its loop turn. What is timed is the publish socket and
+# the spool, nothing of TLS or the broker.
+SP_TOPIC=bench/spool
+# --spool_dir none keeps them in memory, up to 4 MiB; past that it would
+# block (stop taking clients) and the run would time out.
+SP_RECORD=$((8 + 19 + ${#SP_TOPIC} + SIZE))
+[ $((SPOOL_MSGS * SP_RECORD)) -lt $((4 << 20)) ] ||
+    fail "BENCH_SPOOL_MESSAGES=$SPOOL_MSGS: $SPOOL_MSGS records of $SP_RECORD B pass the 4 MiB that --spool_dir none holds; take fewer"
+NOPORT=$PORT
+while [ "$NOPORT" = "$PORT" ]; do NOPORT=$("$LG" freeport) || fail "loadgen freeport failed"; done
+say "nothing listens on 127.0.0.1:$NOPORT (a port that was free a moment ago)"
+# start_offline NAME SPOOL_DIR [FLAG...]: iotbox pubsub pointed at NOPORT,
+# until it has started (its publish socket is bound before its first line);
+# its PID in DAEMON_PID.
+start_offline() {
+    local name=$1 dir=$2 pid
+    shift 2
+    LAST_DAEMON=$name
+    "$BIN" pubsub --endpoint 127.0.0.1 --port "$NOPORT" --cert "$T/client.pem" --key "$T/client.key" \
+        --ca_file "$T/ca.pem" --client_id "bench-$name" --topic "bench/in/$name" \
+        --pub_socket "$T/$name.sock" --sub_socket "$T/$name.rmsg" --spool_dir "$dir" \
+        --keep_alive "$KEEPALIVE" "$@" >"$T/$name.out" 2>"$T/$name.err" &
+    pid=$!
+    pids+=("$pid")
+    wait_until "$TIMEOUT" "'Mqtt5 Client attempting connection...' from iotbox pubsub ($name)" \
+        alive_line "$pid" "$T/$name.out" "Mqtt5 Client attempting connection..."
+    [ -S "$T/$name.sock" ] || fail "$name: no publish socket at $T/$name.sock"
+    DAEMON_PID=$pid
+}
+# exit_line NAME: "TAKEN SYNCS BYTES" from the daemon's last line of totals.
+exit_line() {
+    sed -n 's/.*spool: this run: \([0-9]*\) message(s) taken, \([0-9]*\) sync(s), \([0-9]*\) bytes written.*/\1 \2 \3/p' \
+        "$T/$1.err" | tail -n1
+}
+declare -A SP_TP SP_SYNCK SP_WB SP_WC SP_HWM
+# spool_run disk|none RUN [CONC]: one daemon, SPOOL_MSGS messages through its
+# publish socket, CONC (default BENCH_CONC) connections in flight; appends
+# msg/s to SP_TP[MODE] (MODE-cCONC with CONC), syncs per million messages to
+# SP_SYNCK, write_bytes and exit-line bytes per message to SP_WB and SP_WC,
+# VmHWM to SP_HWM.
+spool_run() {
+    local mode=$1 r=$2 conc=${3:-$CONC} key name dir pid o p0 p1 line taken syncs written el mps wb=""
+    key=$mode${3:+-c$conc}
+    name=sp-$key-r$r
+    # A fresh directory each run, made by the daemon.
+    if [ "$mode" = disk ]; then dir=$SPOOLS/$name; else dir=none; fi
+    start_offline "$name" "$dir"
+    pid=$DAEMON_PID
+    p0=$("$LG" proc --pid "$pid")
+    o=$("$LG" pub --timeout "$TIMEOUT" --socket "$T/$name.sock" --topic "$SP_TOPIC" \
+        --count "$SPOOL_MSGS" --size "$SIZE" --conc "$conc") || fail "loadgen pub ($name)"
+    # Before SIGTERM: the exit adds a done mark and a last commit.
+    p1=$("$LG" proc --pid "$pid")
+    running "$pid" || fail "$name: the daemon died during the run"
+    stop_daemon "$pid"
+    [ "$(kv queued "$o")" = "$SPOOL_MSGS" ] ||
+        fail "$name: $(kv queued "$o") of $SPOOL_MSGS answered QUEUED, $(kv ok "$o") OK: is something listening on port $NOPORT?"
+    line=$(exit_line "$name")
+    [ -n "$line" ] || fail "$name: no 'spool: this run: ...' line at the daemon's exit (see $T/$name.err)"
+    read -r taken syncs written <<<"$line"
+    [ "$taken" -ge "$SPOOL_MSGS" ] || fail "$name: the daemon says it took $taken messages, loadgen sent $SPOOL_MSGS"
+    el=$(($(kv last_status_ns "$o") - $(kv first_send_ns "$o")))
+    [ "$el" -gt 0 ] || fail "$name: the last status is not after the first send"
+    mps=$(((SPOOL_MSGS * 1000000000 + el / 2) / el))
+    SP_TP[$key]+="$mps "
+    SP_SYNCK[$key]+="$((syncs * 1000000 / taken)) "
+    SP_WC[$key]+="$((written / taken)) "
+    SP_HWM[$key]+="$(kv hwm_kb "$p1") "
+    if [ -n "$(kv write_bytes "$p1")" ]; then
+        wb=$(($(kv write_bytes "$p1") - $(kv write_bytes "$p0")))
+        SP_WB[$key]+="$((wb / taken)) "
+    fi
+    raw "spool $name: first send → last QUEUED $((el / 1000)) µs, $mps msg/s; exit line: $taken taken, $syncs syncs, $written bytes written; /proc/PID/io over the run: write_bytes ${wb:-unreadable}, wchar $(($(kv wchar "$p1") - $(kv wchar "$p0")))${wb:+, cancelled_write_bytes $(($(kv cancelled_write_bytes "$p1") - $(kv cancelled_write_bytes "$p0")))}; daemon CPU $((($(kv cpu_ns "$p1") - $(kv cpu_ns "$p0")) / 1000)) µs; VmRSS $(kv rss_kb "$p1") kB VmHWM $(kv hwm_kb "$p1") kB; loadgen: $(tr '\n' ' ' <<<"$o")"
+    say "$name: $mps msg/s; $syncs syncs for $taken messages; ${wb:+$((wb / taken)) B/message to the block layer, }$((written / taken)) B/message to write(2)"
+}
+for r in $(seq 1 "$SPOOL_RUNS"); do
+    if [ $((r % 2)) = 1 ]; then spool_run disk "$r"; spool_run none "$r"; else spool_run none "$r"; spool_run disk "$r"; fi
+done
+# For scale: the syncs follow the clients in flight (each waits for its
+# status, so one loop turn reads at most that many messages).
+for r in $(seq 1 "$SPOOL_RUNS"); do spool_run disk "$r" "$SPOOL_CONC_HI"; done
+say "publish socket → spool: $(show 1 0 ' msg/s' ${SP_TP[disk]}); --spool_dir none $(show 1 0 ' msg/s' ${SP_TP[none]})"
+
+LAST_DAEMON=""
+
+# --- 10. the table -------------------------------------------------------------
+
+step "10. the table"
 md=$T/bench.md
 # The figures for loadgen table: one KEY=VALUES line each.
 samples=$T/samples.txt
@@ -630,12 +737,22 @@ sample os_s "${OS_S[@]}"
 sample os_dc "${OS_DC[@]}"
 sample os_sc "${OS_SC[@]}"
 sample os_dt "${OS_DT[@]}"
+sample sp_msgs "$SPOOL_MSGS"
+sample sp_conc_hi "$SPOOL_CONC_HI"
+for k in disk none "disk-c$SPOOL_CONC_HI"; do
+    kk=${k/-c$SPOOL_CONC_HI/_hi}
+    sample "sp_tp_$kk" "${SP_TP[$k]:-}"
+    sample "sp_synck_$kk" "${SP_SYNCK[$k]:-}"
+    sample "sp_wb_$kk" "${SP_WB[$k]:-}"
+    sample "sp_wc_$kk" "${SP_WC[$k]:-}"
+    sample "sp_hwm_$kk" "${SP_HWM[$k]:-}"
+done
 {
     echo "# iotbox benchmark"
     echo
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(uname -m), $(nproc) CPUs, Linux $(uname -r); $IOTBOX_VERSION ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified')); mosquitto $MOSQ_VERSION on 127.0.0.1, mutual TLS, RSA 2048 keys, \`set_tcp_nodelay true\`; spool on $SPOOL_FS ($SPOOL_DEV).$([ "$QUICK" = 1 ] && echo ' **BENCH_QUICK=1: one run of the long figures, a 10 s idle window.**')"
     echo
-    echo "Values: median (min–max, n runs). ratio = iotbox ÷ mosquitto clients (medians): below 1 is better for iotbox except for throughput, where above 1 is. The machine is shared and noisy: compare the ratios."
+    echo "Values: median (min–max, n runs). ratio = iotbox ÷ mosquitto clients (medians): below 1 is better for iotbox except for throughput, where above 1 is; the spool rows have no mosquitto counterpart, and where they use the ratio column the figure says what it divides. The machine is shared and noisy: compare the ratios."
     echo
     "$LG" table --samples "$samples" || fail "loadgen table: could not make the table from $samples"
 } >"$md"
@@ -653,6 +770,8 @@ cat >>"$md" <<EOF
 - **CPU per 1000 messages**: the daemon's time on CPU (schedstat, the same quantity as utime+stime in ns) before the first send and after the last arrival; mosquitto_pub: its rusage at exit (utime+stime) minus its CPU when it had connected. The client side of the socket path (loadgen's own connect/write/read) is not in the daemon's figure; it is in the raw data (\`client_cpu_ns\`), as is the broker's CPU per run.
 - **Latency**: $LAT_MSGS messages of $SIZE B, QoS 1, one at a time: each carries its send time, the next goes only after the previous one reached a \`mosquitto_sub -F %U,%p\` (its receive time, %U). iotbox: send time taken before connect() to the publish socket (the \`OK\` is awaited too). mosquitto_pub: a connected \`mosquitto_pub -l\`, send time taken before writing the line to its stdin. Probe messages until one gets through, then 20 warm-up messages, neither counted.
 - **One message from a shell script**: loadgen runs the program ${ONESHOTS} times each, alternating: \`iotbox send SOCK FILE\` against the connected QoS 1 daemon (exec → \`OK\` → exit), and \`mosquitto_pub -q 1 -m PAYLOAD\` (exec, TLS handshake, CONNECT, PUBLISH, PUBACK, DISCONNECT, exit). Wall time spawn → exit; CPU from rusage of the child (utime+stime). The daemon's CPU for each message (schedstat before/after) is added in the last row.
+- **Publish socket → spool** (the rows from "publish socket → spool" to "… for scale"): for each run a fresh daemon with a new \`--spool_dir\` of its own (or \`--spool_dir none\`), pointed at 127.0.0.1:$NOPORT, where nothing listens: its connection attempts are refused and retried, so each message is appended to the spool, written and fdatasync'ed with the others read in the same loop turn, and answered \`QUEUED\` at once; no TLS, no broker. loadgen sends $SPOOL_MSGS messages of $SIZE B as in the throughput rows (one connection per message, $CONC in flight); rate = $SPOOL_MSGS ÷ (first send → last \`QUEUED\` read by loadgen); every message must come back \`QUEUED\`. $SPOOL_RUNS runs each, spool on and \`none\` alternating. **Syncs**: the daemon's exit line after SIGTERM (\`spool: this run: N message(s) taken, K sync(s), B bytes written\`: an fdatasync per commit, and an fsync of the directory for each new segment file), K × 1000 ÷ N. **write_bytes**: /proc/PID/io of the daemon read once it started and again after the last \`QUEUED\`, just before SIGTERM; the difference ÷ N. Linux counts write_bytes when a page-cache page is dirtied, a whole 4 KiB page at a time, not when the disk is written: a page written, synced and written again (the next turn's records land in the same page) counts again, so with a sync every few messages the figure is about 4 KiB × pages dirtied per sync ÷ messages per sync. **Bytes to write(2)**: B ÷ N from the same exit line (records of 27 B + topic + payload, segment headers, done marks; /proc wchar, in the raw data, agrees). Each client waits for its status, so a loop turn reads at most as many messages as there are clients in flight: the syncs cannot be fewer than 1000 ÷ $CONC per 1000 messages here; the "for scale" row repeats the spool-on runs with $SPOOL_CONC_HI connections in flight.
+- **RSS with the spool on**: "idle" is the idle row's reading (that daemon has its \`--spool_dir\`, empty while idle); "peak" the median VmHWM of the spool-on runs above (read just before SIGTERM).
 
 ## Raw data
 
