@@ -17,8 +17,9 @@
 # rate from the publish socket into it with the broker out of reach (at
 # least 20,000 messages/s of 100 B), the syncs per 1,000 messages (at most
 # 2) and the bytes written per message (at most 300), beside the same with
-# --spool_dir none; the resident memory with the spool on (at most 3 MiB,
-# connected and idle).
+# --spool_dir none; the recovery of a full spool (64 MiB) by `iotbox spool`
+# and at the daemon's start (at most 1 s); the resident memory with the
+# spool on (at most 3 MiB, connected and idle).
 #
 # Environment:
 #   BENCH_QUICK=1        fewer repetitions and shorter windows (see above)
@@ -30,6 +31,8 @@
 #                        memory, which holds 4 MiB)
 #   BENCH_SPOOL_CONC_HIGH=K connections in flight of the "for scale" spool
 #                        runs (default 256)
+#   BENCH_SPOOL_SIZE=B   the full spool whose recovery is timed (default
+#                        67108864, the daemon's default --spool_size)
 #   BENCH_TIMEOUT=S      deadline of every single wait (default 60)
 #   BENCH_OUT=FILE       where the table goes too (default target/bench.md)
 #   IOTBOX_BIN=PATH      measure that binary instead of building the static one
@@ -66,11 +69,12 @@ SIZE=100
 KEEPALIVE=60
 SPOOL_MSGS=${BENCH_SPOOL_MESSAGES:-20000}
 SPOOL_CONC_HI=${BENCH_SPOOL_CONC_HIGH:-256}
+SPOOL_SIZE=${BENCH_SPOOL_SIZE:-67108864}
 # Runs of the spool figures: a run takes a second or two.
 if [ "$QUICK" = 1 ]; then
-    RUNS=1 STARTS=10 ONESHOTS=10 IDLE_SECS=10 SPOOL_RUNS=1
+    RUNS=1 STARTS=10 ONESHOTS=10 IDLE_SECS=10 SPOOL_RUNS=1 REC_RUNS=3
 else
-    RUNS=3 STARTS=15 ONESHOTS=15 IDLE_SECS=30 SPOOL_RUNS=5
+    RUNS=3 STARTS=15 ONESHOTS=15 IDLE_SECS=30 SPOOL_RUNS=5 REC_RUNS=9
 fi
 STATIC_TARGET=x86_64-unknown-linux-musl
 # Where cargo puts what it builds: the binaries are looked for there.
@@ -682,11 +686,63 @@ done
 for r in $(seq 1 "$SPOOL_RUNS"); do spool_run disk "$r" "$SPOOL_CONC_HI"; done
 say "publish socket → spool: $(show 1 0 ' msg/s' ${SP_TP[disk]}); --spool_dir none $(show 1 0 ' msg/s' ${SP_TP[none]})"
 
+# --- 10. recovery of a full spool -----------------------------------------------
+
+step "10. recovery of a full spool ($SPOOL_SIZE bytes), ${REC_RUNS} runs each"
+FULL=$SPOOLS/full
+o=$("$LG" spool-fill --timeout "$TIMEOUT" --dir "$FULL" --bytes "$SPOOL_SIZE" --size "$SIZE" --topic "$SP_TOPIC") ||
+    fail "loadgen spool-fill could not fill $FULL"
+REC_MSGS=$(kv messages "$o") REC_BYTES=$(kv bytes "$o") REC_SEGS=$(kv segments "$o")
+raw "full spool $FULL: $(tr '\n' ' ' <<<"$o")"
+say "$FULL: $REC_MSGS messages, $REC_BYTES bytes in $REC_SEGS files"
+# spool_applet: one `iotbox spool FULL`, its wall time in ns.
+spool_applet() {
+    local o
+    o=$("$LG" run --timeout "$TIMEOUT" --expect "for the broker: $REC_MSGS message(s)" -- "$BIN" spool "$FULL") ||
+        fail "iotbox spool $FULL"
+    kv wall_ns "$o"
+}
+# The page cache warm: a first run, not counted.
+spool_applet >/dev/null
+REC_WARM=()
+for r in $(seq 1 "$REC_RUNS"); do REC_WARM+=("$(spool_applet)"); done
+raw "iotbox spool, warm, wall ns: ${REC_WARM[*]}"
+# The daemon's own figure: its start reads the same spool ("both directions
+# read in T ms"); pointed at NOPORT, it sends nothing, so the spool stays full.
+REC_D=() REC_HWM=()
+for r in $(seq 1 "$REC_RUNS"); do
+    name=rec-r$r
+    start_offline "$name" "$FULL" --spool_size "$SPOOL_SIZE"
+    pid=$DAEMON_PID
+    wait_until "$TIMEOUT" "the daemon's line on the spool it found ($name)" \
+        alive_line "$pid" "$T/$name.err" "message(s) for the broker waiting in"
+    ms=$(sed -n 's/.*spool: \([0-9]*\) message(s) for the broker waiting in .*read in \([0-9]*\) ms).*/\1 \2/p' "$T/$name.err" | head -n1)
+    [ -n "$ms" ] || fail "$name: no 'read in T ms' in its line on the spool (see $T/$name.err)"
+    read -r n ms <<<"$ms"
+    [ "$n" = "$REC_MSGS" ] || fail "$name: the daemon found $n messages waiting, the spool holds $REC_MSGS"
+    REC_D+=("$ms")
+    REC_HWM+=("$(status_kb "$pid" VmHWM)")
+    stop_daemon "$pid"
+done
+raw "daemon start on the full spool: read in ms: ${REC_D[*]}; VmHWM kB: ${REC_HWM[*]}"
+# Cold: once, after dropping the page cache (root only; it slows whatever
+# else runs on the machine for a moment).
+REC_COLD="" REC_COLD_WHY=""
+if [ "$(id -u)" != 0 ]; then
+    REC_COLD_WHY="not measured: dropping the page cache needs root"
+elif ! sync || ! err=$( (echo 3 >/proc/sys/vm/drop_caches) 2>&1); then
+    REC_COLD_WHY="not measured: echo 3 > /proc/sys/vm/drop_caches failed${err:+ ($err)}"
+else
+    REC_COLD=$(spool_applet)
+    raw "iotbox spool, cold (after drop_caches), wall ns: $REC_COLD"
+fi
+[ -z "$REC_COLD_WHY" ] || raw "iotbox spool, cold: $REC_COLD_WHY"
+say "recovery of $REC_BYTES bytes: iotbox spool $(show 1e6 0 ' ms' "${REC_WARM[@]}") warm${REC_COLD:+, $(show 1e6 0 ' ms' "$REC_COLD") cold}; the daemon's own $(show 1 0 ' ms' "${REC_D[@]}")"
 LAST_DAEMON=""
 
-# --- 10. the table -------------------------------------------------------------
+# --- 11. the table -------------------------------------------------------------
 
-step "10. the table"
+step "11. the table"
 md=$T/bench.md
 # The figures for loadgen table: one KEY=VALUES line each.
 samples=$T/samples.txt
@@ -747,6 +803,14 @@ for k in disk none "disk-c$SPOOL_CONC_HI"; do
     sample "sp_wc_$kk" "${SP_WC[$k]:-}"
     sample "sp_hwm_$kk" "${SP_HWM[$k]:-}"
 done
+sample rec_msgs "$REC_MSGS"
+sample rec_bytes "$REC_BYTES"
+sample rec_segs "$REC_SEGS"
+sample rec_warm "${REC_WARM[@]}"
+sample rec_cold "$REC_COLD"
+sample rec_cold_why "$REC_COLD_WHY"
+sample rec_d "${REC_D[@]}"
+sample rec_hwm "${REC_HWM[@]}"
 {
     echo "# iotbox benchmark"
     echo
@@ -771,7 +835,8 @@ cat >>"$md" <<EOF
 - **Latency**: $LAT_MSGS messages of $SIZE B, QoS 1, one at a time: each carries its send time, the next goes only after the previous one reached a \`mosquitto_sub -F %U,%p\` (its receive time, %U). iotbox: send time taken before connect() to the publish socket (the \`OK\` is awaited too). mosquitto_pub: a connected \`mosquitto_pub -l\`, send time taken before writing the line to its stdin. Probe messages until one gets through, then 20 warm-up messages, neither counted.
 - **One message from a shell script**: loadgen runs the program ${ONESHOTS} times each, alternating: \`iotbox send SOCK FILE\` against the connected QoS 1 daemon (exec → \`OK\` → exit), and \`mosquitto_pub -q 1 -m PAYLOAD\` (exec, TLS handshake, CONNECT, PUBLISH, PUBACK, DISCONNECT, exit). Wall time spawn → exit; CPU from rusage of the child (utime+stime). The daemon's CPU for each message (schedstat before/after) is added in the last row.
 - **Publish socket → spool** (the rows from "publish socket → spool" to "… for scale"): for each run a fresh daemon with a new \`--spool_dir\` of its own (or \`--spool_dir none\`), pointed at 127.0.0.1:$NOPORT, where nothing listens: its connection attempts are refused and retried, so each message is appended to the spool, written and fdatasync'ed with the others read in the same loop turn, and answered \`QUEUED\` at once; no TLS, no broker. loadgen sends $SPOOL_MSGS messages of $SIZE B as in the throughput rows (one connection per message, $CONC in flight); rate = $SPOOL_MSGS ÷ (first send → last \`QUEUED\` read by loadgen); every message must come back \`QUEUED\`. $SPOOL_RUNS runs each, spool on and \`none\` alternating. **Syncs**: the daemon's exit line after SIGTERM (\`spool: this run: N message(s) taken, K sync(s), B bytes written\`: an fdatasync per commit, and an fsync of the directory for each new segment file), K × 1000 ÷ N. **write_bytes**: /proc/PID/io of the daemon read once it started and again after the last \`QUEUED\`, just before SIGTERM; the difference ÷ N. Linux counts write_bytes when a page-cache page is dirtied, a whole 4 KiB page at a time, not when the disk is written: a page written, synced and written again (the next turn's records land in the same page) counts again, so with a sync every few messages the figure is about 4 KiB × pages dirtied per sync ÷ messages per sync. **Bytes to write(2)**: B ÷ N from the same exit line (records of 27 B + topic + payload, segment headers, done marks; /proc wchar, in the raw data, agrees). Each client waits for its status, so a loop turn reads at most as many messages as there are clients in flight: the syncs cannot be fewer than 1000 ÷ $CONC per 1000 messages here; the "for scale" row repeats the spool-on runs with $SPOOL_CONC_HI connections in flight.
-- **RSS with the spool on**: "idle" is the idle row's reading (that daemon has its \`--spool_dir\`, empty while idle); "peak" the median VmHWM of the spool-on runs above (read just before SIGTERM).
+- **Recovery of a full spool**: \`loadgen spool-fill\` writes $SIZE B messages for the broker into a new directory with the iotbox library's own log (\`Log\` on a \`DirDisk\`: the daemon's records, and segments of the size the daemon uses for that \`--spool_size\`, 1 MiB at 64 MiB; committed 100 messages at a time) until it holds $SPOOL_SIZE bytes, the point where a daemon with that \`--spool_size\` takes nothing more. \`iotbox spool DIR\` runs the daemon's recovery on both directions (every segment read twice, each record's checksum checked) and prints what waits; loadgen times spawn → exit. One run first, not counted, so the page cache holds the files; then $REC_RUNS runs. Cold: one run after \`sync; echo 3 > /proc/sys/vm/drop_caches\` (machine-wide: the binary's own pages are dropped too, so loading it from disk is included). The daemon's figure: $REC_RUNS starts on the same directory, pointed at port $NOPORT (nothing is sent, the spool stays full): the milliseconds of its line \`spool: N message(s) for the broker waiting in DIR (B bytes; both directions read in T ms)\`, then SIGTERM.
+- **RSS with the spool on**: "idle" is the idle row's reading (that daemon has its \`--spool_dir\`, empty while idle); "peak" the median VmHWM of the spool-on runs above (read just before SIGTERM); "full spool" the median VmHWM of the daemons started on the full spool, read once they logged their recovery.
 
 ## Raw data
 

@@ -367,8 +367,8 @@ pub fn table(s: &Samples) -> Result<String, String> {
 }
 
 /// The spool's rows: the publish socket into the spool with the broker out
-/// of reach (rate, syncs, bytes), the same in memory, memory with the spool
-/// on. No mosquitto counterpart: where the
+/// of reach (rate, syncs, bytes), the same in memory, recovery of a full
+/// spool, memory with the spool on. No mosquitto counterpart: where the
 /// ratio column is used, the figure says what it divides.
 fn spool_rows(s: &Samples, t: &mut Table) -> Result<(), String> {
     let n = |k: &str| s.num(k);
@@ -443,15 +443,52 @@ fn spool_rows(s: &Samples, t: &mut Table) -> Result<(), String> {
         "—",
     ]);
 
+    // Recovery of a full spool.
+    let second = |v: Option<f64>| yesno(v.map(|v| v <= 1e9));
+    let what = match (n("rec_bytes")?, n("rec_msgs")?, n("rec_segs")?) {
+        (Some(b), Some(m), Some(f)) => format!("{}, {m} × {size} B messages in {f} files", mib(b)),
+        _ => "not built".to_owned(),
+    };
+    t.row([
+        &format!("recovery of a full spool ({what}): `iotbox spool DIR`, wall, page cache warm"),
+        &show(&s.nums("rec_warm")?, 1e6, 0, " ms"),
+        "—",
+        "—",
+        "≤ 1 s",
+        &second(med("rec_warm")?),
+    ]);
+    let cold = n("rec_cold")?;
+    t.row([
+        "… the same once after `echo 3 > /proc/sys/vm/drop_caches` (cold)",
+        &match (cold, s.text("rec_cold_why")) {
+            (Some(c), _) => show(&[c], 1e6, 0, " ms"),
+            (None, Some(why)) => why.to_owned(),
+            (None, None) => "—".to_owned(),
+        },
+        "—",
+        "—",
+        "≤ 1 s",
+        &second(cold),
+    ]);
+    t.row([
+        "… the daemon's own figure at start ('both directions read in T ms'), page cache warm",
+        &show(&s.nums("rec_d")?, 1.0, 0, " ms"),
+        "—",
+        "—",
+        "≤ 1 s",
+        &yesno(med("rec_d")?.map(|v| v <= 1000.0)),
+    ]);
+
     // Memory with the spool on.
     let kb_or = |v: Option<f64>| v.map(kb).unwrap_or_else(|| "—".into());
     let idle = n("rss_d_idle")?;
     t.row([
-        "RSS with the spool on: connected and idle, VmRSS (the idle row's daemon: every daemon has --spool_dir); peak VmHWM during the publish socket → spool runs",
+        "RSS with the spool on: connected and idle, VmRSS (the idle row's daemon: every daemon has --spool_dir); peak VmHWM during the publish socket → spool runs; VmHWM after recovering the full spool",
         &format!(
-            "{} idle; {} peak",
+            "{} idle; {} peak; {} full spool",
             kb_or(idle),
-            kb_or(med("sp_hwm_disk")?)
+            kb_or(med("sp_hwm_disk")?),
+            kb_or(med("rec_hwm")?)
         ),
         "—",
         "—",
@@ -528,7 +565,9 @@ mod tests {
             "sp_msgs=20000\nsize=100\nconc=16\nsp_conc_hi=256\n\
              sp_tp_disk=22000 24000 23000\nsp_tp_none=30000 32000 31000\n\
              sp_synck_disk=63000 62500 64100\nsp_wb_disk=390 395 380\nsp_wc_disk=134 134 134\n\
-             sp_hwm_disk=1600\nrss_d_idle=1600\n",
+             sp_hwm_disk=1600\nrss_d_idle=1600\nrec_bytes=67108952\nrec_msgs=456520\nrec_segs=64\n\
+             rec_warm=250000000 260000000\nrec_cold=\n\
+             rec_cold_why=not measured: dropping the page cache needs root\nrec_d=204 210\n",
         )
         .unwrap();
         let t = table(&s).unwrap();
@@ -556,9 +595,21 @@ mod tests {
         );
         assert!(row("… for scale, 256").contains("| —; —; — |"));
         assert!(
-            row("RSS with the spool on")
-                .ends_with("| 1.56 MiB idle; 1.56 MiB peak | — | — | ≤ 3 MiB idle | yes |")
+            row("recovery of a full spool (64.00 MiB, 456520 × 100 B messages in 64 files)")
+                .ends_with("| 255 ms (250–260, n=2) | — | — | ≤ 1 s | yes |")
         );
+        assert!(
+            row("… the same once after").ends_with(
+                "| not measured: dropping the page cache needs root | — | — | ≤ 1 s | — |"
+            )
+        );
+        assert!(
+            row("… the daemon's own figure")
+                .ends_with("| 207 ms (204–210, n=2) | — | — | ≤ 1 s | yes |")
+        );
+        assert!(row("RSS with the spool on").ends_with(
+            "| 1.56 MiB idle; 1.56 MiB peak; — full spool | — | — | ≤ 3 MiB idle | yes |"
+        ));
         assert!(t.lines().skip(2).all(|r| r.matches(" | ").count() == 5));
     }
 }
