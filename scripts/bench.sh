@@ -9,9 +9,10 @@
 # from a shell script at least 5 times faster, and with less CPU, than
 # mosquitto_pub -m.
 #
-#   scripts/bench.sh                  the full run (about 5 minutes)
+#   scripts/bench.sh                  the full run (3 to 5 minutes)
 #   BENCH_QUICK=1 scripts/bench.sh    one repetition of the long figures, a
-#                                     10 s idle window (about 1 minute)
+#                                     10 s idle window, 3 recovery runs
+#                                     (about 1 minute)
 #
 # The spool (every daemon has its --spool_dir in the work directory): the
 # rate from the publish socket into it with the broker out of reach (at
@@ -684,7 +685,9 @@ done
 # For scale: the syncs follow the clients in flight (each waits for its
 # status, so one loop turn reads at most that many messages).
 for r in $(seq 1 "$SPOOL_RUNS"); do spool_run disk "$r" "$SPOOL_CONC_HI"; done
-say "publish socket → spool: $(show 1 0 ' msg/s' ${SP_TP[disk]}); --spool_dir none $(show 1 0 ' msg/s' ${SP_TP[none]})"
+read -ra tp_disk <<<"${SP_TP[disk]}"
+read -ra tp_none <<<"${SP_TP[none]}"
+say "publish socket → spool: $(show 1 0 ' msg/s' "${tp_disk[@]}"); --spool_dir none $(show 1 0 ' msg/s' "${tp_none[@]}")"
 
 # --- 10. recovery of a full spool -----------------------------------------------
 
