@@ -9,18 +9,38 @@
 # from a shell script at least 5 times faster, and with less CPU, than
 # mosquitto_pub -m.
 #
-#   scripts/bench.sh                  the full run (about 5 minutes)
+#   scripts/bench.sh                  the full run (3 to 5 minutes)
 #   BENCH_QUICK=1 scripts/bench.sh    one repetition of the long figures, a
-#                                     10 s idle window (about 1 minute)
+#                                     10 s idle window, 3 recovery runs
+#                                     (about 1 minute)
+#
+# The spool (every daemon has its --spool_dir in the work directory): the
+# rate from the publish socket into it with the broker out of reach (at
+# least 20,000 messages/s of 100 B), the syncs per 1,000 messages (at most
+# 2) and the bytes written per message (at most 300), beside the same with
+# --spool_dir none; the recovery of a full spool (64 MiB) by `iotbox spool`
+# and at the daemon's start (at most 1 s); the resident memory with the
+# spool on (at most 3 MiB, connected and idle).
 #
 # Environment:
 #   BENCH_QUICK=1        fewer repetitions and shorter windows (see above)
 #   BENCH_MESSAGES=N     messages per throughput run (default 20000)
 #   BENCH_LAT_MESSAGES=N messages per latency run (default 1000)
 #   BENCH_CONC=K         publish-socket connections in flight (default 16)
+#   BENCH_SPOOL_MESSAGES=N  messages per publish socket → spool run (default
+#                        20000; the --spool_dir none runs keep them all in
+#                        memory, which holds 4 MiB)
+#   BENCH_SPOOL_CONC_HIGH=K connections in flight of the "for scale" spool
+#                        runs (default 256)
+#   BENCH_SPOOL_SIZE=B   the full spool whose recovery is timed (default
+#                        67108864, the daemon's default --spool_size)
 #   BENCH_TIMEOUT=S      deadline of every single wait (default 60)
 #   BENCH_OUT=FILE       where the table goes too (default target/bench.md)
 #   IOTBOX_BIN=PATH      measure that binary instead of building the static one
+#   CARGO_TARGET_DIR     where cargo builds (default target/): the static
+#                        binary and loadgen (in its loadgen/) are looked for
+#                        there (ARM builds still in target/, where
+#                        scripts/pi-build.sh and cross-check.sh put them)
 #   KEEP=1               keep the work directory (it is kept on failure anyway)
 #   CARGO                cargo to use (default cargo)
 #
@@ -48,12 +68,19 @@ TIMEOUT=${BENCH_TIMEOUT:-60}
 OUT=${BENCH_OUT:-target/bench.md}
 SIZE=100
 KEEPALIVE=60
+SPOOL_MSGS=${BENCH_SPOOL_MESSAGES:-20000}
+SPOOL_CONC_HI=${BENCH_SPOOL_CONC_HIGH:-256}
+SPOOL_SIZE=${BENCH_SPOOL_SIZE:-67108864}
+# Runs of the spool figures: a run takes a second or two.
 if [ "$QUICK" = 1 ]; then
-    RUNS=1 STARTS=10 ONESHOTS=10 IDLE_SECS=10
+    RUNS=1 STARTS=10 ONESHOTS=10 IDLE_SECS=10 SPOOL_RUNS=1 REC_RUNS=3
 else
-    RUNS=3 STARTS=15 ONESHOTS=15 IDLE_SECS=30
+    RUNS=3 STARTS=15 ONESHOTS=15 IDLE_SECS=30 SPOOL_RUNS=5 REC_RUNS=9
 fi
 STATIC_TARGET=x86_64-unknown-linux-musl
+# Where cargo puts what it builds: the binaries are looked for there.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
 
 # --- output, cleanup, waits -------------------------------------------------
 
@@ -65,6 +92,8 @@ step() { printf '\n== bench: %s\n' "$*" >&2; }
 
 T=""
 ok=0
+# The spool steps' daemon of the moment, whose logs a failure shows.
+LAST_DAEMON=""
 failed=0
 # Where set -e stopped us, for the message in cleanup (every failure we
 # foresee goes through fail, which says what happened).
@@ -87,7 +116,7 @@ fail() {
     failed=1
     printf '\nbench: FAILED: %s\n' "$*" >&2
     local f
-    for f in broker.log d1.out d1.err d0.out d0.err idle-sub.err; do
+    for f in broker.log d1.out d1.err d0.out d0.err idle-sub.err ${LAST_DAEMON:+$LAST_DAEMON.out $LAST_DAEMON.err}; do
         if [ -n "$T" ] && [ -s "$T/$f" ]; then
             printf -- '--- last lines of %s:\n' "$f" >&2
             tail -n 15 "$T/$f" | sed 's/^/    /' >&2
@@ -184,15 +213,15 @@ else
     say "cargo build --release --target $STATIC_TARGET"
     "$CARGO" build --release --target "$STATIC_TARGET" >"$build_log" 2>&1 ||
         { tail -n 30 "$build_log" >&2; fail "building the static binary failed (output above)"; }
-    BIN=target/$STATIC_TARGET/release/iotbox
+    BIN=$TARGET_DIR/$STATIC_TARGET/release/iotbox
 fi
 say "cargo build --release --manifest-path bench/loadgen/Cargo.toml"
-CARGO_TARGET_DIR=$ROOT/target/loadgen "$CARGO" build --release --manifest-path "$ROOT/bench/loadgen/Cargo.toml" >"$build_log" 2>&1 ||
+CARGO_TARGET_DIR=$TARGET_DIR/loadgen "$CARGO" build --release --manifest-path "$ROOT/bench/loadgen/Cargo.toml" >"$build_log" 2>&1 ||
     { tail -n 30 "$build_log" >&2; fail "building bench/loadgen failed (output above)"; }
 rm -f "$build_log"
 [ -x "$BIN" ] || fail "no executable at $BIN"
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-LG=$ROOT/target/loadgen/release/loadgen
+LG=$TARGET_DIR/loadgen/release/loadgen
 [ -x "$LG" ] || fail "no load generator at $LG"
 IOTBOX_VERSION=$("$BIN" --version 2>&1 | head -n1) || fail "$BIN --version failed: $IOTBOX_VERSION"
 MOSQ_VERSION=$({ "$MOSQUITTO" -h 2>/dev/null || true; } | head -n1 | sed "s/^mosquitto version //")
@@ -268,13 +297,29 @@ MC="${MCA[*]}"
 # sub_ready ID QOS TOPIC: the broker's 'subscribe' log line for that client.
 sub_ready() { grep -qF -- ": $1 $2 $3" "$BLOG"; }
 
+# Every daemon keeps its spool in the work directory, never in the default
+# /var/lib/iotbox (a real one's, maybe with messages in it): one directory
+# each, made here (0700, as make install does).
+SPOOLS=$T/spool
+mkdir -m 0700 "$SPOOLS"
+# What the spools sit on: fdatasync on tmpfs costs nothing, on a disk it is
+# the price of durability.
+SPOOL_FS=$(findmnt -no FSTYPE -T "$SPOOLS" 2>/dev/null || stat -f -c %T "$SPOOLS" 2>/dev/null || echo '?')
+SPOOL_DEV=$(df --output=source "$SPOOLS" 2>/dev/null | tail -n1 || echo '?')
+# spool_dir NAME: the spool directory for daemon NAME, made when missing.
+spool_dir() {
+    [ -d "$SPOOLS/$1" ] || mkdir -m 0700 "$SPOOLS/$1"
+    echo "$SPOOLS/$1"
+}
+
 # start_daemon NAME QOS: iotbox pubsub in the background, until subscribed;
 # its PID in DAEMON_PID (not echoed: a $(...) subshell would lose track of it).
 start_daemon() {
-    local name=$1 qos=$2 pid
+    local name=$1 qos=$2 pid dir
+    dir=$(spool_dir "$name")
     "$BIN" pubsub --endpoint 127.0.0.1 --port "$PORT" --cert "$T/client.pem" --key "$T/client.key" \
         --ca_file "$T/ca.pem" --client_id "bench-$name" --topic "bench/in/$name" \
-        --pub_socket "$T/$name.sock" --sub_socket "$T/$name.rmsg" \
+        --pub_socket "$T/$name.sock" --sub_socket "$T/$name.rmsg" --spool_dir "$dir" \
         --qos "$qos" --keep_alive "$KEEPALIVE" >"$T/$name.out" 2>"$T/$name.err" &
     pid=$!
     pids+=("$pid")
@@ -291,6 +336,7 @@ stop_daemon() {
 RAW=$T/raw.txt
 raw() { printf '%s\n' "$*" >>"$RAW"; }
 : >"$RAW"
+raw "spool directories: $SPOOLS, on $SPOOL_DEV ($SPOOL_FS; $(findmnt -no OPTIONS -T "$SPOOLS" 2>/dev/null || echo 'mount options unknown'))"
 
 # --- 3. binary sizes ------------------------------------------------------------
 
@@ -391,12 +437,15 @@ step "5. exec → subscribed, ${STARTS} runs each, interleaved"
 "$LG" run --timeout "$TIMEOUT" -- "$MPUB" "${MCA[@]}" -i bench-retain -q 1 -r -t bench/ready -m ready >/dev/null ||
     fail "could not publish the retained readiness message"
 START_D=() START_S=() SCPU_D=() SCPU_S=()
+# One spool directory for all starts, as on a device that restarts: the
+# runs are sequential (loadgen waits for each exit), so its lock is free.
+ST_SPOOL=$(spool_dir st)
 start_iotbox() {
     local i=$1 o
     o=$("$LG" ready --timeout "$TIMEOUT" --line "Subscription Success." -- \
         "$BIN" pubsub --endpoint 127.0.0.1 --port "$PORT" --cert "$T/client.pem" --key "$T/client.key" \
         --ca_file "$T/ca.pem" --client_id "bench-st$i" --topic "bench/in/st$i" \
-        --pub_socket "$T/st$i.sock" --sub_socket "$T/st.rmsg") || fail "iotbox pubsub start $i"
+        --pub_socket "$T/st$i.sock" --sub_socket "$T/st.rmsg" --spool_dir "$ST_SPOOL") || fail "iotbox pubsub start $i"
     START_D+=("$(kv ready_ns "$o")")
     SCPU_D+=("$(kv cpu_ready_ns "$o")")
 }
@@ -550,9 +599,153 @@ say "latency p50: iotbox $(show 1e3 0 ' µs' "${LAT50_D[@]}"), mosquitto_pub -l 
 running "$D1" || fail "iotbox pubsub d1 died"
 stop_daemon "$D1"
 
-# --- 9. the table -------------------------------------------------------------
+# --- 9. publish socket → spool, broker out of reach ---------------------------
 
-step "9. the table"
+step "9. publish socket → spool, ${SPOOL_MSGS} x ${SIZE} B, broker out of reach, ${SPOOL_RUNS} runs each (spool on, --spool_dir none)"
+# The daemon is pointed at a port where nothing listens: every connection
+# attempt is refused and retried, so each message is answered QUEUED right
+# after the sync of its loop turn. What is timed is the publish socket and
+# the spool, nothing of TLS or the broker.
+SP_TOPIC=bench/spool
+# --spool_dir none keeps them in memory, up to 4 MiB; past that it would
+# block (stop taking clients) and the run would time out.
+SP_RECORD=$((8 + 19 + ${#SP_TOPIC} + SIZE))
+[ $((SPOOL_MSGS * SP_RECORD)) -lt $((4 << 20)) ] ||
+    fail "BENCH_SPOOL_MESSAGES=$SPOOL_MSGS: $SPOOL_MSGS records of $SP_RECORD B pass the 4 MiB that --spool_dir none holds; take fewer"
+NOPORT=$PORT
+while [ "$NOPORT" = "$PORT" ]; do NOPORT=$("$LG" freeport) || fail "loadgen freeport failed"; done
+say "nothing listens on 127.0.0.1:$NOPORT (a port that was free a moment ago)"
+# start_offline NAME SPOOL_DIR [FLAG...]: iotbox pubsub pointed at NOPORT,
+# until it has started (its publish socket is bound before its first line);
+# its PID in DAEMON_PID.
+start_offline() {
+    local name=$1 dir=$2 pid
+    shift 2
+    LAST_DAEMON=$name
+    "$BIN" pubsub --endpoint 127.0.0.1 --port "$NOPORT" --cert "$T/client.pem" --key "$T/client.key" \
+        --ca_file "$T/ca.pem" --client_id "bench-$name" --topic "bench/in/$name" \
+        --pub_socket "$T/$name.sock" --sub_socket "$T/$name.rmsg" --spool_dir "$dir" \
+        --keep_alive "$KEEPALIVE" "$@" >"$T/$name.out" 2>"$T/$name.err" &
+    pid=$!
+    pids+=("$pid")
+    wait_until "$TIMEOUT" "'Mqtt5 Client attempting connection...' from iotbox pubsub ($name)" \
+        alive_line "$pid" "$T/$name.out" "Mqtt5 Client attempting connection..."
+    [ -S "$T/$name.sock" ] || fail "$name: no publish socket at $T/$name.sock"
+    DAEMON_PID=$pid
+}
+# exit_line NAME: "TAKEN SYNCS BYTES" from the daemon's last line of totals.
+exit_line() {
+    sed -n 's/.*spool: this run: \([0-9]*\) message(s) taken, \([0-9]*\) sync(s), \([0-9]*\) bytes written.*/\1 \2 \3/p' \
+        "$T/$1.err" | tail -n1
+}
+declare -A SP_TP SP_SYNCK SP_WB SP_WC SP_HWM
+# spool_run disk|none RUN [CONC]: one daemon, SPOOL_MSGS messages through its
+# publish socket, CONC (default BENCH_CONC) connections in flight; appends
+# msg/s to SP_TP[MODE] (MODE-cCONC with CONC), syncs per million messages to
+# SP_SYNCK, write_bytes and exit-line bytes per message to SP_WB and SP_WC,
+# VmHWM to SP_HWM.
+spool_run() {
+    local mode=$1 r=$2 conc=${3:-$CONC} key name dir pid o p0 p1 line taken syncs written el mps wb=""
+    key=$mode${3:+-c$conc}
+    name=sp-$key-r$r
+    # A fresh directory each run, made by the daemon.
+    if [ "$mode" = disk ]; then dir=$SPOOLS/$name; else dir=none; fi
+    start_offline "$name" "$dir"
+    pid=$DAEMON_PID
+    p0=$("$LG" proc --pid "$pid")
+    o=$("$LG" pub --timeout "$TIMEOUT" --socket "$T/$name.sock" --topic "$SP_TOPIC" \
+        --count "$SPOOL_MSGS" --size "$SIZE" --conc "$conc") || fail "loadgen pub ($name)"
+    # Before SIGTERM: the exit adds a done mark and a last commit.
+    p1=$("$LG" proc --pid "$pid")
+    running "$pid" || fail "$name: the daemon died during the run"
+    stop_daemon "$pid"
+    [ "$(kv queued "$o")" = "$SPOOL_MSGS" ] ||
+        fail "$name: $(kv queued "$o") of $SPOOL_MSGS answered QUEUED, $(kv ok "$o") OK: is something listening on port $NOPORT?"
+    line=$(exit_line "$name")
+    [ -n "$line" ] || fail "$name: no 'spool: this run: ...' line at the daemon's exit (see $T/$name.err)"
+    read -r taken syncs written <<<"$line"
+    [ "$taken" -ge "$SPOOL_MSGS" ] || fail "$name: the daemon says it took $taken messages, loadgen sent $SPOOL_MSGS"
+    el=$(($(kv last_status_ns "$o") - $(kv first_send_ns "$o")))
+    [ "$el" -gt 0 ] || fail "$name: the last status is not after the first send"
+    mps=$(((SPOOL_MSGS * 1000000000 + el / 2) / el))
+    SP_TP[$key]+="$mps "
+    SP_SYNCK[$key]+="$((syncs * 1000000 / taken)) "
+    SP_WC[$key]+="$((written / taken)) "
+    SP_HWM[$key]+="$(kv hwm_kb "$p1") "
+    if [ -n "$(kv write_bytes "$p1")" ]; then
+        wb=$(($(kv write_bytes "$p1") - $(kv write_bytes "$p0")))
+        SP_WB[$key]+="$((wb / taken)) "
+    fi
+    raw "spool $name: first send → last QUEUED $((el / 1000)) µs, $mps msg/s; exit line: $taken taken, $syncs syncs, $written bytes written; /proc/PID/io over the run: write_bytes ${wb:-unreadable}, wchar $(($(kv wchar "$p1") - $(kv wchar "$p0")))${wb:+, cancelled_write_bytes $(($(kv cancelled_write_bytes "$p1") - $(kv cancelled_write_bytes "$p0")))}; daemon CPU $((($(kv cpu_ns "$p1") - $(kv cpu_ns "$p0")) / 1000)) µs; VmRSS $(kv rss_kb "$p1") kB VmHWM $(kv hwm_kb "$p1") kB; loadgen: $(tr '\n' ' ' <<<"$o")"
+    say "$name: $mps msg/s; $syncs syncs for $taken messages; ${wb:+$((wb / taken)) B/message to the block layer, }$((written / taken)) B/message to write(2)"
+}
+for r in $(seq 1 "$SPOOL_RUNS"); do
+    if [ $((r % 2)) = 1 ]; then spool_run disk "$r"; spool_run none "$r"; else spool_run none "$r"; spool_run disk "$r"; fi
+done
+# For scale: the syncs follow the clients in flight (each waits for its
+# status, so one loop turn reads at most that many messages).
+for r in $(seq 1 "$SPOOL_RUNS"); do spool_run disk "$r" "$SPOOL_CONC_HI"; done
+read -ra tp_disk <<<"${SP_TP[disk]}"
+read -ra tp_none <<<"${SP_TP[none]}"
+say "publish socket → spool: $(show 1 0 ' msg/s' "${tp_disk[@]}"); --spool_dir none $(show 1 0 ' msg/s' "${tp_none[@]}")"
+
+# --- 10. recovery of a full spool -----------------------------------------------
+
+step "10. recovery of a full spool ($SPOOL_SIZE bytes), ${REC_RUNS} runs each"
+FULL=$SPOOLS/full
+o=$("$LG" spool-fill --timeout "$TIMEOUT" --dir "$FULL" --bytes "$SPOOL_SIZE" --size "$SIZE" --topic "$SP_TOPIC") ||
+    fail "loadgen spool-fill could not fill $FULL"
+REC_MSGS=$(kv messages "$o") REC_BYTES=$(kv bytes "$o") REC_SEGS=$(kv segments "$o")
+raw "full spool $FULL: $(tr '\n' ' ' <<<"$o")"
+say "$FULL: $REC_MSGS messages, $REC_BYTES bytes in $REC_SEGS files"
+# spool_applet: one `iotbox spool FULL`, its wall time in ns.
+spool_applet() {
+    local o
+    o=$("$LG" run --timeout "$TIMEOUT" --expect "for the broker: $REC_MSGS message(s)" -- "$BIN" spool "$FULL") ||
+        fail "iotbox spool $FULL"
+    kv wall_ns "$o"
+}
+# The page cache warm: a first run, not counted.
+spool_applet >/dev/null
+REC_WARM=()
+for r in $(seq 1 "$REC_RUNS"); do REC_WARM+=("$(spool_applet)"); done
+raw "iotbox spool, warm, wall ns: ${REC_WARM[*]}"
+# The daemon's own figure: its start reads the same spool ("both directions
+# read in T ms"); pointed at NOPORT, it sends nothing, so the spool stays full.
+REC_D=() REC_HWM=()
+for r in $(seq 1 "$REC_RUNS"); do
+    name=rec-r$r
+    start_offline "$name" "$FULL" --spool_size "$SPOOL_SIZE"
+    pid=$DAEMON_PID
+    wait_until "$TIMEOUT" "the daemon's line on the spool it found ($name)" \
+        alive_line "$pid" "$T/$name.err" "message(s) for the broker waiting in"
+    ms=$(sed -n 's/.*spool: \([0-9]*\) message(s) for the broker waiting in .*read in \([0-9]*\) ms).*/\1 \2/p' "$T/$name.err" | head -n1)
+    [ -n "$ms" ] || fail "$name: no 'read in T ms' in its line on the spool (see $T/$name.err)"
+    read -r n ms <<<"$ms"
+    [ "$n" = "$REC_MSGS" ] || fail "$name: the daemon found $n messages waiting, the spool holds $REC_MSGS"
+    REC_D+=("$ms")
+    REC_HWM+=("$(status_kb "$pid" VmHWM)")
+    stop_daemon "$pid"
+done
+raw "daemon start on the full spool: read in ms: ${REC_D[*]}; VmHWM kB: ${REC_HWM[*]}"
+# Cold: once, after dropping the page cache (root only; it slows whatever
+# else runs on the machine for a moment).
+REC_COLD="" REC_COLD_WHY=""
+if [ "$(id -u)" != 0 ]; then
+    REC_COLD_WHY="not measured: dropping the page cache needs root"
+elif ! sync || ! err=$( (echo 3 >/proc/sys/vm/drop_caches) 2>&1); then
+    REC_COLD_WHY="not measured: echo 3 > /proc/sys/vm/drop_caches failed${err:+ ($err)}"
+else
+    REC_COLD=$(spool_applet)
+    raw "iotbox spool, cold (after drop_caches), wall ns: $REC_COLD"
+fi
+[ -z "$REC_COLD_WHY" ] || raw "iotbox spool, cold: $REC_COLD_WHY"
+say "recovery of $REC_BYTES bytes: iotbox spool $(show 1e6 0 ' ms' "${REC_WARM[@]}") warm${REC_COLD:+, $(show 1e6 0 ' ms' "$REC_COLD") cold}; the daemon's own $(show 1 0 ' ms' "${REC_D[@]}")"
+LAST_DAEMON=""
+
+# --- 11. the table -------------------------------------------------------------
+
+step "11. the table"
 md=$T/bench.md
 # The figures for loadgen table: one KEY=VALUES line each.
 samples=$T/samples.txt
@@ -603,12 +796,30 @@ sample os_s "${OS_S[@]}"
 sample os_dc "${OS_DC[@]}"
 sample os_sc "${OS_SC[@]}"
 sample os_dt "${OS_DT[@]}"
+sample sp_msgs "$SPOOL_MSGS"
+sample sp_conc_hi "$SPOOL_CONC_HI"
+for k in disk none "disk-c$SPOOL_CONC_HI"; do
+    kk=${k/-c$SPOOL_CONC_HI/_hi}
+    sample "sp_tp_$kk" "${SP_TP[$k]:-}"
+    sample "sp_synck_$kk" "${SP_SYNCK[$k]:-}"
+    sample "sp_wb_$kk" "${SP_WB[$k]:-}"
+    sample "sp_wc_$kk" "${SP_WC[$k]:-}"
+    sample "sp_hwm_$kk" "${SP_HWM[$k]:-}"
+done
+sample rec_msgs "$REC_MSGS"
+sample rec_bytes "$REC_BYTES"
+sample rec_segs "$REC_SEGS"
+sample rec_warm "${REC_WARM[@]}"
+sample rec_cold "$REC_COLD"
+sample rec_cold_why "$REC_COLD_WHY"
+sample rec_d "${REC_D[@]}"
+sample rec_hwm "${REC_HWM[@]}"
 {
     echo "# iotbox benchmark"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(uname -m), $(nproc) CPUs, Linux $(uname -r); $IOTBOX_VERSION ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified')); mosquitto $MOSQ_VERSION on 127.0.0.1, mutual TLS, RSA 2048 keys, \`set_tcp_nodelay true\`.$([ "$QUICK" = 1 ] && echo ' **BENCH_QUICK=1: one run of the long figures, a 10 s idle window.**')"
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(uname -m), $(nproc) CPUs, Linux $(uname -r); $IOTBOX_VERSION ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified')); mosquitto $MOSQ_VERSION on 127.0.0.1, mutual TLS, RSA 2048 keys, \`set_tcp_nodelay true\`; spool on $SPOOL_FS ($SPOOL_DEV).$([ "$QUICK" = 1 ] && echo ' **BENCH_QUICK=1: one run of the long figures, a 10 s idle window.**')"
     echo
-    echo "Values: median (min–max, n runs). ratio = iotbox ÷ mosquitto clients (medians): below 1 is better for iotbox except for throughput, where above 1 is. The machine is shared and noisy: compare the ratios."
+    echo "Values: median (min–max, n runs). ratio = iotbox ÷ mosquitto clients (medians): below 1 is better for iotbox except for throughput, where above 1 is; the spool rows have no mosquitto counterpart, and where they use the ratio column the figure says what it divides. The machine is shared and noisy: compare the ratios."
     echo
     "$LG" table --samples "$samples" || fail "loadgen table: could not make the table from $samples"
 } >"$md"
@@ -617,7 +828,7 @@ cat >>"$md" <<EOF
 
 ## How each figure is measured
 
-- **Setup.** One mosquitto $MOSQ_VERSION on 127.0.0.1 (\`require_certificate true\`, \`set_tcp_nodelay true\`, \`max_queued_messages 1000000\` so a slow subscriber is queued, not dropped; logging without per-packet debug lines). One RSA 2048 CA, server and client certificate (rcgen, X.509 v3; \`scripts/pki.sh\`); iotbox and the mosquitto clients use the same client certificate, the same broker, MQTT 5, TLS 1.3. The load generator is \`bench/loadgen\`.
+- **Setup.** One mosquitto $MOSQ_VERSION on 127.0.0.1 (\`require_certificate true\`, \`set_tcp_nodelay true\`, \`max_queued_messages 1000000\` so a slow subscriber is queued, not dropped; logging without per-packet debug lines). One RSA 2048 CA, server and client certificate (rcgen, X.509 v3; \`scripts/pki.sh\`); iotbox and the mosquitto clients use the same client certificate, the same broker, MQTT 5, TLS 1.3. Every \`iotbox pubsub\` has its own \`--spool_dir\` in the bench's work directory (on $SPOOL_FS, $SPOOL_DEV; never /var/lib/iotbox): each message from the publish socket is written there and synced (write + fdatasync, once per event-loop turn for all read in that turn) before anything else happens to it, so every figure below includes that. The load generator is \`bench/loadgen\`.
 - **Binary size**: the static musl binary (the release profile strips it; a copy is run through \`strip\` anyway). mosquitto_sub is dynamic: its own file plus the libraries \`ldd\` lists (libmosquitto, libssl, libcrypto, libcjson), libc not counted. ARM sizes are shown when a build is there (musl builds first, else the glibc-static ones of \`make cross-check\`); they are not rebuilt here, so their build time is shown beside the last commit's.
 - **RSS**: VmRSS and VmHWM from /proc/PID/status, 2 s after \`Subscription Success.\` for \`iotbox pubsub\` and after the broker logged the subscription of a \`mosquitto_sub -k $KEEPALIVE\` on an unused topic. "After" is the QoS 1 daemon once its ${RUNS} throughput runs (${MSGS} messages each, ${CONC} clients at a time) are over; the QoS 0 daemon's figures are in the raw data. mosquitto_pub -l's VmHWM is read by loadgen once all lines of a run were written to its stdin.
 - **Idle wake-ups**: voluntary context switches (all threads, /proc/PID/task/*/status) of both idle processes over the same ${IDLE_SECS} s windows, ${RUNS} consecutive windows; involuntary ones are in the raw data. A keep-alive ping costs about two (the timer, then PINGRESP).
@@ -626,6 +837,9 @@ cat >>"$md" <<EOF
 - **CPU per 1000 messages**: the daemon's time on CPU (schedstat, the same quantity as utime+stime in ns) before the first send and after the last arrival; mosquitto_pub: its rusage at exit (utime+stime) minus its CPU when it had connected. The client side of the socket path (loadgen's own connect/write/read) is not in the daemon's figure; it is in the raw data (\`client_cpu_ns\`), as is the broker's CPU per run.
 - **Latency**: $LAT_MSGS messages of $SIZE B, QoS 1, one at a time: each carries its send time, the next goes only after the previous one reached a \`mosquitto_sub -F %U,%p\` (its receive time, %U). iotbox: send time taken before connect() to the publish socket (the \`OK\` is awaited too). mosquitto_pub: a connected \`mosquitto_pub -l\`, send time taken before writing the line to its stdin. Probe messages until one gets through, then 20 warm-up messages, neither counted.
 - **One message from a shell script**: loadgen runs the program ${ONESHOTS} times each, alternating: \`iotbox send SOCK FILE\` against the connected QoS 1 daemon (exec → \`OK\` → exit), and \`mosquitto_pub -q 1 -m PAYLOAD\` (exec, TLS handshake, CONNECT, PUBLISH, PUBACK, DISCONNECT, exit). Wall time spawn → exit; CPU from rusage of the child (utime+stime). The daemon's CPU for each message (schedstat before/after) is added in the last row.
+- **Publish socket → spool** (the rows from "publish socket → spool" to "… for scale"): for each run a fresh daemon with a new \`--spool_dir\` of its own (or \`--spool_dir none\`), pointed at 127.0.0.1:$NOPORT, where nothing listens: its connection attempts are refused and retried, so each message is appended to the spool, written and fdatasync'ed with the others read in the same loop turn, and answered \`QUEUED\` at once; no TLS, no broker. loadgen sends $SPOOL_MSGS messages of $SIZE B as in the throughput rows (one connection per message, $CONC in flight); rate = $SPOOL_MSGS ÷ (first send → last \`QUEUED\` read by loadgen); every message must come back \`QUEUED\`. $SPOOL_RUNS runs each, spool on and \`none\` alternating. **Syncs**: the daemon's exit line after SIGTERM (\`spool: this run: N message(s) taken, K sync(s), B bytes written\`: an fdatasync per commit, and an fsync of the directory for each new segment file), K × 1000 ÷ N. **write_bytes**: /proc/PID/io of the daemon read once it started and again after the last \`QUEUED\`, just before SIGTERM; the difference ÷ N. Linux counts write_bytes when a page-cache page is dirtied, a whole 4 KiB page at a time, not when the disk is written: a page written, synced and written again (the next turn's records land in the same page) counts again, so with a sync every few messages the figure is about 4 KiB × pages dirtied per sync ÷ messages per sync. **Bytes to write(2)**: B ÷ N from the same exit line (records of 27 B + topic + payload, segment headers, done marks; /proc wchar, in the raw data, agrees). Each client waits for its status, so a loop turn reads at most as many messages as there are clients in flight: the syncs cannot be fewer than 1000 ÷ $CONC per 1000 messages here; the "for scale" row repeats the spool-on runs with $SPOOL_CONC_HI connections in flight.
+- **Recovery of a full spool**: \`loadgen spool-fill\` writes $SIZE B messages for the broker into a new directory with the iotbox library's own log (\`Log\` on a \`DirDisk\`: the daemon's records, and segments of the size the daemon uses for that \`--spool_size\`, 1 MiB at 64 MiB; committed 100 messages at a time) until it holds $SPOOL_SIZE bytes, the point where a daemon with that \`--spool_size\` takes nothing more. \`iotbox spool DIR\` runs the daemon's recovery on both directions (every segment read twice, each record's checksum checked) and prints what waits; loadgen times spawn → exit. One run first, not counted, so the page cache holds the files; then $REC_RUNS runs. Cold: one run after \`sync; echo 3 > /proc/sys/vm/drop_caches\` (machine-wide: the binary's own pages are dropped too, so loading it from disk is included). The daemon's figure: $REC_RUNS starts on the same directory, pointed at port $NOPORT (nothing is sent, the spool stays full): the milliseconds of its line \`spool: N message(s) for the broker waiting in DIR (B bytes; both directions read in T ms)\`, then SIGTERM.
+- **RSS with the spool on**: "idle" is the idle row's reading (that daemon has its \`--spool_dir\`, empty while idle); "peak" the median VmHWM of the spool-on runs above (read just before SIGTERM); "full spool" the median VmHWM of the daemons started on the full spool, read once they logged their recovery.
 
 ## Raw data
 

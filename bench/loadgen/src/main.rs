@@ -31,11 +31,15 @@
 //!   subscriber command (`mosquitto_sub -F %U,%p`) whose receive time
 //!   (%U) gives the latency. Each message is sent only after the previous
 //!   one arrived.
+//! - `spool-fill`: a spool directory filled to a size with messages of SIZE
+//!   bytes for the broker, through the iotbox library's own log (the
+//!   records and segments the daemon writes), for timing its recovery.
 //! - `ready`: exec of a command → the first stdout line containing TEXT; the
 //!   CPU it used until then; then SIGTERM (SIGKILL after 5 s).
 //! - `run`: exec of a command → its exit; wall time and CPU (rusage).
 //! - `proc`: a running process's CPU time (schedstat), VmRSS and VmHWM,
-//!   voluntary and involuntary context switches, threads.
+//!   voluntary and involuntary context switches, threads, and its write
+//!   counters from /proc/PID/io (wchar, write_bytes) when readable.
 //! - `stats`: `median UNIT (min–max, n=N)` of the values after `--`, divided
 //!   by `--div`, with `--dec` decimals: the figures of the progress lines.
 //! - `table`: the Markdown table of target/bench.md from the samples file
@@ -45,6 +49,8 @@
 
 mod report;
 
+use iotbox::daemon::store::disk::DirDisk;
+use iotbox::daemon::store::log::{Limits, Log};
 use iotbox::message;
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -146,6 +152,17 @@ fn proc_rss_kb(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (get("VmRSS:"), get("VmHWM:"))
+}
+
+/// A field of /proc/PID/io (`wchar`: bytes handed to write(2) and the like;
+/// `write_bytes`: bytes this process caused to be sent to the block layer,
+/// counted a page at a time as pages are dirtied). `None` when the file
+/// cannot be read (another user's process, or no task I/O accounting).
+fn proc_io(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Percentile (nearest rank) of sorted values.
@@ -747,6 +764,74 @@ fn mode_latency(a: &Args) {
 }
 
 // ---------------------------------------------------------------------------
+// spool-fill: a full spool, written through the library's log
+
+/// The daemon's segment size for a spool of `limit` bytes (as
+/// `Spool::with_disk` computes it).
+fn segment_bytes(limit: u64) -> u64 {
+    (limit / 16).clamp(16 << 10, 1 << 20)
+}
+
+fn mode_spool_fill(a: &Args) {
+    let dir = std::path::PathBuf::from(a.req("dir"));
+    let limit = a.num("bytes", 64 << 20);
+    let size = a.num("size", 100) as usize;
+    let topic = a.req("topic").to_owned();
+    // Messages per commit (write + fdatasync): the daemon's group commit
+    // takes what one loop turn read; a segment is rolled at a commit, so
+    // this also keeps the segments near the daemon's size.
+    let batch = a.num("batch", 100).max(1);
+    let limit_time = a.timeout();
+    if dir.exists() {
+        die(&format!(
+            "{}: exists; spool-fill makes a new spool",
+            dir.display()
+        ));
+    }
+    let mut disk = DirDisk::new(&dir).unwrap_or_else(|e| die(&format!("{}: {e}", dir.display())));
+    let limits = Limits {
+        segment_bytes: segment_bytes(limit),
+        // The daemon's default --max_payload (131072) plus its margin.
+        max_body: (128 << 10) + 1024,
+    };
+    let (mut log, found) = Log::open(&mut disk, "out", limits);
+    if found.messages > 0 || found.segments > 0 {
+        die(&format!("{}: not an empty spool", dir.display()));
+    }
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    // Full as the daemon sees it: no room once its bytes reach the limit.
+    while log.bytes() < limit {
+        log.append(time, topic.as_bytes(), &payload(n as usize, 0, size));
+        n += 1;
+        if n % batch == 0 {
+            log.commit(&mut disk)
+                .unwrap_or_else(|e| die(&format!("writing to {}: {e}", dir.display())));
+            if t0.elapsed() > limit_time {
+                die(&format!(
+                    "{} not filled within {} s ({n} messages, {} bytes)",
+                    dir.display(),
+                    limit_time.as_secs(),
+                    log.bytes()
+                ));
+            }
+        }
+    }
+    log.commit(&mut disk)
+        .unwrap_or_else(|e| die(&format!("writing to {}: {e}", dir.display())));
+    let stats = log.stats();
+    out("messages", n);
+    out("bytes", log.bytes());
+    out("segments", log.segments());
+    out("segment_bytes", limits.segment_bytes);
+    out("syncs", stats.syncs);
+    out("wall_ns", t0.elapsed().as_nanos());
+}
+
+// ---------------------------------------------------------------------------
 // ready: exec → a line on stdout
 
 fn mode_ready(a: &Args) {
@@ -908,6 +993,11 @@ fn mode_proc(a: &Args) {
     out("vcsw", proc_task_sum(pid, "voluntary_ctxt_switches"));
     out("nvcsw", proc_task_sum(pid, "nonvoluntary_ctxt_switches"));
     out("threads", threads);
+    for field in ["wchar", "write_bytes", "cancelled_write_bytes"] {
+        if let Some(v) = proc_io(pid, field) {
+            out(field, v);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -949,6 +1039,7 @@ const USAGE: &str = "usage: loadgen MODE [--option value]... [-- COMMAND ARGS...
   pipe     --log FILE --ready TEXT [--count N] [--size B] -- COMMAND...
   latency  --sub 'COMMAND...' (--socket PATH --topic T | --pub 'COMMAND...')
            [--count N] [--warmup W] [--size B]
+  spool-fill --dir DIR --topic T [--bytes N] [--size B] [--batch K]
   ready    --line TEXT -- COMMAND...
   run      [--expect TEXT] -- COMMAND...
   proc     --pid PID
@@ -978,6 +1069,10 @@ fn main() {
             &[
                 "sub", "socket", "topic", "pub", "count", "warmup", "size", "timeout",
             ],
+        )),
+        "spool-fill" => mode_spool_fill(&Args::parse(
+            rest,
+            &["dir", "topic", "bytes", "size", "batch", "timeout"],
         )),
         "ready" => mode_ready(&Args::parse(rest, &["line", "timeout"])),
         "run" => mode_run(&Args::parse(rest, &["expect", "timeout"])),

@@ -138,7 +138,7 @@ impl Table {
 
 /// The Markdown table of target/bench.md: header, separator, one row per
 /// figure (sizes, memory, wake-ups, start, throughput, CPU, latency, one
-/// message from a shell script).
+/// message from a shell script, the spool).
 pub fn table(s: &Samples) -> Result<String, String> {
     let mut t = Table(String::new());
     t.0.push_str("| figure | iotbox | mosquitto clients | ratio | budget | met? |\n");
@@ -361,7 +361,141 @@ pub fn table(s: &Samples) -> Result<String, String> {
         "less CPU",
         &yesno(cmp(oct, ocs, lt)),
     ]);
+
+    spool_rows(s, &mut t)?;
     Ok(t.0)
+}
+
+/// The spool's rows: the publish socket into the spool with the broker out
+/// of reach (rate, syncs, bytes), the same in memory, recovery of a full
+/// spool, memory with the spool on. No mosquitto counterpart: where the
+/// ratio column is used, the figure says what it divides.
+fn spool_rows(s: &Samples, t: &mut Table) -> Result<(), String> {
+    let n = |k: &str| s.num(k);
+    let med = |k: &str| -> Result<Option<f64>, String> { Ok(median(&s.nums(k)?)) };
+    let (msgs, size, conc) = (n("sp_msgs")?, n("size")?, n("conc")?);
+    let (msgs, size, conc) = (
+        msgs.unwrap_or(0.0),
+        size.unwrap_or(0.0),
+        conc.unwrap_or(0.0),
+    );
+    let conc_hi = n("sp_conc_hi")?.unwrap_or(0.0);
+
+    let tp = med("sp_tp_disk")?;
+    t.row([
+        &format!(
+            "publish socket → spool, {msgs} × {size} B, write + fdatasync per loop turn, broker out of reach (each message answered QUEUED after its sync; {conc} connections in flight)"
+        ),
+        &show(&s.nums("sp_tp_disk")?, 1.0, 0, " msg/s"),
+        "—",
+        "—",
+        "≥ 20000 msg/s",
+        &yesno(tp.map(|v| v >= 20_000.0)),
+    ]);
+    let synck = med("sp_synck_disk")?;
+    t.row([
+        "… syncs per 1000 messages (the daemon's exit line: fdatasyncs, and directory fsyncs for new files)",
+        &show(&s.nums("sp_synck_disk")?, 1000.0, 2, ""),
+        "—",
+        "—",
+        "≤ 2",
+        &yesno(synck.map(|v| v / 1000.0 <= 2.0)),
+    ]);
+    let wb = med("sp_wb_disk")?;
+    t.row([
+        "… bytes written per message: /proc/PID/io write_bytes over the run (what went toward the block layer, whole 4 KiB pages)",
+        &show(&s.nums("sp_wb_disk")?, 1.0, 0, " B"),
+        "—",
+        "—",
+        "≤ 300 B",
+        &yesno(wb.map(|v| v <= 300.0)),
+    ]);
+    t.row([
+        "… bytes handed to write(2) per message (the daemon's exit line; wchar-based: the record, 27 B + topic + payload)",
+        &show(&s.nums("sp_wc_disk")?, 1.0, 0, " B"),
+        "—",
+        "—",
+        "—",
+        "—",
+    ]);
+    let none = med("sp_tp_none")?;
+    t.row([
+        "… the same rate with `--spool_dir none` (memory only); ratio = spool on ÷ none",
+        &show(&s.nums("sp_tp_none")?, 1.0, 0, " msg/s"),
+        "—",
+        &ratio(tp, none),
+        "—",
+        "—",
+    ]);
+    t.row([
+        &format!(
+            "… for scale, {conc_hi} connections in flight: rate; syncs per 1000 messages; write_bytes per message"
+        ),
+        &format!(
+            "{}; {}; {}",
+            show(&s.nums("sp_tp_disk_hi")?, 1.0, 0, " msg/s"),
+            show(&s.nums("sp_synck_disk_hi")?, 1000.0, 2, ""),
+            show(&s.nums("sp_wb_disk_hi")?, 1.0, 0, " B")
+        ),
+        "—",
+        "—",
+        "—",
+        "—",
+    ]);
+
+    // Recovery of a full spool.
+    let second = |v: Option<f64>| yesno(v.map(|v| v <= 1e9));
+    let what = match (n("rec_bytes")?, n("rec_msgs")?, n("rec_segs")?) {
+        (Some(b), Some(m), Some(f)) => format!("{}, {m} × {size} B messages in {f} files", mib(b)),
+        _ => "not built".to_owned(),
+    };
+    t.row([
+        &format!("recovery of a full spool ({what}): `iotbox spool DIR`, wall, page cache warm"),
+        &show(&s.nums("rec_warm")?, 1e6, 0, " ms"),
+        "—",
+        "—",
+        "≤ 1 s",
+        &second(med("rec_warm")?),
+    ]);
+    let cold = n("rec_cold")?;
+    t.row([
+        "… the same once after `echo 3 > /proc/sys/vm/drop_caches` (cold)",
+        &match (cold, s.text("rec_cold_why")) {
+            (Some(c), _) => show(&[c], 1e6, 0, " ms"),
+            (None, Some(why)) => why.to_owned(),
+            (None, None) => "—".to_owned(),
+        },
+        "—",
+        "—",
+        "≤ 1 s",
+        &second(cold),
+    ]);
+    t.row([
+        "… the daemon's own figure at start ('both directions read in T ms'), page cache warm",
+        &show(&s.nums("rec_d")?, 1.0, 0, " ms"),
+        "—",
+        "—",
+        "≤ 1 s",
+        &yesno(med("rec_d")?.map(|v| v <= 1000.0)),
+    ]);
+
+    // Memory with the spool on.
+    let kb_or = |v: Option<f64>| v.map(kb).unwrap_or_else(|| "—".into());
+    let idle = n("rss_d_idle")?;
+    t.row([
+        "RSS with the spool on: connected and idle, VmRSS (the idle row's daemon: every daemon has --spool_dir); peak VmHWM during the publish socket → spool runs; VmHWM after recovering the full spool",
+        &format!(
+            "{} idle; {} peak; {} full spool",
+            kb_or(idle),
+            kb_or(med("sp_hwm_disk")?),
+            kb_or(med("rec_hwm")?)
+        ),
+        "—",
+        "—",
+        "≤ 3 MiB idle",
+        &yesno(idle.map(|r| r <= 3072.0)),
+    ]);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -423,5 +557,59 @@ mod tests {
         );
         assert!(rows.iter().skip(2).all(|r| r.matches(" | ").count() == 5));
         assert!(Samples::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn spool_rows() {
+        let s = Samples::parse(
+            "sp_msgs=20000\nsize=100\nconc=16\nsp_conc_hi=256\n\
+             sp_tp_disk=22000 24000 23000\nsp_tp_none=30000 32000 31000\n\
+             sp_synck_disk=63000 62500 64100\nsp_wb_disk=390 395 380\nsp_wc_disk=134 134 134\n\
+             sp_hwm_disk=1600\nrss_d_idle=1600\nrec_bytes=67108952\nrec_msgs=456520\nrec_segs=64\n\
+             rec_warm=250000000 260000000\nrec_cold=\n\
+             rec_cold_why=not measured: dropping the page cache needs root\nrec_d=204 210\n",
+        )
+        .unwrap();
+        let t = table(&s).unwrap();
+        let row = |start: &str| {
+            t.lines()
+                .find(|l| l.starts_with(&format!("| {start}")))
+                .unwrap_or_else(|| panic!("no row {start:?} in\n{t}"))
+                .to_owned()
+        };
+        assert!(
+            row("publish socket → spool")
+                .ends_with("| 23000 msg/s (22000–24000, n=3) | — | — | ≥ 20000 msg/s | yes |")
+        );
+        assert!(
+            row("… syncs per 1000")
+                .ends_with("| 63.00 (62.50–64.10, n=3) | — | — | ≤ 2 | **no** |")
+        );
+        assert!(
+            row("… bytes written per message")
+                .ends_with("| 390 B (380–395, n=3) | — | — | ≤ 300 B | **no** |")
+        );
+        assert!(
+            row("… the same rate")
+                .ends_with("| 31000 msg/s (30000–32000, n=3) | — | 0.74× | — | — |")
+        );
+        assert!(row("… for scale, 256").contains("| —; —; — |"));
+        assert!(
+            row("recovery of a full spool (64.00 MiB, 456520 × 100 B messages in 64 files)")
+                .ends_with("| 255 ms (250–260, n=2) | — | — | ≤ 1 s | yes |")
+        );
+        assert!(
+            row("… the same once after").ends_with(
+                "| not measured: dropping the page cache needs root | — | — | ≤ 1 s | — |"
+            )
+        );
+        assert!(
+            row("… the daemon's own figure")
+                .ends_with("| 207 ms (204–210, n=2) | — | — | ≤ 1 s | yes |")
+        );
+        assert!(row("RSS with the spool on").ends_with(
+            "| 1.56 MiB idle; 1.56 MiB peak; — full spool | — | — | ≤ 3 MiB idle | yes |"
+        ));
+        assert!(t.lines().skip(2).all(|r| r.matches(" | ").count() == 5));
     }
 }
