@@ -426,11 +426,11 @@ impl Log {
         self.stats.written += self.buffer.len() as u64;
         disk.append(&seg.name, &self.buffer)?;
         if sync || rolled {
-            self.stats.syncs += 1;
+            self.stats.syncs += u64::from(disk.is_durable());
             disk.sync(&seg.name)?;
         }
         if rolled {
-            self.stats.syncs += 1;
+            self.stats.syncs += u64::from(disk.is_durable());
             disk.sync_dir()?;
         }
         if sync || rolled {
