@@ -299,10 +299,13 @@ impl Daemon {
 
     /// Ready to stop: nothing on its way to the broker or to a reader.
     /// With a spool on disk, what was not sent yet waits there for the next
-    /// start; in memory, it is sent first (within the link's grace).
+    /// start, and so does what was sent unconfirmed once the link is down
+    /// (no PUBACK can come); in memory, it is sent first (within the link's
+    /// grace).
     fn is_settled(&self) -> bool {
         if self.spool.is_durable() {
-            self.session.on_the_way_settled() && self.delivery.is_between_messages()
+            (self.session.on_the_way_settled() || !self.session.is_connected())
+                && self.delivery.is_between_messages()
         } else {
             self.session.is_settled()
                 && self.delivery.is_idle()
