@@ -11,8 +11,9 @@
 //!   in any order. Every message before the first one not done is covered
 //!   by a done record, appended at the next commit (not synced for its own
 //!   sake: losing one only sends some messages again).
-//! - A segment whose messages are all done is deleted; the writer moves to
-//!   a new segment past [`Limits::segment_bytes`].
+//! - A segment whose messages are all done is deleted, but never the last
+//!   one synced (its name carries the numbering over a crash); the writer
+//!   moves to a new segment past [`Limits::segment_bytes`].
 //! - [`Log::open`] recovers the log from whatever the files hold: segments
 //!   in the order of the first sequence number in their names, each one's
 //!   records up to the next one's first number (a segment abandoned after a
