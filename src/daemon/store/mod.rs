@@ -208,7 +208,10 @@ impl Spool {
     }
 
     fn open_dir(dir: &Path) -> Result<(DirDisk, File), OpenError> {
-        let disk = DirDisk::new(dir).map_err(OpenError::Io)?;
+        let mut disk = DirDisk::new(dir).map_err(OpenError::Io)?;
+        // A directory that cannot be listed would look empty, and new files
+        // could meet old ones: memory is the honest fallback.
+        disk.list().map_err(OpenError::Io)?;
         let lock = lock(dir)?;
         Ok((disk, lock))
     }
