@@ -1,5 +1,6 @@
 //! The one `mio::Poll` of the daemon: the only place that waits and the only
-//! place that reads the clock.
+//! place that reads the monotonic clock (the spool reads the wall clock for
+//! its time stamps).
 //!
 //! The shape of mio's `tcp_server` and quinn's driver: fixed tokens for the
 //! listener, the broker, the signals, the waker and the delivery connection,
