@@ -28,6 +28,8 @@
 //! message.rs             the `topic\npayload` format: parse, validate, encode;
 //!                        the 10 s read deadline of both sockets
 //! sys.rs                 which system call errors mean "not now"
+//! topic.rs               topic filters: matches, covers (the `$` rule
+//!                        included), pure; for routing among local clients
 //! unix_socket.rs         binding a listening socket safely (stale vs. live
 //!                        vs. not a socket)
 //! daemon/                the pubsub applet
@@ -93,4 +95,5 @@ pub mod error;
 pub mod message;
 pub mod output;
 pub mod sys;
+pub mod topic;
 pub mod unix_socket;
