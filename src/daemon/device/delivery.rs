@@ -248,11 +248,6 @@ impl Delivery {
         self.outbox.is_empty()
     }
 
-    /// Messages waiting or being written.
-    pub fn queued(&self) -> usize {
-        self.outbox.len()
-    }
-
     /// Whether another message may be queued now (see [`Outbox::has_room`]).
     pub fn has_room(&self) -> bool {
         self.outbox.has_room()

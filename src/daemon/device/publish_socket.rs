@@ -74,14 +74,6 @@ impl ClientId {
             .checked_sub(FIRST_CLIENT)
             .map(|n| ClientId(n as u64))
     }
-
-    /// As the session's request id, and back.
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-    pub fn from_u64(id: u64) -> ClientId {
-        ClientId(id)
-    }
 }
 
 /// The status line a client gets.

@@ -68,10 +68,6 @@ impl DirDisk {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.dir
-    }
-
     fn file(&mut self, name: &str) -> io::Result<&File> {
         if let Some(i) = self.open.iter().position(|(n, _)| n == name) {
             let entry = self.open.remove(i);

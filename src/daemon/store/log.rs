@@ -627,6 +627,7 @@ impl Log {
         durable_end.saturating_sub(self.read_seq)
     }
 
+    /// Segment files (for `make bench`'s report).
     pub fn segments(&self) -> usize {
         self.segments.len()
     }
