@@ -167,6 +167,17 @@ pub struct MemDisk {
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
+/// `read_at` on a file held as bytes: what there is from `offset`, as much
+/// as `buf` takes.
+pub(super) fn read_bytes_at(file: &[u8], offset: u64, buf: &mut [u8]) -> usize {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(file.len());
+    let n = buf.len().min(file.len() - start);
+    buf[..n].copy_from_slice(&file[start..start + n]);
+    n
+}
+
 fn not_found(name: &str) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("no file {name}"))
 }
@@ -203,12 +214,7 @@ impl Disk for MemDisk {
 
     fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let file = self.files.get(name).ok_or_else(|| not_found(name))?;
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(file.len());
-        let n = buf.len().min(file.len() - start);
-        buf[..n].copy_from_slice(&file[start..start + n]);
-        Ok(n)
+        Ok(read_bytes_at(file, offset, buf))
     }
 
     fn len(&mut self, name: &str) -> io::Result<u64> {

@@ -267,12 +267,16 @@ impl Spool {
         }
     }
 
+    fn log_ref(&self, direction: Direction) -> &Log {
+        match direction {
+            Direction::Out => &self.out,
+            Direction::In => &self.inbound,
+        }
+    }
+
     /// Bytes a direction holds.
     pub fn bytes(&self, direction: Direction) -> u64 {
-        match direction {
-            Direction::Out => self.out.bytes(),
-            Direction::In => self.inbound.bytes(),
-        }
+        self.log_ref(direction).bytes()
     }
 
     /// New messages may be taken in `direction`: not full (under `block`)
@@ -397,18 +401,12 @@ impl Spool {
 
     /// Durable messages not yet read.
     pub fn unread(&self, direction: Direction) -> u64 {
-        match direction {
-            Direction::Out => self.out.unread(),
-            Direction::In => self.inbound.unread(),
-        }
+        self.log_ref(direction).unread()
     }
 
     /// Messages not done.
     pub fn waiting(&self, direction: Direction) -> u64 {
-        match direction {
-            Direction::Out => self.out.waiting(),
-            Direction::In => self.inbound.waiting(),
-        }
+        self.log_ref(direction).waiting()
     }
 
     /// When to call [`Spool::handle_timeout`].

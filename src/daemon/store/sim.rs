@@ -387,12 +387,7 @@ impl Disk for SimDisk {
     fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         self.read_gate()?;
         let file = &self.files[self.id(name)?].current;
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(file.len());
-        let n = buf.len().min(file.len() - start);
-        buf[..n].copy_from_slice(&file[start..start + n]);
-        Ok(n)
+        Ok(super::disk::read_bytes_at(file, offset, buf))
     }
 
     fn len(&mut self, name: &str) -> io::Result<u64> {
