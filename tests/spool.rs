@@ -50,6 +50,45 @@ fn segment(spool: &std::path::Path, direction: &str) -> std::path::PathBuf {
     found.remove(0)
 }
 
+/// With the broker down: 4 KB messages `NNN xxx...`, one client at a time,
+/// each answered `QUEUED`, until the daemon's log says `stop` (fewer than
+/// `max` of them). The client sent then is not answered yet: returns how
+/// many were queued and where that client's reply will come.
+fn queue_until(
+    env: &Env,
+    daemon: &Proc,
+    stop: &str,
+    max: usize,
+) -> (usize, mpsc::Receiver<Option<Vec<u8>>>) {
+    let filler = "x".repeat(4000);
+    let mut queued = 0;
+    loop {
+        let (tx, rx) = mpsc::channel();
+        let smsg = env.smsg();
+        let body = message(&format!("{queued:03} {filler}"));
+        thread::spawn(move || {
+            let _ = tx.send(try_send(&smsg, &body));
+        });
+        let end = deadline();
+        loop {
+            if let Ok(reply) = rx.try_recv() {
+                assert_eq!(reply.as_deref(), Some(&b"QUEUED\n"[..]), "message {queued}");
+                queued += 1;
+                break;
+            }
+            if daemon.stderr_text().contains(stop) {
+                return (queued, rx);
+            }
+            assert!(
+                Instant::now() < end,
+                "neither an answer nor {stop:?} in the log"
+            );
+            thread::sleep(POLL);
+        }
+        assert!(queued < max, "{queued} messages of 4 KB before {stop:?}");
+    }
+}
+
 /// A burst of write-and-close clients (the original `awsapp send` never
 /// reads its status) is published, not refused: 20,000 of them, one after
 /// the other, against a connected daemon, and every one reaches a
@@ -279,40 +318,12 @@ fn a_full_spool_blocks_new_clients_until_there_is_room() {
     let mut daemon = env.spawn_pubsub(Via::Iotbox, &args);
     wait_subscribed(&mut daemon);
     let mut reader = DeliveryListener::bind(&env.rmsg());
-    let filler = "x".repeat(4000);
-    let mut queued = 0;
-    let mut blocked = None;
+    let mut stopped = None;
     broker.restart(|| {
         wait_lost(&mut daemon);
-        let full = |d: &Proc| d.stderr_text().contains("the spool is full");
-        while blocked.is_none() {
-            let (tx, rx) = mpsc::channel();
-            let smsg = env.smsg();
-            let body = message(&format!("{queued:03} {filler}"));
-            thread::spawn(move || {
-                let _ = tx.send(try_send(&smsg, &body));
-            });
-            let end = deadline();
-            loop {
-                if let Ok(reply) = rx.try_recv() {
-                    assert_eq!(reply.as_deref(), Some(&b"QUEUED\n"[..]), "message {queued}");
-                    queued += 1;
-                    break;
-                }
-                if full(&daemon) {
-                    blocked = Some(rx);
-                    break;
-                }
-                assert!(Instant::now() < end, "neither an answer nor a full spool");
-                thread::sleep(POLL);
-            }
-            assert!(
-                queued < 100,
-                "a 64 KiB spool took {queued} messages of 4 KB"
-            );
-        }
+        stopped = Some(queue_until(&env, &daemon, "the spool is full", 100));
     });
-    let blocked = blocked.expect("a client waits");
+    let (queued, blocked) = stopped.expect("a client waits");
     assert!(
         queued >= 10,
         "only {queued} messages before the spool was full"
@@ -482,38 +493,10 @@ fn a_full_disk_answers_nothing_until_a_write_works_again() {
     let mut daemon = Proc::spawn("iotbox pubsub (spool on a small tmpfs)", cmd);
     wait_subscribed(&mut daemon);
     let mut reader = DeliveryListener::bind(&env.rmsg());
-    let filler = "x".repeat(4000);
-    let mut queued = 0;
-    let mut waiting = None;
+    let mut stopped = None;
     broker.restart(|| {
         wait_lost(&mut daemon);
-        let failed = |d: &Proc| d.stderr_text().contains("spool: cannot write to");
-        while waiting.is_none() {
-            let (tx, rx) = mpsc::channel();
-            let smsg = env.smsg();
-            let body = message(&format!("{queued:03} {filler}"));
-            thread::spawn(move || {
-                let _ = tx.send(try_send(&smsg, &body));
-            });
-            let end = deadline();
-            loop {
-                if let Ok(reply) = rx.try_recv() {
-                    assert_eq!(reply.as_deref(), Some(&b"QUEUED\n"[..]), "message {queued}");
-                    queued += 1;
-                    break;
-                }
-                if failed(&daemon) {
-                    waiting = Some(rx);
-                    break;
-                }
-                assert!(Instant::now() < end, "neither an answer nor a failed write");
-                thread::sleep(POLL);
-            }
-            assert!(
-                queued < 200,
-                "a 512 KiB disk took {queued} messages of 4 KB"
-            );
-        }
+        let (queued, waiting) = queue_until(&env, &daemon, "spool: cannot write to", 200);
         // Not answered while the disk is full (the daemon retries after
         // 1 s, then 2 s: give it two tries).
         daemon.wait_stderr_line(
@@ -523,14 +506,15 @@ fn a_full_disk_answers_nothing_until_a_write_works_again() {
         );
         let until = Instant::now() + Duration::from_millis(2500);
         while Instant::now() < until {
-            if let Ok(reply) = waiting.as_ref().expect("waiting").try_recv() {
+            if let Ok(reply) = waiting.try_recv() {
                 panic!("answered while the disk is full: {reply:?}");
             }
             thread::sleep(POLL);
         }
+        stopped = Some((queued, waiting));
     });
+    let (queued, waiting) = stopped.expect("a client waits");
     let reply = waiting
-        .expect("a client waits")
         .recv_timeout(timeout())
         .expect("the waiting client was never answered");
     if !matches!(reply.as_deref(), Some(b"OK\n" | b"QUEUED\n")) {
