@@ -373,6 +373,10 @@ impl Spool {
     /// The next durable message not yet read in `direction`, in order;
     /// messages older than `--spool_max_age` are skipped (done, counted).
     pub fn next(&mut self, now: Instant, direction: Direction) -> Option<Message> {
+        // The common case, on every pass of the loop: nothing new.
+        if self.log_ref(direction).unread() == 0 {
+            return None;
+        }
         let wall = wall_clock();
         let max_age = self.max_age;
         loop {
