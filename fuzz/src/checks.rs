@@ -8,7 +8,7 @@
 // Plain `//` comments only: this file is also a module of another crate.
 
 use bytes::BytesMut;
-use iotbox::daemon::broker::codec::{self, DecodeError, Inbound, QoS};
+use iotbox::daemon::codec::{self, DecodeError, Inbound, QoS};
 use iotbox::daemon::broker::proxy::{self, Reply};
 use iotbox::daemon::broker::session::{self, Event, Session};
 use iotbox::message;

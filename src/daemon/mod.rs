@@ -3,11 +3,12 @@
 
 pub mod backoff;
 pub mod broker;
+pub mod codec;
 pub mod device;
 pub mod event_loop;
 pub mod store;
 
-use broker::{codec, crypto, link, session, tls};
+use broker::{crypto, link, session, tls};
 
 use crate::cli::{self, PubsubArgs};
 use crate::error::{Error, runtime, usage};

@@ -4,7 +4,6 @@
 //! give up; both are sans-IO. [`transport`] moves their bytes through TCP,
 //! an optional proxy tunnel and rustls.
 
-pub mod codec;
 pub mod crypto;
 pub mod link;
 pub mod proxy;

@@ -29,7 +29,7 @@
 //! (sent again with DUP when the broker resumed the session, as new
 //! otherwise) and publishes waiting for a connection, in order.
 
-use super::codec::{self, Inbound, QoS};
+use crate::daemon::codec::{self, Inbound, QoS};
 use super::rate::RateLimit;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;

@@ -5,4 +5,5 @@
 //! connection each.
 
 pub mod delivery;
+pub mod local;
 pub mod publish_socket;

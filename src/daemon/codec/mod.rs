@@ -23,10 +23,152 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
     ConnAck, Connect, ConnectProperties, Disconnect, Filter, FixedHeader, PubAck, PubAckReason,
-    Publish, SubAck, Subscribe,
+    Publish, PublishProperties, SubAck, Subscribe,
 };
 pub use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, SubscribeReasonCode};
 use std::fmt;
+
+pub mod server;
+
+/// What a PUBLISH carries besides its topic, payload and QoS that passes
+/// through the daemon unchanged, both ways: the retain flag and the
+/// application's properties (MQTT 5, 3.3.2.3). Topic aliases and
+/// subscription identifiers belong to one connection and never pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attributes {
+    pub retain: bool,
+    pub payload_format: Option<u8>,
+    /// Seconds the message stays valid (counted down while it waits).
+    pub message_expiry: Option<u32>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Bytes>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// Property identifiers (MQTT 5, 2.2.2.2) of the attributes.
+const PAYLOAD_FORMAT: u8 = 0x01;
+const MESSAGE_EXPIRY: u8 = 0x02;
+const CONTENT_TYPE: u8 = 0x03;
+const RESPONSE_TOPIC: u8 = 0x08;
+const CORRELATION_DATA: u8 = 0x09;
+const USER_PROPERTY: u8 = 0x26;
+
+impl Attributes {
+    /// Nothing set: the message is plain topic and payload.
+    pub fn is_plain(&self) -> bool {
+        *self == Attributes::default()
+    }
+
+    /// Appends the attributes in the spool's form: a flags byte (bit 0:
+    /// retain), then each property as MQTT 5 writes it (identifier, value).
+    /// Strings longer than 65,535 bytes cannot come from MQTT; they are cut.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        fn string(out: &mut Vec<u8>, id: u8, s: &[u8]) {
+            let s = &s[..s.len().min(usize::from(u16::MAX))];
+            out.push(id);
+            out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            out.extend_from_slice(s);
+        }
+        out.push(u8::from(self.retain));
+        if let Some(f) = self.payload_format {
+            out.extend_from_slice(&[PAYLOAD_FORMAT, f]);
+        }
+        if let Some(e) = self.message_expiry {
+            out.push(MESSAGE_EXPIRY);
+            out.extend_from_slice(&e.to_be_bytes());
+        }
+        if let Some(c) = &self.content_type {
+            string(out, CONTENT_TYPE, c.as_bytes());
+        }
+        if let Some(r) = &self.response_topic {
+            string(out, RESPONSE_TOPIC, r.as_bytes());
+        }
+        if let Some(d) = &self.correlation_data {
+            string(out, CORRELATION_DATA, d);
+        }
+        for (k, v) in &self.user_properties {
+            string(out, USER_PROPERTY, k.as_bytes());
+            let v = &v.as_bytes()[..v.len().min(usize::from(u16::MAX))];
+            out.extend_from_slice(&(v.len() as u16).to_be_bytes());
+            out.extend_from_slice(v);
+        }
+    }
+
+    /// Reads what [`Attributes::encode`] wrote; `None` if it is damaged.
+    pub fn decode(bytes: &[u8]) -> Option<Attributes> {
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
+            *rest = tail;
+            Some(head)
+        }
+        fn text(rest: &mut &[u8]) -> Option<String> {
+            let len = take(rest, 2)?;
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            String::from_utf8(take(rest, len)?.to_vec()).ok()
+        }
+        let (&flags, mut rest) = bytes.split_first()?;
+        let mut a = Attributes {
+            retain: flags & 1 != 0,
+            ..Attributes::default()
+        };
+        while let Some((&id, tail)) = rest.split_first() {
+            rest = tail;
+            match id {
+                PAYLOAD_FORMAT => a.payload_format = Some(take(&mut rest, 1)?[0]),
+                MESSAGE_EXPIRY => {
+                    let b = take(&mut rest, 4)?;
+                    a.message_expiry = Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                }
+                CONTENT_TYPE => a.content_type = Some(text(&mut rest)?),
+                RESPONSE_TOPIC => a.response_topic = Some(text(&mut rest)?),
+                CORRELATION_DATA => {
+                    let len = take(&mut rest, 2)?;
+                    let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+                    a.correlation_data = Some(Bytes::copy_from_slice(take(&mut rest, len)?));
+                }
+                USER_PROPERTY => {
+                    let k = text(&mut rest)?;
+                    let v = text(&mut rest)?;
+                    a.user_properties.push((k, v));
+                }
+                _ => return None,
+            }
+        }
+        Some(a)
+    }
+
+    /// From a PUBLISH as rumqttc decodes it (MQTT 5).
+    pub fn from_v5(retain: bool, properties: Option<PublishProperties>) -> Attributes {
+        let p = properties.unwrap_or_default();
+        Attributes {
+            retain,
+            payload_format: p.payload_format_indicator,
+            message_expiry: p.message_expiry_interval,
+            content_type: p.content_type,
+            response_topic: p.response_topic,
+            correlation_data: p.correlation_data,
+            user_properties: p.user_properties,
+        }
+    }
+
+    /// The properties for rumqttc's PUBLISH encoder (MQTT 5), with the
+    /// subscription identifiers a local delivery carries; `None` when
+    /// there are none (no property section at all).
+    pub fn to_v5(&self, subscription_ids: &[u32]) -> Option<PublishProperties> {
+        let props = PublishProperties {
+            payload_format_indicator: self.payload_format,
+            message_expiry_interval: self.message_expiry,
+            topic_alias: None,
+            response_topic: self.response_topic.clone(),
+            correlation_data: self.correlation_data.clone(),
+            user_properties: self.user_properties.clone(),
+            subscription_identifiers: subscription_ids.iter().map(|&i| i as usize).collect(),
+            content_type: self.content_type.clone(),
+        };
+        (props != PublishProperties::default()).then_some(props)
+    }
+}
 
 /// A packet from the broker, reduced to what the session acts on.
 #[derive(Debug, PartialEq)]
