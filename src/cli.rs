@@ -112,6 +112,18 @@ pub struct PubsubArgs {
     /// default) or drop_oldest (keep the newest, count what is dropped)
     #[argh(option, long = "when-full")]
     pub when_full: Option<String>,
+    /// MQTT endpoint for local programs, a UNIX socket (default
+    /// /tmp/iotbox_mqtt; none: off)
+    #[argh(option, long = "local-socket")]
+    pub local_socket: Option<String>,
+    /// MQTT endpoint for local programs over TCP, a loopback ADDR:PORT
+    /// such as 127.0.0.1:1883 (default: off)
+    #[argh(option, long = "local-listen")]
+    pub local_listen: Option<String>,
+    /// topic filter local MQTT clients may publish and subscribe to;
+    /// repeatable (default: #, every topic but $-topics such as $aws/...)
+    #[argh(option, long = "local-topics")]
+    pub local_topics: Vec<String>,
     /// write topic\npayload to the delivery socket instead of the payload only
     #[argh(switch, long = "deliver-topic")]
     pub deliver_topic: bool,

@@ -19,6 +19,8 @@
 //! delivery's client tables, the [`Spool`]. This file only moves bytes,
 //! messages and events between them and the sockets.
 
+mod local;
+
 use super::Config;
 use super::broker::link::{Action, Link};
 use super::broker::resolve::{self, Lookup};
@@ -28,6 +30,8 @@ use super::broker::session::{
 use super::broker::tls;
 use super::broker::transport::{Failure, Transport};
 use super::device::delivery::Delivery;
+use super::device::local::LocalServer;
+use super::device::local::routes::{Route, Routes};
 use super::device::publish_socket::{ClientId, PublishSocket, Status, Submission};
 use super::store::{Direction, Message, Spool};
 use crate::error::{Error, runtime};
@@ -47,6 +51,16 @@ const BROKER: Token = Token(1);
 const SIGNALS: Token = Token(2);
 const WAKER: Token = Token(3);
 const DELIVERY: Token = Token(4);
+const LOCAL_UNIX: Token = Token(5);
+const LOCAL_TCP: Token = Token(6);
+
+/// AWS IoT Core's limit on subscriptions per connection: the `--topic`
+/// filters and those of local clients together.
+const UPSTREAM_FILTERS: usize = 50;
+
+/// Room for MQTT headers and properties in a local client's packet
+/// beside the largest payload.
+const LOCAL_PACKET_HEADROOM: usize = 16 * 1024;
 
 /// Plaintext read at a time from the broker or a client.
 const SCRATCH: usize = 16 * 1024;
@@ -121,6 +135,17 @@ struct Daemon {
     inbound_notes: Throttle,
     /// QoS 0 messages from the broker dropped while the spool was full.
     dropped_qos0: u64,
+    /// The local MQTT endpoint.
+    local: LocalServer,
+    routes: Routes,
+    route_scratch: Vec<Route>,
+    /// Local QoS 1 publishes appended this turn: (seq, client, packet id),
+    /// acknowledged once durable.
+    local_accepted: Vec<(u64, u64, u16)>,
+    pending_subacks: Vec<local::PendingSubAck>,
+    /// Local refusals and drops: logged at most once a minute.
+    local_notes: Throttle,
+    local_dropped: u64,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (`Ok`) or a fatal error.
@@ -176,6 +201,15 @@ impl Daemon {
             PUBLISH_LISTENER,
         )
         .map_err(|e| runtime!("{e}"))?;
+        let local = LocalServer::bind(
+            &config.local,
+            config.socket_mode,
+            config.session.max_payload + LOCAL_PACKET_HEADROOM,
+            poll.registry(),
+            (LOCAL_UNIX, LOCAL_TCP),
+        )
+        .map_err(|e| runtime!("{e}"))?;
+        let routes = Routes::new(config.session.filters.clone(), UPSTREAM_FILTERS);
         let delivery = Delivery::new(
             config.sub_socket.clone(),
             config.deliver_topic,
@@ -211,6 +245,13 @@ impl Daemon {
             blocked_notes: Throttle::new(LOG_INTERVAL),
             inbound_notes: Throttle::new(LOG_INTERVAL),
             dropped_qos0: 0,
+            local,
+            routes,
+            route_scratch: Vec::new(),
+            local_accepted: Vec::new(),
+            pending_subacks: Vec::new(),
+            local_notes: Throttle::new(LOG_INTERVAL),
+            local_dropped: 0,
             config,
         })
     }
@@ -228,9 +269,13 @@ impl Daemon {
             // What this turn appended is made durable at the end of the
             // next one, and accepting may resume: it must come at once.
             let now = Instant::now();
-            let commit_due = ((!self.accepted.is_empty() || !self.owed_acks.is_empty())
+            let commit_due = ((!self.accepted.is_empty()
+                || !self.owed_acks.is_empty()
+                || !self.local_accepted.is_empty())
                 && self.spool.may_commit(now))
                 || self.publish.wants_accept(now)
+                || self.local.wants_accept(now)
+                || (self.local.has_unread() && self.spool.has_room(Direction::Out))
                 || (self.accept_blocked && self.spool.has_room(Direction::Out));
             let timeout = if commit_due || (self.broker_unread && self.may_read_broker()) {
                 Some(std::time::Duration::ZERO)
@@ -259,6 +304,13 @@ impl Daemon {
             SIGNALS => self.on_signals(now),
             WAKER => self.on_resolved(now),
             DELIVERY => self.delivery.on_writable(now, self.poll.registry()),
+            LOCAL_UNIX | LOCAL_TCP => self.accept_local(now),
+            token if self.local.number_of(token).is_some() => {
+                if let Some(number) = self.local.number_of(token) {
+                    let may_read = self.spool.has_room(Direction::Out);
+                    self.local.on_ready(now, number, &mut self.scratch, may_read);
+                }
+            }
             token if ClientId::from_token(token).is_some() => self.on_client(now, token),
             _ => {} // sporadic events happen
         }
@@ -281,6 +333,14 @@ impl Daemon {
             self.accept_clients(now);
         }
         self.spool.handle_timeout(now);
+        self.local.handle_timeout(now);
+        if self.local.wants_accept(now) {
+            self.accept_local(now);
+        }
+        if self.spool.has_room(Direction::Out) {
+            self.local.read_unread(now, &mut self.scratch);
+        }
+        self.expire_subacks(now, false);
         self.answer_unconfirmed(now);
         self.delivery.handle_timeout(now, self.poll.registry());
         if let Some(n) = self.refusals.flush(now) {
@@ -336,6 +396,7 @@ impl Daemon {
         for ack in self.owed_acks.drain(..) {
             self.session.acknowledge(now, ack);
         }
+        self.acknowledge_local();
         self.process(now);
     }
 
@@ -422,7 +483,18 @@ impl Daemon {
             return false;
         };
         let seq = m.seq;
-        match self.session.publish(now, seq, m.topic, m.payload) {
+        let Some(attributes) = Daemon::outbound_attributes(&m.meta, m.time) else {
+            log::info!("a local client's message expired in the spool; not sent");
+            self.spool.done(Direction::Out, seq);
+            return true;
+        };
+        // A local client's message (it has meta data) has no status line.
+        let id = if m.meta.is_empty() {
+            seq
+        } else {
+            seq | local::LOCAL_ORIGIN
+        };
+        match self.session.publish(now, id, m.topic, m.payload, attributes) {
             Ok(()) => true,
             // Stopping: it stays in the spool.
             Err(Rejected::Closed) => false,
@@ -464,6 +536,7 @@ impl Daemon {
                 busy = true;
             }
             busy |= self.feed(now);
+            busy |= self.process_local(now);
             if !busy {
                 return;
             }
@@ -494,6 +567,8 @@ impl Daemon {
             self.refusals.deadline(),
             self.spool.poll_timeout(),
             self.awaiting.first_key_value().map(|(_, (_, at))| *at),
+            self.local.next_deadline(),
+            self.subacks_deadline(),
             self.blocked_notes.deadline(),
             self.inbound_notes.deadline(),
         ]
@@ -518,7 +593,10 @@ impl Daemon {
                     transport.close(self.poll.registry());
                 }
             }
-            Action::StopAccepting => self.publish.stop_accepting(self.poll.registry()),
+            Action::StopAccepting => {
+                self.publish.stop_accepting(self.poll.registry());
+                self.local.stop_listening(self.poll.registry());
+            }
             Action::CloseSession => self.close_session(now),
             Action::Exit(result) => {
                 // The last done marks: fewer messages sent twice after the
@@ -732,6 +810,10 @@ impl Daemon {
             Event::SubscribeRefused { filter, reason } => self.link.handle_subscribe_refused(
                 format!("the broker refused the subscription to {filter}: {reason}"),
             ),
+            Event::Published(id) if id & local::LOCAL_ORIGIN != 0 => {
+                self.spool.done(Direction::Out, id & !local::LOCAL_ORIGIN);
+                self.link.handle_published(now);
+            }
             Event::Published(seq) => {
                 self.spool.done(Direction::Out, seq);
                 if let Some((client, _)) = self.awaiting.remove(&seq) {
@@ -740,14 +822,23 @@ impl Daemon {
                 self.say("Publish Succeed.");
                 self.link.handle_published(now);
             }
-            Event::PublishFailed(seq, reason) => self.publish_failed(seq, &reason),
+            Event::PublishFailed(id, reason) => {
+                self.publish_failed(id & !local::LOCAL_ORIGIN, &reason)
+            }
+            Event::SubscribeResult { filter, result } => {
+                self.on_subscribe_result(now, filter, result)
+            }
             // Only from `close_session`, which answers them itself.
             Event::Unconfirmed(_) | Event::Unsent(_) => {}
             Event::Message {
                 topic,
                 payload,
+                attributes,
                 ack,
             } => {
+                if !self.route_inbound(now, &topic, &payload, attributes.as_deref(), ack) {
+                    return;
+                }
                 self.say(&format!(
                     "Publish received on topic {}:{}",
                     String::from_utf8_lossy(&topic),
@@ -767,6 +858,7 @@ impl Daemon {
                 }
                 // Kept in the spool; sent after the reconnect.
                 self.answer_all_queued();
+                self.expire_subacks(now, true);
                 self.link.handle_lost(now, &reason, taken_over);
             }
         }
@@ -946,6 +1038,11 @@ impl Daemon {
         for (_, (client, _)) in std::mem::take(&mut self.awaiting) {
             self.publish.reply(client, status, registry);
         }
+        if committed {
+            self.acknowledge_local();
+        }
+        self.local_accepted.clear();
+        self.local.close_all(self.poll.registry());
         self.spool.log_totals();
         let out = self.spool.waiting(Direction::Out);
         let inbound = self.spool.waiting(Direction::In);

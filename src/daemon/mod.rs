@@ -62,6 +62,7 @@ pub struct Config {
     pub socket_mode: u32,
     pub deliver_topic: bool,
     pub spool: store::Config,
+    pub local: device::local::Config,
 }
 
 /// The TLS files and the rustls configuration built from them. SIGHUP
@@ -233,8 +234,10 @@ impl Config {
         }
 
         let spool = spool_config(&flags)?;
+        let local = local_config(&flags)?;
         Ok(Config {
             spool,
+            local,
             link: link::Config {
                 target: format!("{endpoint}:{port}"),
                 count: flags.count,
@@ -263,6 +266,46 @@ impl Config {
             deliver_topic: flags.deliver_topic,
         })
     }
+}
+
+/// `--local_socket`, `--local_listen`, `--local_topics`.
+fn local_config(flags: &PubsubArgs) -> Result<device::local::Config, Error> {
+    use device::local::{Config, DEFAULT_SOCKET, MAX_CLIENTS};
+    let socket = match flags.local_socket.as_deref() {
+        None => Some(PathBuf::from(DEFAULT_SOCKET)),
+        Some("none") => None,
+        Some("") => return Err(usage!("--local_socket is empty (give a path, or none)")),
+        Some(path) => Some(PathBuf::from(path)),
+    };
+    let listen = match flags.local_listen.as_deref() {
+        None => None,
+        Some(text) => {
+            let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+                usage!("--local_listen {text:?}: expected a loopback ADDR:PORT such as 127.0.0.1:1883 or [::1]:1883")
+            })?;
+            if !addr.ip().is_loopback() {
+                return Err(usage!(
+                    "--local_listen {addr}: only loopback addresses (127.0.0.1, ::1): the endpoint has no authentication, so whoever reaches it publishes as this device"
+                ));
+            }
+            Some(addr)
+        }
+    };
+    let topics = if flags.local_topics.is_empty() {
+        vec!["#".to_owned()]
+    } else {
+        flags.local_topics.clone()
+    };
+    for filter in &topics {
+        message::validate_filter(filter).map_err(|e| usage!("--local_topics: {e}"))?;
+    }
+    Ok(Config {
+        socket,
+        socket_is_default: flags.local_socket.is_none(),
+        listen,
+        topics,
+        max_clients: MAX_CLIENTS,
+    })
 }
 
 /// `--spool_dir`, `--spool_size`, `--spool_max_age`, `--when_full`.

@@ -833,13 +833,21 @@ impl Env {
         self.path("spool")
     }
 
+    /// The local MQTT endpoint every daemon of this test uses unless its
+    /// flags name another: `DIR/mqtt` (never the machine's default
+    /// `/tmp/iotbox_mqtt`).
+    pub fn local_socket(&self) -> PathBuf {
+        self.path("mqtt")
+    }
+
     /// A command running the binary through the symlink `name` (`iotbox`,
     /// `awsapp`, `mqtt5_pubsub`, or any other name: a new symlink is made).
     ///
     /// The daemon (`mqtt5_pubsub ...`, `iotbox pubsub ...`) gets
-    /// `--spool_dir DIR/spool` unless `args` give one: a test never uses
-    /// (or creates) the machine's `/var/lib/iotbox`, and tests running side
-    /// by side never share a spool.
+    /// `--spool_dir DIR/spool` and `--local_socket DIR/mqtt` unless `args`
+    /// give them: a test never uses (or creates) the machine's
+    /// `/var/lib/iotbox` or `/tmp/iotbox_mqtt`, and tests running side by
+    /// side never share them.
     pub fn applet(&self, name: &str, args: &[&OsStr]) -> Command {
         let link = self.bin_dir.join(name);
         if fs::symlink_metadata(&link).is_err() {
@@ -856,6 +864,14 @@ impl Env {
         });
         if daemon && !names_spool {
             cmd.arg("--spool_dir").arg(self.spool());
+        }
+        let names_local = args.iter().any(|a| {
+            a.to_str().is_some_and(|a| {
+                a.starts_with("--local_socket") || a.starts_with("--local-socket")
+            })
+        });
+        if daemon && !names_local {
+            cmd.arg("--local_socket").arg(self.local_socket());
         }
         cmd.current_dir(self.dir.path());
         cmd

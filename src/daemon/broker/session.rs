@@ -29,7 +29,7 @@
 //! (sent again with DUP when the broker resumed the session, as new
 //! otherwise) and publishes waiting for a connection, in order.
 
-use crate::daemon::codec::{self, Inbound, QoS};
+use crate::daemon::codec::{self, Attributes, Inbound, QoS};
 use super::rate::RateLimit;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -125,7 +125,15 @@ pub enum Event {
     Message {
         topic: Bytes,
         payload: Bytes,
+        /// Retain and properties, when the message has any.
+        attributes: Option<Box<Attributes>>,
         ack: Option<InboundAck>,
+    },
+    /// The broker's answer for a filter of [`Session::subscribe`]: `Ok`
+    /// with the granted QoS, or the refusal's reason code and words.
+    SubscribeResult {
+        filter: String,
+        result: Result<(), (u8, String)>,
     },
     /// The connection is gone; drop the transport and reconnect later.
     ConnectionLost {
@@ -209,8 +217,20 @@ struct Outgoing {
     id: RequestId,
     topic: Bytes,
     payload: Bytes,
+    /// Retain and properties, for a message from a local MQTT client.
+    attributes: Option<Box<Attributes>>,
     /// 0 until sent at QoS 1.
     pkid: u16,
+}
+
+/// A SUBSCRIBE waiting for its SUBACK.
+#[derive(Debug)]
+struct Subscribing {
+    pkid: u16,
+    filters: Vec<String>,
+    /// `config.filters` (their outcome is `Subscribed`/`SubscribeRefused`)
+    /// or local ones (`SubscribeResult`).
+    fixed: bool,
 }
 
 /// Limits the broker set in its CONNACK.
@@ -261,7 +281,19 @@ pub struct Session {
     last_sent: Option<Instant>,
     last_received: Option<Instant>,
     /// SUBSCRIBE packet ids and their filters, waiting for SUBACK.
-    subscribing: Vec<(u16, Vec<String>)>,
+    subscribing: Vec<Subscribing>,
+    /// Filters subscribed for local clients (the event loop's routing
+    /// decides which), beyond `config.filters`: subscribed again on every
+    /// new session.
+    local_filters: Vec<String>,
+    /// Local filters given up while a kept session could not hear it: sent
+    /// as UNSUBSCRIBE on the next connection.
+    unsubscribe_later: Vec<String>,
+    /// `local_filters` changed while not connected: a kept session does not
+    /// have the new ones.
+    local_changed: bool,
+    /// UNSUBSCRIBE packet ids waiting for UNSUBACK (their ids stay busy).
+    unsubscribing: Vec<u16>,
     /// A filter was refused since the last subscribe: no `Subscribed`.
     subscribe_refused: bool,
     /// Every SUBSCRIBE of the last round was acknowledged: a resumed
@@ -297,6 +329,10 @@ impl Session {
             last_sent: None,
             last_received: None,
             subscribing: Vec::new(),
+            local_filters: Vec::new(),
+            unsubscribe_later: Vec::new(),
+            local_changed: false,
+            unsubscribing: Vec::new(),
             subscribe_refused: false,
             subscriptions_confirmed: false,
             next_pkid: 0,
@@ -433,6 +469,7 @@ impl Session {
         id: RequestId,
         topic: Bytes,
         payload: Bytes,
+        attributes: Option<Box<Attributes>>,
     ) -> Result<(), Rejected> {
         if self.state == State::Closed {
             return Err(Rejected::Closed);
@@ -454,6 +491,7 @@ impl Session {
             id,
             topic,
             payload,
+            attributes,
             pkid: 0,
         });
         self.check_pending_bytes();
@@ -528,6 +566,54 @@ impl Session {
         }
     }
 
+    /// Subscribes to `filters` for local clients, now if connected and on
+    /// every new session; the outcome of each comes as `SubscribeResult`
+    /// (again after each new session).
+    pub fn subscribe(&mut self, now: Instant, filters: &[String]) {
+        let new: Vec<String> = filters
+            .iter()
+            .filter(|f| !self.local_filters.contains(f))
+            .cloned()
+            .collect();
+        self.unsubscribe_later.retain(|f| !new.contains(f));
+        self.local_filters.extend(new.iter().cloned());
+        if self.state == State::Connected {
+            self.send_subscribe(&new, false);
+            self.sent(now);
+        } else {
+            self.local_changed = true;
+        }
+    }
+
+    /// Gives up local filters of [`Session::subscribe`].
+    pub fn unsubscribe(&mut self, now: Instant, filters: &[String]) {
+        let gone: Vec<String> = filters
+            .iter()
+            .filter(|f| self.local_filters.contains(f))
+            .cloned()
+            .collect();
+        self.local_filters.retain(|f| !gone.contains(f));
+        if self.state == State::Connected {
+            self.send_unsubscribe(&gone);
+            self.sent(now);
+        } else if self.config.session_expiry > 0 {
+            // A kept session still has them: say so when back.
+            self.unsubscribe_later.extend(gone);
+        }
+    }
+
+    /// A kept session came back: it has the local filters of before the
+    /// connection was lost, not those changed since.
+    fn catch_up_local(&mut self, now: Instant) {
+        if std::mem::take(&mut self.local_changed) {
+            let local = self.local_filters.clone();
+            self.send_subscribe(&local, false);
+        }
+        let gone = std::mem::take(&mut self.unsubscribe_later);
+        self.send_unsubscribe(&gone);
+        self.sent(now);
+    }
+
     // ----- output -----
 
     /// Bytes to hand to the transport, oldest first. Call
@@ -589,7 +675,10 @@ impl Session {
         self.connection += 1;
         self.inbuf.clear();
         self.timers = [None; 5];
+        // A kept session may lack a local filter whose SUBACK never came.
+        self.local_changed |= self.subscribing.iter().any(|s| !s.fixed);
         self.subscribing.clear();
+        self.unsubscribing.clear();
         self.limits = Limits::unknown(&self.config);
         self.on_wire = 0;
         self.last_sent = None;
@@ -736,9 +825,11 @@ impl Session {
                         pkid: p.pkid,
                     });
                 }
+                let attributes = Attributes::from_v5(p.retain, p.properties);
                 self.events.push_back(Event::Message {
                     topic: p.topic,
                     payload: p.payload,
+                    attributes: (!attributes.is_plain()).then(|| Box::new(attributes)),
                     ack,
                 });
             }
@@ -757,6 +848,10 @@ impl Session {
                 } else {
                     log::debug!("PUBACK for unknown packet id {pkid}");
                 }
+            }
+            (Inbound::UnsubAck { pkid }, _) => {
+                self.unsubscribing.retain(|id| *id != pkid);
+                self.send_pending(now);
             }
             (Inbound::SubAck(ack), _) => {
                 self.on_suback(ack);
@@ -818,6 +913,7 @@ impl Session {
             // send_pending sends them again, with DUP, in their order, as
             // far as the (new) receive maximum allows.
             self.events.push_back(Event::Subscribed);
+            self.catch_up_local(now);
         } else if resumed {
             // The session is kept, but a SUBACK never came: the broker may
             // not have that SUBSCRIBE. Subscribing again is harmless.
@@ -836,21 +932,52 @@ impl Session {
     }
 
     fn subscribe_all(&mut self, now: Instant) {
-        let qos = self.effective_qos();
         self.subscribe_refused = false;
         self.subscriptions_confirmed = false;
-        let filters = self.config.filters.clone();
+        let fixed = self.config.filters.clone();
+        self.send_subscribe(&fixed, true);
+        let local = self.local_filters.clone();
+        self.send_subscribe(&local, false);
+        self.local_changed = false;
+        self.unsubscribe_later.clear();
+        self.sent(now);
+        if !self.subscribing.iter().any(|s| s.fixed) {
+            self.subscriptions_confirmed = true;
+            self.events.push_back(Event::Subscribed);
+        }
+    }
+
+    /// Queues SUBSCRIBEs for `filters`, at most
+    /// [`FILTERS_PER_SUBSCRIBE`] a packet.
+    fn send_subscribe(&mut self, filters: &[String], fixed: bool) {
+        // A local client asks for QoS 1 (or 0); the daemon takes what it
+        // can and each local subscription gets its own granted QoS.
+        let qos = if fixed {
+            self.effective_qos()
+        } else {
+            self.limits.max_qos
+        };
         for chunk in filters.chunks(FILTERS_PER_SUBSCRIBE) {
             let pkid = self.next_packet_id();
             match codec::encode_subscribe(&mut self.out, pkid, chunk, qos) {
-                Ok(()) => self.subscribing.push((pkid, chunk.to_vec())),
+                Ok(()) => self.subscribing.push(Subscribing {
+                    pkid,
+                    filters: chunk.to_vec(),
+                    fixed,
+                }),
                 Err(e) => log::warn!("cannot subscribe to {chunk:?}: {}", e.0),
             }
         }
-        self.sent(now);
-        if self.subscribing.is_empty() {
-            self.subscriptions_confirmed = true;
-            self.events.push_back(Event::Subscribed);
+    }
+
+    /// Queues UNSUBSCRIBEs for `filters`.
+    fn send_unsubscribe(&mut self, filters: &[String]) {
+        for chunk in filters.chunks(FILTERS_PER_SUBSCRIBE) {
+            let pkid = self.next_packet_id();
+            match codec::encode_unsubscribe(&mut self.out, pkid, chunk) {
+                Ok(()) => self.unsubscribing.push(pkid),
+                Err(e) => log::warn!("cannot unsubscribe from {chunk:?}: {}", e.0),
+            }
         }
     }
 
@@ -858,11 +985,11 @@ impl Session {
     /// filter is reported by name, every time; `Subscribed` comes only when
     /// the last SUBACK is in and nothing was refused.
     fn on_suback(&mut self, ack: rumqttc::v5::mqttbytes::v5::SubAck) {
-        let Some(i) = self.subscribing.iter().position(|(id, _)| *id == ack.pkid) else {
+        let Some(i) = self.subscribing.iter().position(|s| s.pkid == ack.pkid) else {
             log::debug!("SUBACK for unknown packet id {}", ack.pkid);
             return;
         };
-        let (_, filters) = self.subscribing.swap_remove(i);
+        let Subscribing { filters, fixed, .. } = self.subscribing.swap_remove(i);
         if ack.return_codes.len() != filters.len() {
             self.lose_with(
                 codec::DISCONNECT_PROTOCOL_ERROR,
@@ -876,17 +1003,24 @@ impl Session {
         }
         let text = ack.properties.and_then(|p| p.reason_string);
         for (filter, code) in filters.into_iter().zip(&ack.return_codes) {
-            if let Some(reason) = codec::suback_refusal(code) {
-                self.subscribe_refused = true;
-                let reason = match &text {
-                    Some(text) => format!("{reason}: {text}"),
-                    None => reason.to_owned(),
+            let refusal = codec::suback_refusal(code).map(|reason| match &text {
+                Some(text) => format!("{reason}: {text}"),
+                None => reason.to_owned(),
+            });
+            if !fixed {
+                let result = match refusal {
+                    Some(reason) => Err((codec::suback_code(code), reason)),
+                    None => Ok(()),
                 };
+                self.events
+                    .push_back(Event::SubscribeResult { filter, result });
+            } else if let Some(reason) = refusal {
+                self.subscribe_refused = true;
                 self.events
                     .push_back(Event::SubscribeRefused { filter, reason });
             }
         }
-        if self.subscribing.is_empty() {
+        if fixed && !self.subscribing.iter().any(|s| s.fixed) {
             self.subscriptions_confirmed = true;
             if !self.subscribe_refused {
                 self.events.push_back(Event::Subscribed);
@@ -935,6 +1069,7 @@ impl Session {
                 QoS::AtLeastOnce,
                 o.pkid,
                 true,
+                o.attributes.as_deref(),
             );
             if let Err(e) = encoded {
                 log::warn!("cannot resend publish: {}", e.0);
@@ -950,7 +1085,8 @@ impl Session {
                     || (self.on_wire < window
                         // A packet id is free: with all 65535 in use,
                         // next_packet_id would search forever.
-                        && self.inflight.len() + self.subscribing.len() < usize::from(u16::MAX)));
+                        && self.inflight.len() + self.subscribing.len() + self.unsubscribing.len()
+                            < usize::from(u16::MAX)));
             if !room || self.pending.is_empty() || !self.rate_allows(now) {
                 break;
             }
@@ -961,7 +1097,16 @@ impl Session {
             if qos == QoS::AtLeastOnce {
                 o.pkid = self.next_packet_id();
             }
-            match codec::encode_publish(&mut self.out, &o.topic, &o.payload, qos, o.pkid, false) {
+            let encoded = codec::encode_publish(
+                &mut self.out,
+                &o.topic,
+                &o.payload,
+                qos,
+                o.pkid,
+                false,
+                o.attributes.as_deref(),
+            );
+            match encoded {
                 Ok(()) if qos == QoS::AtLeastOnce => {
                     self.inflight.push_back(o);
                     self.on_wire = self.inflight.len();
@@ -984,7 +1129,7 @@ impl Session {
     /// broker's maximum packet size: they can never be sent.
     fn fail_oversized_front(&mut self, qos: QoS) {
         while let Some(o) = self.pending.front() {
-            let size = codec::publish_size(&o.topic, &o.payload, qos);
+            let size = codec::publish_size(&o.topic, &o.payload, qos, o.attributes.as_deref());
             if size <= self.limits.max_packet {
                 return;
             }
@@ -1023,7 +1168,8 @@ impl Session {
             self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
             let id = self.next_pkid;
             let busy = self.inflight.iter().any(|o| o.pkid == id)
-                || self.subscribing.iter().any(|(s, _)| *s == id);
+                || self.subscribing.iter().any(|s| s.pkid == id)
+                || self.unsubscribing.contains(&id);
             if !busy {
                 return id;
             }
@@ -1178,7 +1324,7 @@ mod tests {
             now,
             id,
             Bytes::from_static(b"sdk/test/java"),
-            Bytes::from(vec![b'x'; 10]),
+            Bytes::from(vec![b'x'; 10]), None,
         )
         .unwrap();
     }
@@ -1408,14 +1554,14 @@ mod tests {
         s.handle_input(t0, &connack(false, Some(p)));
         assert_eq!(s.max_payload(), 1000);
         assert!(matches!(
-            s.publish(t0, 1, Bytes::from_static(b"t"), Bytes::from(vec![0; 1001])),
+            s.publish(t0, 1, Bytes::from_static(b"t"), Bytes::from(vec![0; 1001]), None),
             Err(Rejected::TooLarge {
                 size: 1001,
                 max: 1000
             })
         ));
         // Fits the payload limit but not the packet: fails, is not sent.
-        s.publish(t0, 2, Bytes::from_static(b"t"), Bytes::from(vec![0; 999]))
+        s.publish(t0, 2, Bytes::from_static(b"t"), Bytes::from(vec![0; 999]), None)
             .unwrap();
         let ev = events(&mut s);
         assert!(
@@ -1512,6 +1658,7 @@ mod tests {
             vec![Event::Message {
                 topic: Bytes::from_static(b"sdk/test/python"),
                 payload: Bytes::from_static(b"{}"),
+                attributes: None,
                 ack: Some(ack),
             }]
         );
@@ -1567,7 +1714,7 @@ mod tests {
         publish(&mut s, t0, 1);
         publish(&mut s, t0, 2);
         assert_eq!(
-            s.publish(t0, 3, Bytes::from_static(b"t"), Bytes::new()),
+            s.publish(t0, 3, Bytes::from_static(b"t"), Bytes::new(), None),
             Err(Rejected::QueueFull { messages: 2 })
         );
     }
@@ -1589,7 +1736,7 @@ mod tests {
         let ev = events(&mut s);
         assert_eq!(ev, [Event::Unconfirmed(7), Event::Unsent(8)]);
         assert_eq!(
-            s.publish(t0, 9, Bytes::from_static(b"t"), Bytes::new()),
+            s.publish(t0, 9, Bytes::from_static(b"t"), Bytes::new(), None),
             Err(Rejected::Closed)
         );
     }
@@ -1624,7 +1771,7 @@ mod tests {
         let payload = Bytes::from(vec![b'x'; 1000]);
         let mut accepted = 0;
         for id in 0..5000 {
-            if s.publish(t0, id, Bytes::from_static(b"t"), payload.clone())
+            if s.publish(t0, id, Bytes::from_static(b"t"), payload.clone(), None)
                 .is_ok()
             {
                 accepted += 1;
@@ -1900,7 +2047,7 @@ mod tests {
             t0,
             1,
             Bytes::from_static(b"t"),
-            Bytes::from(vec![0; OUTPUT_LIMIT]),
+            Bytes::from(vec![0; OUTPUT_LIMIT]), None,
         )
         .unwrap();
         assert!(!s.wants_input());
@@ -1928,6 +2075,7 @@ mod tests {
                 id: u64::from(pkid),
                 topic: Bytes::from_static(b"t"),
                 payload: Bytes::new(),
+                attributes: None,
                 pkid,
             });
         }
@@ -1989,7 +2137,7 @@ mod tests {
         p.max_packet_size = Some(1000);
         let (mut s, t0) = connected_with(cfg, Some(p));
         // Fits the payload limit, not the packet: fails at once.
-        s.publish(t0, 1, Bytes::from_static(b"t"), Bytes::from(vec![0; 999]))
+        s.publish(t0, 1, Bytes::from_static(b"t"), Bytes::from(vec![0; 999]), None)
             .unwrap();
         publish(&mut s, t0, 2);
         assert!(matches!(&events(&mut s)[..], [Event::PublishFailed(1, _)]));

@@ -177,6 +177,11 @@ pub enum Inbound {
     Publish(Publish),
     PubAck { pkid: u16, reason: PubAckReason },
     SubAck(SubAck),
+    /// The reason codes only matter to the log: a filter that was not
+    /// subscribed is not subscribed afterwards either.
+    UnsubAck {
+        pkid: u16,
+    },
     PingResp,
     Disconnect { reason: u8, text: Option<String> },
 }
@@ -329,7 +334,11 @@ pub fn decode(buf: &mut BytesMut, max_packet: usize) -> Result<Option<Inbound>, 
         13 => Err(DecodeError::Malformed("PINGRESP with a body".into())),
         14 => decode_disconnect(fixed, packet, header, remaining).map(Some),
         5..=7 => Err(DecodeError::Unexpected("QoS 2 acknowledgement")),
-        11 => Err(DecodeError::Unexpected("UNSUBACK")),
+        // Packet id, then properties and codes the session does not need.
+        11 if remaining >= 2 => Ok(Some(Inbound::UnsubAck {
+            pkid: u16::from_be_bytes([packet[header], packet[header + 1]]),
+        })),
+        11 => Err(DecodeError::Malformed("UNSUBACK without packet id".into())),
         15 => Err(DecodeError::Unexpected("AUTH")),
         1 | 8 | 10 | 12 => Err(DecodeError::Unexpected("client-to-broker")),
         _ => Err(DecodeError::Malformed(format!("packet type {kind}"))),
@@ -390,15 +399,33 @@ pub fn encode_connect(
 pub struct EncodeError(pub String);
 
 /// The encoded size of a PUBLISH, for the broker's maximum packet size.
-pub fn publish_size(topic: &Bytes, payload: &Bytes, qos: QoS) -> usize {
-    let publish = Publish {
+pub fn publish_size(
+    topic: &Bytes,
+    payload: &Bytes,
+    qos: QoS,
+    attributes: Option<&Attributes>,
+) -> usize {
+    outbound_publish(topic, payload, qos, 1, false, attributes).size()
+}
+
+/// The PUBLISH rumqttc encodes for us.
+fn outbound_publish(
+    topic: &Bytes,
+    payload: &Bytes,
+    qos: QoS,
+    pkid: u16,
+    dup: bool,
+    attributes: Option<&Attributes>,
+) -> Publish {
+    Publish {
+        dup,
         qos,
-        pkid: 1,
+        retain: attributes.is_some_and(|a| a.retain),
         topic: topic.clone(),
+        pkid: if qos == QoS::AtMostOnce { 0 } else { pkid },
         payload: payload.clone(),
-        ..Publish::default()
-    };
-    publish.size()
+        properties: attributes.and_then(|a| a.to_v5(&[])),
+    }
 }
 
 /// Appends a PUBLISH. A QoS 1 publish needs a packet id from the session
@@ -410,19 +437,12 @@ pub fn encode_publish(
     qos: QoS,
     pkid: u16,
     dup: bool,
+    attributes: Option<&Attributes>,
 ) -> Result<(), EncodeError> {
     if qos != QoS::AtMostOnce && pkid == 0 {
         return Err(EncodeError("QoS 1 PUBLISH without a packet id".into()));
     }
-    let publish = Publish {
-        dup,
-        qos,
-        retain: false,
-        topic: topic.clone(),
-        pkid: if qos == QoS::AtMostOnce { 0 } else { pkid },
-        payload: payload.clone(),
-        properties: None,
-    };
+    let publish = outbound_publish(topic, payload, qos, pkid, dup, attributes);
     let before = out.len();
     out.reserve(publish.size());
     publish.write(out).map(drop).map_err(|e| {
@@ -456,6 +476,40 @@ pub fn encode_subscribe(
         out.truncate(before);
         EncodeError(e.to_string())
     })
+}
+
+/// Appends an UNSUBSCRIBE for `filters` (at most 8; by hand: a few bytes,
+/// and one rumqttc encoder less in the binary).
+pub fn encode_unsubscribe(
+    out: &mut BytesMut,
+    pkid: u16,
+    filters: &[String],
+) -> Result<(), EncodeError> {
+    if pkid == 0 || filters.is_empty() || filters.iter().any(|f| f.len() > usize::from(u16::MAX)) {
+        return Err(EncodeError(
+            "UNSUBSCRIBE without packet id or filters".into(),
+        ));
+    }
+    // Packet id, property length 0, then each filter with its length.
+    let remaining = 3 + filters.iter().map(|f| 2 + f.len()).sum::<usize>();
+    out.put_u8(0xA2);
+    let mut len = remaining;
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        if len == 0 {
+            out.put_u8(byte);
+            break;
+        }
+        out.put_u8(byte | 0x80);
+    }
+    out.put_u16(pkid);
+    out.put_u8(0);
+    for f in filters {
+        out.put_u16(f.len() as u16);
+        out.put_slice(f.as_bytes());
+    }
+    Ok(())
 }
 
 /// Appends PUBACK (success) for an inbound QoS 1 publish.
@@ -571,6 +625,26 @@ pub fn suback_refusal(code: &SubscribeReasonCode) -> Option<&'static str> {
     })
 }
 
+/// The reason code of a refusal in a SUBACK, to pass on to a local client
+/// (rumqttc's enum has lost the byte).
+pub fn suback_code(code: &SubscribeReasonCode) -> u8 {
+    use SubscribeReasonCode::*;
+    match code {
+        Success(QoS::AtMostOnce) => 0x00,
+        Success(QoS::AtLeastOnce) => 0x01,
+        Success(QoS::ExactlyOnce) => 0x02,
+        Failure | Unspecified => 0x80,
+        ImplementationSpecific => 0x83,
+        NotAuthorized => 0x87,
+        TopicFilterInvalid => 0x8F,
+        PkidInUse => 0x91,
+        QuotaExceeded => 0x97,
+        SharedSubscriptionsNotSupported => 0x9E,
+        SubscriptionIdNotSupported => 0xA1,
+        WildcardSubscriptionsNotSupported => 0xA2,
+    }
+}
+
 /// Whether a PUBACK reason means the broker took the message.
 pub fn puback_ok(reason: &PubAckReason) -> bool {
     matches!(
@@ -629,10 +703,10 @@ mod tests {
     fn trap2_publish_without_packet_id_leaves_buffer_unchanged() {
         let mut out = BytesMut::from(&b"xy"[..]);
         let (t, p) = (Bytes::from_static(b"a/b"), Bytes::from_static(b"hi"));
-        assert!(encode_publish(&mut out, &t, &p, QoS::AtLeastOnce, 0, false).is_err());
+        assert!(encode_publish(&mut out, &t, &p, QoS::AtLeastOnce, 0, false, None).is_err());
         assert_eq!(&out[..], b"xy");
-        encode_publish(&mut out, &t, &p, QoS::AtLeastOnce, 7, false).unwrap();
-        assert_eq!(out.len() - 2, publish_size(&t, &p, QoS::AtLeastOnce));
+        encode_publish(&mut out, &t, &p, QoS::AtLeastOnce, 7, false, None).unwrap();
+        assert_eq!(out.len() - 2, publish_size(&t, &p, QoS::AtLeastOnce, None));
         let mut subscribe = BytesMut::new();
         assert!(encode_subscribe(&mut subscribe, 0, &["a".into()], QoS::AtLeastOnce).is_err());
         assert!(subscribe.is_empty());

@@ -323,11 +323,16 @@ impl Log {
     /// Appends a message to the buffer (durable after the next successful
     /// [`Log::commit`]) and returns its sequence number.
     pub fn append(&mut self, time: u64, topic: &[u8], payload: &[u8]) -> u64 {
+        self.append_with(time, topic, b"", payload)
+    }
+
+    /// [`Log::append`] with meta data kept beside the message.
+    pub fn append_with(&mut self, time: u64, topic: &[u8], meta: &[u8], payload: &[u8]) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.stats.appended += 1;
         let before = self.buffer.len();
-        record::encode_message(&mut self.buffer, seq, time, topic, payload);
+        record::encode_message_with(&mut self.buffer, seq, time, topic, meta, payload);
         self.bytes += (self.buffer.len() - before) as u64;
         self.buffer_first.get_or_insert(seq);
         seq

@@ -296,8 +296,20 @@ impl Spool {
 
     /// Appends a message; durable after the next [`Spool::commit`].
     pub fn append(&mut self, direction: Direction, topic: &[u8], payload: &[u8]) -> u64 {
+        self.append_with(direction, topic, b"", payload)
+    }
+
+    /// [`Spool::append`] with meta data kept beside the message (at most
+    /// 65,535 bytes).
+    pub fn append_with(
+        &mut self,
+        direction: Direction,
+        topic: &[u8],
+        meta: &[u8],
+        payload: &[u8],
+    ) -> u64 {
         let time = wall_clock();
-        self.log(direction).append(time, topic, payload)
+        self.log(direction).append_with(time, topic, meta, payload)
     }
 
     /// Writes and syncs what both directions appended (group commit), then

@@ -12,6 +12,10 @@
 //!            2 (u8) below (u64 LE)                           every message
 //!                                                            before `below`
 //!                                                            is done
+//!            3 (u8) seq time topic length                    a message with
+//!              meta length (u16 LE) topic meta payload       meta data (for
+//!                                                            MQTT: retain
+//!                                                            and properties)
 //! ```
 //!
 //! A record whose checksum fails (a torn last write, a flipped bit) is
@@ -28,15 +32,27 @@ pub const FRAME: usize = 8;
 
 const MESSAGE: u8 = 1;
 const DONE: u8 = 2;
+const MESSAGE_META: u8 = 3;
 
 /// Body bytes before a message's topic: kind, seq, time, topic length.
 const MESSAGE_HEAD: usize = 1 + 8 + 8 + 2;
+/// ... and of a message with meta data: the same, then the meta length.
+const MESSAGE_META_HEAD: usize = MESSAGE_HEAD + 2;
 /// A done record's body: kind, below.
 const DONE_BODY: usize = 1 + 8;
 
 /// Bytes of a message record on disk, frame included.
 pub fn message_size(topic_len: usize, payload_len: usize) -> usize {
     FRAME + MESSAGE_HEAD + topic_len + payload_len
+}
+
+/// Bytes of a message record with `meta_len` bytes of meta data (none: the
+/// plain form).
+pub fn message_size_with(topic_len: usize, meta_len: usize, payload_len: usize) -> usize {
+    match meta_len {
+        0 => message_size(topic_len, payload_len),
+        _ => FRAME + MESSAGE_META_HEAD + topic_len + meta_len + payload_len,
+    }
 }
 
 /// Bytes of a done record on disk.
@@ -50,6 +66,9 @@ pub struct Message {
     /// have been wrong: see `Log`'s age rule).
     pub time: u64,
     pub topic: Bytes,
+    /// Opaque to the spool (the daemon keeps MQTT's retain flag and
+    /// properties here); empty for most messages.
+    pub meta: Bytes,
     pub payload: Bytes,
 }
 
@@ -94,6 +113,34 @@ pub fn encode_message(out: &mut Vec<u8>, seq: u64, time: u64, topic: &[u8], payl
     seal(out, start);
 }
 
+/// Appends a message record with meta data to `out` (the plain form when
+/// `meta` is empty). `meta` is at most 65,535 bytes, like the topic.
+pub fn encode_message_with(
+    out: &mut Vec<u8>,
+    seq: u64,
+    time: u64,
+    topic: &[u8],
+    meta: &[u8],
+    payload: &[u8],
+) {
+    if meta.is_empty() {
+        return encode_message(out, seq, time, topic, payload);
+    }
+    let body_len = MESSAGE_META_HEAD + topic.len() + meta.len() + payload.len();
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(body_len as u32).to_le_bytes());
+    out.push(MESSAGE_META);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&time.to_le_bytes());
+    out.extend_from_slice(&(topic.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(meta.len() as u16).to_le_bytes());
+    out.extend_from_slice(topic);
+    out.extend_from_slice(meta);
+    out.extend_from_slice(payload);
+    seal(out, start);
+}
+
 /// Appends a done record to `out`.
 pub fn encode_done(out: &mut Vec<u8>, below: u64) {
     let start = out.len();
@@ -123,6 +170,7 @@ pub fn parse(bytes: &[u8], max_body: usize) -> Parsed {
     let plausible = match bytes.get(FRAME) {
         Some(&MESSAGE) => (MESSAGE_HEAD..=max_body).contains(&len),
         Some(&DONE) => len == DONE_BODY,
+        Some(&MESSAGE_META) => (MESSAGE_META_HEAD..=max_body).contains(&len),
         Some(_) => false,
         None => len <= max_body,
     };
@@ -147,15 +195,25 @@ pub fn parse(bytes: &[u8], max_body: usize) -> Parsed {
         Record::Done { below: u64_at(1) }
     } else {
         let topic_len = usize::from(u16::from_le_bytes([body[17], body[18]]));
-        if MESSAGE_HEAD + topic_len > body.len() {
+        let (head, meta_len) = match body[0] {
+            MESSAGE_META => (
+                MESSAGE_META_HEAD,
+                usize::from(u16::from_le_bytes([body[19], body[20]])),
+            ),
+            _ => (MESSAGE_HEAD, 0),
+        };
+        if head + topic_len + meta_len > body.len() {
             return Parsed::Corrupt;
         }
-        let rest = &body[MESSAGE_HEAD..];
+        let rest = &body[head..];
+        let (topic, rest) = rest.split_at(topic_len);
+        let (meta, payload) = rest.split_at(meta_len);
         Record::Message(Message {
             seq: u64_at(1),
             time: u64_at(9),
-            topic: Bytes::copy_from_slice(&rest[..topic_len]),
-            payload: Bytes::copy_from_slice(&rest[topic_len..]),
+            topic: Bytes::copy_from_slice(topic),
+            meta: Bytes::copy_from_slice(meta),
+            payload: Bytes::copy_from_slice(payload),
         })
     };
     Parsed::Record(parsed, total)
@@ -170,8 +228,32 @@ mod tests {
             seq,
             time: 1_700_000_000 + seq,
             topic: Bytes::copy_from_slice(topic.as_bytes()),
+            meta: Bytes::new(),
             payload: Bytes::copy_from_slice(payload),
         })
+    }
+
+    #[test]
+    fn a_message_with_meta_data_round_trips_and_its_size_is_exact() {
+        let mut out = Vec::new();
+        encode_message_with(&mut out, 9, 10, b"a/b", b"\x01\x02", b"hi");
+        assert_eq!(out.len(), message_size_with(3, 2, 2));
+        let Parsed::Record(Record::Message(m), n) = parse(&out, 1 << 20) else {
+            panic!("not a message");
+        };
+        assert_eq!(n, out.len());
+        assert_eq!(
+            (m.seq, m.time, &m.topic[..], &m.meta[..], &m.payload[..]),
+            (9, 10, &b"a/b"[..], &b"\x01\x02"[..], &b"hi"[..])
+        );
+        // Without meta data: the plain form, as before.
+        let mut plain = Vec::new();
+        encode_message_with(&mut plain, 9, 10, b"a/b", b"", b"hi");
+        assert_eq!(plain.len(), message_size(3, 2));
+        // A meta length beyond the body is damage, even with a good checksum.
+        out[FRAME + 19..FRAME + 21].copy_from_slice(&500u16.to_le_bytes());
+        seal(&mut out, 0);
+        assert_eq!(parse(&out, 1 << 20), Parsed::Corrupt);
     }
 
     #[test]
