@@ -2,7 +2,10 @@
 # Install what the build, the tests and the cross check need, and nothing that
 # is already there. Idempotent: a second run installs nothing and is quick.
 #
-#   scripts/deps.sh test    mosquitto, mosquitto-clients, openssl, musl-tools
+#   scripts/deps.sh test    mosquitto, mosquitto-clients, openssl, musl-tools;
+#                           for the local endpoint's client tests (tests/local.rs)
+#                           python3-venv (paho-mqtt goes into a venv) and
+#                           nodejs + npm (mqtt.js), each only if missing
 #   scripts/deps.sh static  rustup's x86_64-unknown-linux-musl target (+ musl-tools)
 #   scripts/deps.sh cross   Debian's Rust 1.85 (rustc-web) with its std for
 #                           amd64, armhf and arm64, the ARM gcc cross linkers and
@@ -81,6 +84,12 @@ deps_test() {
     for p in mosquitto mosquitto-clients openssl musl-tools; do
         pkg_installed "$p" || missing+=("$p")
     done
+    # tests/local.rs installs paho-mqtt with pip into a venv and mqtt.js with
+    # npm. Judged by what works, not by package names: a Node.js from
+    # elsewhere (nodesource) brings its own npm, and Debian's npm would clash.
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
     if [ ${#missing[@]} -gt 0 ]; then
         local log
         log=$(mktemp)
@@ -93,10 +102,11 @@ deps_test() {
     fi
     # mosquitto lives in /usr/sbin, which a non-root PATH may lack.
     local bad=() c
-    for c in /usr/sbin/mosquitto mosquitto_pub mosquitto_sub openssl musl-gcc; do
+    for c in /usr/sbin/mosquitto mosquitto_pub mosquitto_sub openssl musl-gcc python3 node npm; do
         if [ "${c#/}" != "$c" ]; then [ -x "$c" ] || bad+=("$c"); else command -v "$c" >/dev/null || bad+=("$c"); fi
     done
-    [ ${#bad[@]} -eq 0 ] || die "still missing after install: ${bad[*]} (apt-get install -y mosquitto mosquitto-clients openssl musl-tools)"
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || bad+=("python3 venv")
+    [ ${#bad[@]} -eq 0 ] || die "still missing after install: ${bad[*]} (apt-get install -y mosquitto mosquitto-clients openssl musl-tools python3-venv nodejs npm)"
     say "test deps ok: $(/usr/sbin/mosquitto -h 2>/dev/null | head -n1 || true)"
 }
 
