@@ -435,7 +435,9 @@ impl RawClient {
         c.send(&connect_packet(v5, id));
         let (first, body) = c.expect_packet("CONNACK");
         if first != 0x20 || body.len() < 2 || body[1] != 0 {
-            panic!("[{id}] expected a CONNACK accepting the connection, got {first:02X} {body:02X?}");
+            panic!(
+                "[{id}] expected a CONNACK accepting the connection, got {first:02X} {body:02X?}"
+            );
         }
         c
     }
@@ -474,7 +476,10 @@ impl RawClient {
     fn expect_packet(&mut self, what: &str) -> Packet {
         match self.read_packet() {
             Ok(Some(p)) => p,
-            Ok(None) => panic!("[{}] expected {what}, the daemon closed the connection", self.name),
+            Ok(None) => panic!(
+                "[{}] expected {what}, the daemon closed the connection",
+                self.name
+            ),
             Err(e) => panic!("[{}] expected {what}, got {e}", self.name),
         }
     }
@@ -560,7 +565,10 @@ fn cached_dir(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
                     continue;
                 }
                 if Instant::now() >= give_up {
-                    panic!("{} stayed locked: another test is building it, or a killed one left the lock (remove it)", lock.display());
+                    panic!(
+                        "{} stayed locked: another test is building it, or a killed one left the lock (remove it)",
+                        lock.display()
+                    );
                 }
                 // Another test is building it; nothing to wait on but the
                 // ready file appearing.
@@ -897,12 +905,15 @@ fn properties_and_retain_pass_through_both_ways() {
     cmd.args(props)
         .args(["-t", "props/down", "-m", "hello down"]);
     run("upstream mosquitto_pub", cmd, None).expect_code(0);
-    let line = down.proc.wait_line(
-        "with a message",
-        |l| l.starts_with("MSG "),
-        deadline(),
+    let line = down
+        .proc
+        .wait_line("with a message", |l| l.starts_with("MSG "), deadline());
+    check(
+        &line["MSG ".len()..],
+        "props/down",
+        "hello down",
+        &down.proc,
     );
-    check(&line["MSG ".len()..], "props/down", "hello down", &down.proc);
 
     // Retain, local to upstream: the broker keeps it for a new subscriber.
     local_pub(
@@ -1004,9 +1015,12 @@ fn mqttjs_round_trip_over_tcp_and_unix() {
     ];
     for (url, version, topic) in &cases {
         let mut cmd = Command::new(&node);
-        cmd.env("NODE_PATH", &modules)
-            .arg(&script)
-            .args([url.as_str(), version, topic, "hello from node"]);
+        cmd.env("NODE_PATH", &modules).arg(&script).args([
+            url.as_str(),
+            version,
+            topic,
+            "hello from node",
+        ]);
         run(&format!("mqtt.js {url}"), cmd, None)
             .expect_code(0)
             .expect_stdout(&format!("granted 1\ngot {topic} hello from node\n"));
@@ -1115,11 +1129,7 @@ fn sixty_filters_against_the_budget_of_fifty() {
     let upstream = broker
         .log()
         .lines()
-        .filter(|l| {
-            filters
-                .iter()
-                .any(|f| is_subscribe_line(l, &daemon.id, f))
-        })
+        .filter(|l| filters.iter().any(|f| is_subscribe_line(l, &daemon.id, f)))
         .count();
     assert_eq!(upstream, 49, "filters subscribed upstream");
     daemon.expect_never_disconnected();
@@ -1140,8 +1150,19 @@ fn qos2_subscription_is_granted_1_and_qos2_publish_is_refused() {
         (daemon.unix(), Ver::V5, "q2sub5"),
         (daemon.tcp(), Ver::V311, "q2sub311"),
     ] {
-        let mut sub = LocalSub::start(&link, ver, name, &[&format!("down/{name}")], 2, "%t %p", &[]);
-        assert_eq!(sub.granted, "1", "QoS granted to a QoS 2 subscription ({name})");
+        let mut sub = LocalSub::start(
+            &link,
+            ver,
+            name,
+            &[&format!("down/{name}")],
+            2,
+            "%t %p",
+            &[],
+        );
+        assert_eq!(
+            sub.granted, "1",
+            "QoS granted to a QoS 2 subscription ({name})"
+        );
         broker.console_pub(&format!("down/{name}"), b"works");
         sub.wait_message(&format!("down/{name} works"));
     }
@@ -1161,14 +1182,19 @@ fn qos2_subscription_is_granted_1_and_qos2_publish_is_refused() {
     let mut v311 = RawClient::handshake(&daemon.socket, false, "raw-q2-311");
     v311.send(&publish_packet(false, "q2/raw311", 2, 1, b"exactly once?"));
     let packets = v311.expect_closed();
-    assert!(packets.is_empty(), "3.1.1: nothing before the close, got {packets:02X?}");
+    assert!(
+        packets.is_empty(),
+        "3.1.1: nothing before the close, got {packets:02X?}"
+    );
     daemon.wait_log("local client raw-q2-311: sent a QoS 2 PUBLISH");
 
     // mosquitto_pub -q 2, MQTT 5: refused. (libmosquitto may refuse it
     // itself if the CONNACK says maximum QoS 1; either way it fails.)
     let mut cmd = Command::new(find_tool("mosquitto_pub", "MOSQUITTO_PUB"));
     daemon.unix().mosquitto_args(&mut cmd);
-    cmd.args(["-d", "-V", "mqttv5", "-i", "pub-q2-5", "-q", "2", "-t", "q2/pub5", "-m", "no"]);
+    cmd.args([
+        "-d", "-V", "mqttv5", "-i", "pub-q2-5", "-q", "2", "-t", "q2/pub5", "-m", "no",
+    ]);
     let mut p5 = Proc::spawn("mosquitto_pub -V 5 -q 2", cmd);
     let status = p5.wait_exit(deadline());
     if status.success() {
@@ -1182,14 +1208,31 @@ fn qos2_subscription_is_granted_1_and_qos2_publish_is_refused() {
     // (mosquitto_pub may reconnect and retry: it is killed at the end).
     let mut cmd = Command::new(find_tool("mosquitto_pub", "MOSQUITTO_PUB"));
     daemon.unix().mosquitto_args(&mut cmd);
-    cmd.args(["-d", "-V", "mqttv311", "-i", "pub-q2-311", "-q", "2", "-t", "q2/pub311", "-m", "no"]);
+    cmd.args([
+        "-d",
+        "-V",
+        "mqttv311",
+        "-i",
+        "pub-q2-311",
+        "-q",
+        "2",
+        "-t",
+        "q2/pub311",
+        "-m",
+        "no",
+    ]);
     let p311 = Proc::spawn("mosquitto_pub -V 311 -q 2", cmd);
     daemon.wait_log("local client pub-q2-311: sent a QoS 2 PUBLISH");
     drop(p311);
 
     // None of them reached the broker: the next message there is this one.
-    local_pub(&daemon.unix(), Ver::V5, "q2-marker", &["-q", "1", "-t", "q2/marker", "-m", "marker"])
-        .expect_code(0);
+    local_pub(
+        &daemon.unix(),
+        Ver::V5,
+        "q2-marker",
+        &["-q", "1", "-t", "q2/marker", "-m", "marker"],
+    )
+    .expect_code(0);
     console.expect_message("q2/marker", b"marker", deadline());
     daemon.expect_never_disconnected();
 }
@@ -1227,8 +1270,9 @@ fn local_clients_stay_connected_through_a_broker_restart() {
         }
         let connacks = s.proc.stdout_text().matches("received CONNACK").count();
         if connacks != 1 {
-            s.proc
-                .fail(&format!("expected one connection (one CONNACK), saw {connacks}"));
+            s.proc.fail(&format!(
+                "expected one connection (one CONNACK), saw {connacks}"
+            ));
         }
     }
 }
@@ -1262,15 +1306,27 @@ fn will_goes_upstream_when_a_client_vanishes_not_on_disconnect() {
         &["quit/now"],
         1,
         "%t %p",
-        &["-C", "1", "--will-topic", "w/polite", "--will-payload", "never"],
+        &[
+            "-C",
+            "1",
+            "--will-topic",
+            "w/polite",
+            "--will-payload",
+            "never",
+        ],
     );
     broker.console_pub("quit/now", b"bye");
     polite.wait_message("quit/now bye");
     polite.proc.expect_exit_code(0, deadline());
     daemon.wait_log("local client will-polite: disconnected (0x00)");
     // A will would have been queued before this message.
-    local_pub(&daemon.unix(), Ver::V5, "will-marker", &["-q", "1", "-t", "w/marker", "-m", "marker"])
-        .expect_code(0);
+    local_pub(
+        &daemon.unix(),
+        Ver::V5,
+        "will-marker",
+        &["-q", "1", "-t", "w/marker", "-m", "marker"],
+    )
+    .expect_code(0);
     console.expect_message("w/marker", b"marker", deadline());
     daemon.expect_never_disconnected();
 }
@@ -1316,12 +1372,26 @@ fn hostile_clients_cost_the_others_nothing() {
     v5.send(&publish_packet(true, shadow, 1, 9, b"{}"));
     let (first, body) = v5.expect_packet("PUBACK");
     assert_eq!(first, 0x40, "PUBACK expected, got {first:02X} {body:02X?}");
-    assert_eq!(&body[..3], &[0, 9, 0x87], "PUBACK 9 with reason 0x87: {body:02X?}");
+    assert_eq!(
+        &body[..3],
+        &[0, 9, 0x87],
+        "PUBACK 9 with reason 0x87: {body:02X?}"
+    );
     daemon.wait_log("local client shadow5: publish refused: ");
     // The connection is still usable.
-    v5.send(&publish_packet(true, "ok/after", 1, 10, b"after the refusal"));
+    v5.send(&publish_packet(
+        true,
+        "ok/after",
+        1,
+        10,
+        b"after the refusal",
+    ));
     let (first, body) = v5.expect_packet("PUBACK");
-    assert_eq!((first, &body[..2]), (0x40, &[0u8, 10][..]), "PUBACK 10: {body:02X?}");
+    assert_eq!(
+        (first, &body[..2]),
+        (0x40, &[0u8, 10][..]),
+        "PUBACK 10: {body:02X?}"
+    );
     if body.len() > 2 {
         assert_eq!(body[2], 0, "PUBACK 10 reason code");
     }
@@ -1331,7 +1401,10 @@ fn hostile_clients_cost_the_others_nothing() {
     let mut v311 = RawClient::handshake(&daemon.socket, false, "shadow311");
     v311.send(&publish_packet(false, shadow, 1, 3, b"{}"));
     let packets = v311.expect_closed();
-    assert!(packets.is_empty(), "3.1.1: nothing before the close, got {packets:02X?}");
+    assert!(
+        packets.is_empty(),
+        "3.1.1: nothing before the close, got {packets:02X?}"
+    );
     daemon.wait_log("local client shadow311: publish refused: ");
 
     // The original publish socket, beside the endpoint.
@@ -1341,14 +1414,21 @@ fn hostile_clients_cost_the_others_nothing() {
     );
     console.expect_message("orig/socket", b"still works", deadline());
     // And a regular local client.
-    local_pub(&daemon.tcp(), Ver::V311, "regular", &["-q", "1", "-t", "ok/regular", "-m", "fine"])
-        .expect_code(0);
+    local_pub(
+        &daemon.tcp(),
+        Ver::V311,
+        "regular",
+        &["-q", "1", "-t", "ok/regular", "-m", "fine"],
+    )
+    .expect_code(0);
     console.expect_message("ok/regular", b"fine", deadline());
 
     let (elapsed, read) = silent.join().expect("the silent client's thread");
     match read {
         Ok(0) => {}
-        other => panic!("the silent client: expected the daemon to close, got {other:?} after {elapsed:?}"),
+        other => panic!(
+            "the silent client: expected the daemon to close, got {other:?} after {elapsed:?}"
+        ),
     }
     assert!(
         elapsed >= Duration::from_secs(9) && elapsed <= Duration::from_secs(15),
