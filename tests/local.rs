@@ -1,6 +1,5 @@
-//! The local MQTT endpoint end to end (README, "Local MQTT clients"): the
-//! real binary against a real mosquitto with mutual TLS on 127.0.0.1, and
-//! real local clients talking to the daemon over its UNIX socket
+//! The local MQTT endpoint end to end: the real binary against a real
+//! mosquitto with mutual TLS on 127.0.0.1, and real local clients talking to the daemon over its UNIX socket
 //! (`--local_socket`, the harness's `DIR/mqtt`) and over loopback TCP
 //! (`--local_listen 127.0.0.1:PORT`): `mosquitto_sub`/`mosquitto_pub` with
 //! MQTT 3.1.1 and 5, paho-mqtt (Python), mqtt.js (Node.js), and raw
