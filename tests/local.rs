@@ -1,7 +1,8 @@
 //! The local MQTT endpoint end to end: the real binary against a real
-//! mosquitto with mutual TLS on 127.0.0.1, and real local clients talking to the daemon over its UNIX socket
-//! (`--local_socket`, the harness's `DIR/mqtt`) and over loopback TCP
-//! (`--local_listen 127.0.0.1:PORT`): `mosquitto_sub`/`mosquitto_pub` with
+//! mosquitto with mutual TLS on 127.0.0.1, and real local clients talking
+//! to the daemon over its UNIX socket (`--local_socket`, the harness's
+//! `DIR/mqtt`) and over loopback TCP (`--local_listen 127.0.0.1:PORT`):
+//! `mosquitto_sub`/`mosquitto_pub` with
 //! MQTT 3.1.1 and 5, paho-mqtt (Python), mqtt.js (Node.js), and raw
 //! clients written here byte by byte where a library would hide what is
 //! checked (SUBACK codes, a PUBACK's reason code, a client that never
