@@ -2,11 +2,10 @@
 //! mosquitto with mutual TLS on 127.0.0.1, and real local clients talking
 //! to the daemon over its UNIX socket (`--local_socket`, the harness's
 //! `DIR/mqtt`) and over loopback TCP (`--local_listen 127.0.0.1:PORT`):
-//! `mosquitto_sub`/`mosquitto_pub` with
-//! MQTT 3.1.1 and 5, paho-mqtt (Python), mqtt.js (Node.js), and raw
-//! clients written here byte by byte where a library would hide what is
-//! checked (SUBACK codes, a PUBACK's reason code, a client that never
-//! reads).
+//! `mosquitto_sub`/`mosquitto_pub` with MQTT 3.1.1 and 5, paho-mqtt
+//! (Python), mqtt.js (Node.js), and raw clients written here byte by byte
+//! where a library would hide what is checked (SUBACK codes, a PUBACK's
+//! reason code, a client that never reads).
 //!
 //! What these tests hold the daemon to: local clients publish and
 //! subscribe through its one broker connection, with every MQTT 5 property
