@@ -1282,7 +1282,14 @@ fn local_clients_stay_connected_through_a_broker_restart() {
 fn will_goes_upstream_when_a_client_vanishes_not_on_disconnect() {
     let env = Env::new("lwill");
     let broker = env.broker();
-    let daemon = Daemon::start(&env, &broker, "dev-will", &["dev/in"], &[]);
+    // A normal disconnect is logged at debug level only.
+    let daemon = Daemon::start(
+        &env,
+        &broker,
+        "dev-will",
+        &["dev/in"],
+        &["--verbosity", "debug"],
+    );
     let mut console = broker.console_sub("w/#");
 
     let vanishing = LocalSub::start(
