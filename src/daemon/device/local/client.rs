@@ -64,7 +64,12 @@ pub enum Action {
     /// The connection is over (the machine wants no more input; its last
     /// output, if any, is a DISCONNECT saying why). `will`: to publish
     /// upstream, the client vanished without a normal DISCONNECT.
-    Closed { will: Option<Will>, why: String },
+    /// `normal`: the client said goodbye with DISCONNECT (nothing to log).
+    Closed {
+        will: Option<Will>,
+        why: String,
+        normal: bool,
+    },
 }
 
 /// What became of a delivery.
@@ -109,6 +114,8 @@ pub struct Client {
     state: State,
     /// A CONNECT was decoded: its version is known.
     connect_read: bool,
+    /// The client ended with DISCONNECT.
+    said_goodbye: bool,
     version: Version,
     /// Largest packet taken from the client (told to a 5 client).
     max_inbound: usize,
@@ -141,6 +148,7 @@ impl Client {
             number,
             state: State::Connecting,
             connect_read: false,
+            said_goodbye: false,
             version: Version::V5,
             max_inbound,
             max_outbound: usize::MAX,
@@ -432,6 +440,7 @@ impl Client {
             Packet::Disconnect { reason } => {
                 // 0x04: "disconnect with will message".
                 let will = reason == 0x04;
+                self.said_goodbye = true;
                 self.end(format!("disconnected (0x{reason:02X})"), will);
             }
         }
@@ -497,7 +506,8 @@ impl Client {
         self.queue.clear();
         self.queued_bytes = 0;
         let will = self.will.take().filter(|_| will && was_connected);
-        self.actions.push_back(Action::Closed { will, why });
+        let normal = std::mem::take(&mut self.said_goodbye);
+        self.actions.push_back(Action::Closed { will, why, normal });
     }
 
     /// MQTT: the server ends a connection silent for one and a half times
@@ -620,7 +630,7 @@ mod tests {
 
     fn closed(c: &mut Client) -> (Option<Will>, String) {
         match c.poll_action() {
-            Some(Action::Closed { will, why }) => (will, why),
+            Some(Action::Closed { will, why, .. }) => (will, why),
             other => panic!("expected Closed, got {other:?}"),
         }
     }
