@@ -223,7 +223,11 @@ impl LocalSub {
         format: &str,
         extra: &[&str],
     ) -> LocalSub {
-        let mut cmd = Command::new(find_tool("mosquitto_sub", "MOSQUITTO_SUB"));
+        // Line-buffered: mosquitto_sub does not flush its -d lines into a
+        // pipe.
+        let mut cmd = Command::new(need_tool("stdbuf", "STDBUF", "apt-get install coreutils"));
+        cmd.arg("-oL")
+            .arg(find_tool("mosquitto_sub", "MOSQUITTO_SUB"));
         link.mosquitto_args(&mut cmd);
         cmd.args(["-d", "-V", ver.flag(), "-i", id, "-q", &qos.to_string()]);
         for f in filters {
@@ -1027,13 +1031,44 @@ fn mqttjs_round_trip_over_tcp_and_unix() {
     daemon.expect_never_disconnected();
 }
 
+/// 3,000 QoS 1 messages of 1 KiB, numbered `message N xxx...`, in batches
+/// of `BATCH` lines (each line 1,025 bytes with its newline).
+const FLOOD: usize = 3000;
+const BATCH: usize = 250;
+
+/// The message numbers a `MSG %p` subscriber received, sorted, checked to
+/// be `0..n` once each.
+fn expect_all_numbered(sub: &LocalSub, n: usize) {
+    let mut got: Vec<usize> = sub
+        .messages()
+        .iter()
+        .map(|m| {
+            m.strip_prefix("message ")
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| sub.proc.fail(&format!("unexpected payload {m:.40}")))
+        })
+        .collect();
+    got.sort_unstable();
+    if got != (0..n).collect::<Vec<_>>() {
+        sub.proc.fail(&format!(
+            "expected messages 0..{n} once each, got {} messages",
+            got.len()
+        ));
+    }
+}
+
 /// A client that subscribes and then never reads, beside a fast one on the
-/// same filter: 3,000 QoS 1 messages of 1 KiB pass its 512 KiB bound; it is
-/// disconnected (the log says it "does not take its messages") while the
-/// fast one gets every message, and the daemon keeps its broker connection.
+/// same filter: 3,000 QoS 1 messages of 1 KiB pass the slow one's 512 KiB
+/// bound; it is disconnected (the log says it "does not take its
+/// messages") while the fast one gets every message, and the daemon keeps
+/// its broker connection. The console publishes in batches of 250 KiB and
+/// waits for the fast one to have each batch: the fast one never lags by
+/// more than its bound, the slow one falls behind by all of it. (In one
+/// unpaced burst of 3 MiB, whether a reading client keeps within 512 KiB
+/// depends on how busy the machine is: not a property to test.)
 #[test]
 fn slow_subscriber_is_cut_off_and_the_fast_one_gets_everything() {
-    const N: usize = 3000;
     let env = Env::new("lslow");
     // The broker must not drop QoS 1 messages queued for the daemon
     // (mosquitto's default keeps 1000): every one must reach it.
@@ -1056,32 +1091,28 @@ fn slow_subscriber_is_cut_off_and_the_fast_one_gets_everything() {
         &["flood/#"],
         1,
         "%p",
-        &["-C", &N.to_string()],
+        &["-C", &FLOOD.to_string()],
     );
     assert_eq!(fast.granted, "1");
 
-    broker.console_pub_lines("flood/t", &numbered_lines(N, 1024));
-    fast.proc
-        .expect_exit_code(0, Instant::now() + 3 * timeout());
-    let mut got: Vec<usize> = fast
-        .messages()
-        .iter()
-        .map(|m| {
-            m.strip_prefix("message ")
-                .and_then(|r| r.split(' ').next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| fast.proc.fail(&format!("unexpected payload {m:.40}")))
-        })
-        .collect();
-    got.sort_unstable();
-    if got != (0..N).collect::<Vec<_>>() {
-        fast.proc.fail(&format!(
-            "expected messages 0..{N} once each, got {} messages",
-            got.len()
-        ));
+    let all = numbered_lines(FLOOD, 1024);
+    let line = all.len() / FLOOD;
+    for (k, batch) in all.chunks(BATCH * line).enumerate() {
+        broker.console_pub_lines("flood/t", batch);
+        let last = format!("MSG message {} ", (k + 1) * BATCH - 1);
+        fast.proc.wait_line(
+            &format!("starting with {last:?}"),
+            |l| l.starts_with(&last),
+            deadline(),
+        );
     }
+    fast.proc.expect_exit_code(0, deadline());
+    expect_all_numbered(&fast, FLOOD);
 
     daemon.wait_log("local client slow: does not take its messages");
+    if !daemon.log_lines("local client fast:").is_empty() {
+        daemon.proc.fail("the fast client was cut off too");
+    }
     // What the daemon wrote before cutting it off is still readable; then
     // the end of the connection.
     let before = slow.expect_closed();
@@ -1187,16 +1218,18 @@ fn qos2_subscription_is_granted_1_and_qos2_publish_is_refused() {
     );
     daemon.wait_log("local client raw-q2-311: sent a QoS 2 PUBLISH");
 
-    // mosquitto_pub -q 2, MQTT 5: refused. (libmosquitto may refuse it
-    // itself if the CONNACK says maximum QoS 1; either way it fails.)
+    // mosquitto_pub -q 2, MQTT 5: refused. (libmosquitto refuses it itself
+    // when the CONNACK says maximum QoS 1; else the daemon does.)
     let mut cmd = Command::new(find_tool("mosquitto_pub", "MOSQUITTO_PUB"));
     daemon.unix().mosquitto_args(&mut cmd);
     cmd.args([
         "-d", "-V", "mqttv5", "-i", "pub-q2-5", "-q", "2", "-t", "q2/pub5", "-m", "no",
     ]);
     let mut p5 = Proc::spawn("mosquitto_pub -V 5 -q 2", cmd);
+    // mosquitto_pub 2.0.11 exits 0 even when libmosquitto refuses, saying
+    // so on stderr.
     let status = p5.wait_exit(deadline());
-    if status.success() {
+    if status.success() && !p5.stderr_text().contains("QoS not supported") {
         p5.fail("mosquitto_pub -q 2 succeeded");
     }
     if p5.stdout_text().contains("sending PUBLISH (d0, q2") {
