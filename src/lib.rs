@@ -1,6 +1,6 @@
 //! iotbox: one small static binary that lets a Raspberry Pi (or any embedded
 //! Linux box) talk to AWS IoT Core over MQTT 5 with its X.509 device
-//! certificate, through two UNIX sockets.
+//! certificate, through two UNIX sockets and a local MQTT endpoint.
 //!
 //! It replaces, drop-in, the AWS SDK's `mqtt5_pubsub` sample patched to serve
 //! sockets plus the small C tool `awsapp`: the same command lines, socket paths,
@@ -36,12 +36,27 @@
 //!   mod.rs               flags -> Config (validated, TLS loaded, once)
 //!   event_loop.rs        the one mio::Poll: waits, reads the clock, dispatches
 //!                        tokens, executes what the state machines ask for
+//!   event_loop/local.rs  its decisions for the local MQTT endpoint: local
+//!                        publishes into the spool, subscriptions through
+//!                        the routing table, messages out to local clients
+//!   codec/               the only user of rumqttc's codec
+//!     mod.rs             the client side (to the broker); works around its
+//!                        known bugs (each has a regression test); the
+//!                        attributes (retain, properties) that pass through
+//!     server.rs          the server side (local clients, 3.1.1 and 5),
+//!                        strict: what a server must refuse, refused
 //!   backoff.rs           retry delays with full jitter (broker and delivery)
 //!   device/              the local side
 //!     publish_socket.rs  publish socket clients: Table (pure: ids, limits,
 //!                        deadlines) and the I/O that reads and answers them
 //!     delivery.rs        received messages to the delivery socket: Outbox
 //!                        (pure: window, retries, write deadline) and the I/O
+//!     local/             the local MQTT endpoint
+//!       mod.rs           listeners (UNIX, loopback TCP) and the byte pump
+//!       client.rs        one local client's protocol, sans-IO: CONNECT,
+//!                        keep-alive, will, receive maximum, bounded output
+//!       routes.rs        local subscriptions and the fewest upstream
+//!                        filters that cover them, pure; fan-out
 //!   store/               the spool: every accepted message, both directions,
 //!                        on disk until done
 //!     mod.rs             Spool: size and age limits, --when_full, the lock,
@@ -56,8 +71,6 @@
 //!                        connect, backoff, first-connection rules, shutdown
 //!     session.rs         the MQTT 5 session, sans-IO: bytes and commands in,
 //!                        bytes, deadlines and events out
-//!     codec.rs           the only user of rumqttc's codec; works around its
-//!                        known bugs (each has a regression test)
 //!     transport.rs       non-blocking TCP (+ HTTP CONNECT tunnel) + rustls pump
 //!     proxy.rs           the HTTP CONNECT request and reply, pure
 //!     tls.rs             rustls ClientConfig, PEM loading, CA defaults, TLS
@@ -70,10 +83,12 @@
 //! # Design
 //!
 //! One thread runs one `mio::Poll` over the publish socket's clients, the
-//! delivery connection, the broker connection, signals and a waker. Protocol
+//! local MQTT clients, the delivery connection, the broker connection,
+//! signals and a waker. Protocol
 //! and policy are state machines that never touch a socket or read the clock
 //! (in the style of quinn-proto): the MQTT session, the link's life cycle,
-//! the publish socket's client table, the spool's logs (whose files sit
+//! the publish socket's client table, each local MQTT client, the routing
+//! table, the spool's logs (whose files sit
 //! behind a trait). The event loop feeds them input and the time, then
 //! drains their output, their next deadline and their events; at the end of
 //! each turn one fdatasync makes everything accepted in it durable before
