@@ -734,6 +734,7 @@ fn overlapping_filters_get_one_copy_each_and_upstream_stays_overlap_free() {
     let s_plus = LocalSub::plain(&daemon.unix(), Ver::V5, "fan-plus", &["a/+"]);
     let s_x = LocalSub::plain(&daemon.tcp(), Ver::V311, "fan-x", &["x/#"]);
     wait_subscribed_upstream(&broker, &id, "x/#");
+    daemon.wait_log("subscribing upstream for local clients: x/#");
 
     broker.console_pub("a/b", b"one");
     broker.console_pub("a/b", b"two");
@@ -1156,6 +1157,23 @@ fn sixty_filters_against_the_budget_of_fifty() {
             ));
         }
     }
+    // A publish after the SUBSCRIBEs on the one connection: once the broker
+    // logged it, it logged every filter the daemon subscribed.
+    local_pub(
+        &daemon.unix(),
+        Ver::V5,
+        "budget-marker",
+        &["-q", "1", "-t", "bud-marker", "-m", "after"],
+    )
+    .expect_code(0);
+    broker.wait_log(
+        "saying the daemon published the marker",
+        |l| {
+            l.contains(&format!(": Received PUBLISH from {} ", daemon.id))
+                && l.contains("'bud-marker'")
+        },
+        deadline(),
+    );
     let upstream = broker
         .log()
         .lines()
