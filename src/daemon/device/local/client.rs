@@ -238,7 +238,7 @@ impl Client {
 
     /// Runs an expired deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if !self.deadline.is_some_and(|at| at <= now) {
+        if self.deadline.is_none_or(|at| at > now) {
             return;
         }
         self.deadline = None;
@@ -712,7 +712,7 @@ mod tests {
     fn publishes_are_actions_and_a_receive_maximum_of_them_stops_the_reading() {
         let (mut c, t0) = connected(Version::V5, &[], false);
         let mut bytes = Vec::new();
-        for i in 1..=u16::from(RECEIVE_MAXIMUM) + 5 {
+        for i in 1..=RECEIVE_MAXIMUM + 5 {
             bytes.extend(publish(Version::V5, "a/b", 1, i, b"x"));
         }
         c.handle_input(t0, &bytes);
@@ -882,7 +882,10 @@ mod tests {
         let mut c = Client::new(t0, 1 << 20, 1);
         c.handle_input(t0, b"GET / HTTP/1.1\r\n\r\n");
         closed(&mut c);
-        assert!(c.pending_output().is_empty(), "no CONNACK for what is not MQTT");
+        assert!(
+            c.pending_output().is_empty(),
+            "no CONNACK for what is not MQTT"
+        );
         // MQTT 3.1 (MQIsdp, level 3): "unacceptable protocol version" in
         // the form every version reads.
         let mut c = Client::new(t0, 1 << 20, 1);
