@@ -277,7 +277,7 @@ impl Daemon {
                 && self.spool.may_commit(now))
                 || self.publish.wants_accept(now)
                 || self.local.wants_accept(now)
-                || (self.local.has_unread() && self.spool.has_room(Direction::Out))
+                || (self.local.has_unread() && self.may_read_local())
                 || (self.accept_blocked && self.spool.has_room(Direction::Out));
             let timeout = if commit_due || (self.broker_unread && self.may_read_broker()) {
                 Some(std::time::Duration::ZERO)
@@ -309,7 +309,7 @@ impl Daemon {
             LOCAL_UNIX | LOCAL_TCP => self.accept_local(now),
             token if self.local.number_of(token).is_some() => {
                 if let Some(number) = self.local.number_of(token) {
-                    let may_read = self.spool.has_room(Direction::Out);
+                    let may_read = self.may_read_local();
                     self.local
                         .on_ready(now, number, &mut self.scratch, may_read);
                 }
@@ -340,7 +340,7 @@ impl Daemon {
         if self.local.wants_accept(now) {
             self.accept_local(now);
         }
-        if self.spool.has_room(Direction::Out) {
+        if self.may_read_local() {
             self.local.read_unread(now, &mut self.scratch);
         }
         self.expire_subacks(now, false);
@@ -699,6 +699,14 @@ impl Daemon {
     /// broker's PUBACKs and pings must still come through.
     fn may_read_broker(&self) -> bool {
         self.session.wants_input() && self.owed_acks.len() < usize::from(RECEIVE_MAXIMUM)
+    }
+
+    /// Whether local MQTT clients may be read now: what they send goes into
+    /// the spool (so not while it is full or failing), and their
+    /// SUBSCRIBEs into the session's output (so not while that is past its
+    /// limit: a client churning subscriptions cannot grow it).
+    fn may_read_local(&self) -> bool {
+        self.spool.has_room(Direction::Out) && self.session.wants_input()
     }
 
     /// Reads what the broker sent into the session, up to the budget, and
