@@ -299,7 +299,10 @@ sub_ready() { grep -qF -- ": $1 $2 $3" "$BLOG"; }
 
 # Every daemon keeps its spool in the work directory, never in the default
 # /var/lib/iotbox (a real one's, maybe with messages in it): one directory
-# each, made here (0700, as make install does).
+# each, made here (0700, as make install does). Likewise its local MQTT
+# endpoint: --local_socket "$T/NAME.mqtt", never the default /tmp/iotbox_mqtt
+# (an installed daemon's, or another daemon's of this run). It listens as in
+# the product, unused except in step 11.
 SPOOLS=$T/spool
 mkdir -m 0700 "$SPOOLS"
 # What the spools sit on: fdatasync on tmpfs costs nothing, on a disk it is
@@ -320,6 +323,7 @@ start_daemon() {
     "$BIN" pubsub --endpoint 127.0.0.1 --port "$PORT" --cert "$T/client.pem" --key "$T/client.key" \
         --ca_file "$T/ca.pem" --client_id "bench-$name" --topic "bench/in/$name" \
         --pub_socket "$T/$name.sock" --sub_socket "$T/$name.rmsg" --spool_dir "$dir" \
+        --local_socket "$T/$name.mqtt" \
         --qos "$qos" --keep_alive "$KEEPALIVE" >"$T/$name.out" 2>"$T/$name.err" &
     pid=$!
     pids+=("$pid")
@@ -445,7 +449,8 @@ start_iotbox() {
     o=$("$LG" ready --timeout "$TIMEOUT" --line "Subscription Success." -- \
         "$BIN" pubsub --endpoint 127.0.0.1 --port "$PORT" --cert "$T/client.pem" --key "$T/client.key" \
         --ca_file "$T/ca.pem" --client_id "bench-st$i" --topic "bench/in/st$i" \
-        --pub_socket "$T/st$i.sock" --sub_socket "$T/st.rmsg" --spool_dir "$ST_SPOOL") || fail "iotbox pubsub start $i"
+        --pub_socket "$T/st$i.sock" --sub_socket "$T/st.rmsg" --spool_dir "$ST_SPOOL" \
+        --local_socket "$T/st$i.mqtt") || fail "iotbox pubsub start $i"
     START_D+=("$(kv ready_ns "$o")")
     SCPU_D+=("$(kv cpu_ready_ns "$o")")
 }
@@ -625,6 +630,7 @@ start_offline() {
     "$BIN" pubsub --endpoint 127.0.0.1 --port "$NOPORT" --cert "$T/client.pem" --key "$T/client.key" \
         --ca_file "$T/ca.pem" --client_id "bench-$name" --topic "bench/in/$name" \
         --pub_socket "$T/$name.sock" --sub_socket "$T/$name.rmsg" --spool_dir "$dir" \
+        --local_socket "$T/$name.mqtt" \
         --keep_alive "$KEEPALIVE" "$@" >"$T/$name.out" 2>"$T/$name.err" &
     pid=$!
     pids+=("$pid")
@@ -828,7 +834,7 @@ cat >>"$md" <<EOF
 
 ## How each figure is measured
 
-- **Setup.** One mosquitto $MOSQ_VERSION on 127.0.0.1 (\`require_certificate true\`, \`set_tcp_nodelay true\`, \`max_queued_messages 1000000\` so a slow subscriber is queued, not dropped; logging without per-packet debug lines). One RSA 2048 CA, server and client certificate (rcgen, X.509 v3; \`scripts/pki.sh\`); iotbox and the mosquitto clients use the same client certificate, the same broker, MQTT 5, TLS 1.3. Every \`iotbox pubsub\` has its own \`--spool_dir\` in the bench's work directory (on $SPOOL_FS, $SPOOL_DEV; never /var/lib/iotbox): each message from the publish socket is written there and synced (write + fdatasync, once per event-loop turn for all read in that turn) before anything else happens to it, so every figure below includes that. The load generator is \`bench/loadgen\`.
+- **Setup.** One mosquitto $MOSQ_VERSION on 127.0.0.1 (\`require_certificate true\`, \`set_tcp_nodelay true\`, \`max_queued_messages 1000000\` so a slow subscriber is queued, not dropped; logging without per-packet debug lines). One RSA 2048 CA, server and client certificate (rcgen, X.509 v3; \`scripts/pki.sh\`); iotbox and the mosquitto clients use the same client certificate, the same broker, MQTT 5, TLS 1.3. Every \`iotbox pubsub\` has its own \`--local_socket\` (the local MQTT endpoint, listening as in the product; never /tmp/iotbox_mqtt) and its own \`--spool_dir\` in the bench's work directory (on $SPOOL_FS, $SPOOL_DEV; never /var/lib/iotbox): each message from the publish socket is written there and synced (write + fdatasync, once per event-loop turn for all read in that turn) before anything else happens to it, so every figure below includes that. The load generator is \`bench/loadgen\`.
 - **Binary size**: the static musl binary (the release profile strips it; a copy is run through \`strip\` anyway). mosquitto_sub is dynamic: its own file plus the libraries \`ldd\` lists (libmosquitto, libssl, libcrypto, libcjson), libc not counted. ARM sizes are shown when a build is there (musl builds first, else the glibc-static ones of \`make cross-check\`); they are not rebuilt here, so their build time is shown beside the last commit's.
 - **RSS**: VmRSS and VmHWM from /proc/PID/status, 2 s after \`Subscription Success.\` for \`iotbox pubsub\` and after the broker logged the subscription of a \`mosquitto_sub -k $KEEPALIVE\` on an unused topic. "After" is the QoS 1 daemon once its ${RUNS} throughput runs (${MSGS} messages each, ${CONC} clients at a time) are over; the QoS 0 daemon's figures are in the raw data. mosquitto_pub -l's VmHWM is read by loadgen once all lines of a run were written to its stdin.
 - **Idle wake-ups**: voluntary context switches (all threads, /proc/PID/task/*/status) of both idle processes over the same ${IDLE_SECS} s windows, ${RUNS} consecutive windows; involuntary ones are in the raw data. A keep-alive ping costs about two (the timer, then PINGRESP).
