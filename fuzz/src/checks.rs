@@ -8,9 +8,9 @@
 // Plain `//` comments only: this file is also a module of another crate.
 
 use bytes::BytesMut;
-use iotbox::daemon::codec::{self, DecodeError, Inbound, QoS};
 use iotbox::daemon::broker::proxy::{self, Reply};
 use iotbox::daemon::broker::session::{self, Event, Session};
+use iotbox::daemon::codec::{self, DecodeError, Inbound, QoS};
 use iotbox::message;
 use rumqttc::v5::mqttbytes::v5::{
     ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, Packet,
@@ -1217,7 +1217,7 @@ fn use_up_packet_ids(s: &mut Session, m: &mut Model) {
         let id = m.next_id;
         m.next_id += 1;
         let payload = id.to_le_bytes().to_vec();
-        s.publish(m.now, id, "t".into(), payload.into())
+        s.publish(m.now, id, "t".into(), payload.into(), None)
             .expect("publish while connected");
         // 0x32, remaining length, topic length, "t", the packet id.
         let out = s.pending_output();
@@ -1348,7 +1348,7 @@ fn step(s: &mut Session, m: &mut Model, config: &session::Config, op: Op) {
             let size = payload.len();
             let topic = TOPICS[usize::from(topic) % TOPICS.len()];
             let max = s.max_payload();
-            let result = s.publish(m.now, id, topic.into(), payload.into());
+            let result = s.publish(m.now, id, topic.into(), payload.into(), None);
             match &result {
                 Ok(()) => {
                     assert!(m.link != Link::Closed);

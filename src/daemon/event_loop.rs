@@ -158,12 +158,14 @@ pub fn run(config: Config, stdout: Sink) -> Result<(), Error> {
 /// directory, the broker, the delivery, the signal pipe, the log.
 const RESERVED_FDS: u64 = 64;
 
-/// Publish socket clients at once: the open file limit less the reserve.
-fn max_clients() -> usize {
+/// Publish socket clients at once: the open file limit less the reserve
+/// and the local MQTT endpoint's clients (`local`).
+fn max_clients(local: usize) -> usize {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(u64::from(u32::MAX));
-    usize::try_from(limit.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX)
+    let reserved = RESERVED_FDS.saturating_add(local as u64);
+    usize::try_from(limit.saturating_sub(reserved).max(16)).unwrap_or(usize::MAX)
 }
 
 fn io_error(what: &str) -> impl Fn(io::Error) -> Error + '_ {
@@ -196,7 +198,7 @@ impl Daemon {
             &config.pub_socket,
             config.socket_mode,
             config.session.max_payload,
-            max_clients(),
+            max_clients(config.local.max_clients),
             poll.registry(),
             PUBLISH_LISTENER,
         )
@@ -308,7 +310,8 @@ impl Daemon {
             token if self.local.number_of(token).is_some() => {
                 if let Some(number) = self.local.number_of(token) {
                     let may_read = self.spool.has_room(Direction::Out);
-                    self.local.on_ready(now, number, &mut self.scratch, may_read);
+                    self.local
+                        .on_ready(now, number, &mut self.scratch, may_read);
                 }
             }
             token if ClientId::from_token(token).is_some() => self.on_client(now, token),
@@ -494,7 +497,10 @@ impl Daemon {
         } else {
             seq | local::LOCAL_ORIGIN
         };
-        match self.session.publish(now, id, m.topic, m.payload, attributes) {
+        match self
+            .session
+            .publish(now, id, m.topic, m.payload, attributes)
+        {
             Ok(()) => true,
             // Stopping: it stays in the spool.
             Err(Rejected::Closed) => false,

@@ -464,4 +464,36 @@ mod tests {
         assert_eq!(c.session.client_id.len(), 5 + 16);
         assert_eq!(c.socket_mode, 0o660);
     }
+
+    #[test]
+    fn the_local_endpoint_listens_on_loopback_only_and_checks_its_filters() {
+        let base = ["--endpoint", "h", "--plaintext"];
+        let with = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            Config::from_flags(flags(&args))
+        };
+        let c = with(&[]).unwrap();
+        assert_eq!(c.local.socket, Some(PathBuf::from("/tmp/iotbox_mqtt")));
+        assert!(c.local.socket_is_default);
+        assert_eq!(c.local.listen, None);
+        assert_eq!(c.local.topics, ["#"]);
+        let c = with(&["--local_socket", "none", "--local_listen", "[::1]:1883"]).unwrap();
+        assert_eq!(c.local.socket, None);
+        assert_eq!(c.local.listen, Some("[::1]:1883".parse().unwrap()));
+        let c = with(&["--local-socket", "/run/m", "--local_topics", "a/#"]).unwrap();
+        assert!(!c.local.socket_is_default);
+        assert_eq!(c.local.topics, ["a/#"]);
+        for (args, words) in [
+            (&["--local_listen", "0.0.0.0:1883"][..], "loopback"),
+            (&["--local_listen", "192.168.1.2:1883"][..], "loopback"),
+            (&["--local_listen", "1883"][..], "ADDR:PORT"),
+            (&["--local_topics", "a/#/b"][..], "--local_topics"),
+            (&["--local_socket", ""][..], "empty"),
+        ] {
+            let err = with(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().contains(words), "{args:?}: {err}");
+        }
+    }
 }

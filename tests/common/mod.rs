@@ -866,9 +866,8 @@ impl Env {
             cmd.arg("--spool_dir").arg(self.spool());
         }
         let names_local = args.iter().any(|a| {
-            a.to_str().is_some_and(|a| {
-                a.starts_with("--local_socket") || a.starts_with("--local-socket")
-            })
+            a.to_str()
+                .is_some_and(|a| a.starts_with("--local_socket") || a.starts_with("--local-socket"))
         });
         if daemon && !names_local {
             cmd.arg("--local_socket").arg(self.local_socket());

@@ -29,8 +29,8 @@
 //! (sent again with DUP when the broker resumed the session, as new
 //! otherwise) and publishes waiting for a connection, in order.
 
-use crate::daemon::codec::{self, Attributes, Inbound, QoS};
 use super::rate::RateLimit;
+use crate::daemon::codec::{self, Attributes, Inbound, QoS};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -1324,7 +1324,8 @@ mod tests {
             now,
             id,
             Bytes::from_static(b"sdk/test/java"),
-            Bytes::from(vec![b'x'; 10]), None,
+            Bytes::from(vec![b'x'; 10]),
+            None,
         )
         .unwrap();
     }
@@ -1386,6 +1387,129 @@ mod tests {
         let ev = events(&mut s);
         assert!(
             matches!(&ev[1], Event::SubscribeRefused { filter, reason } if filter == "a/b" && reason.contains("not authorized")),
+            "{ev:?}"
+        );
+    }
+
+    /// The SUBSCRIBE / UNSUBSCRIBE packets the session sent, as
+    /// `(pkid, filters, is_subscribe)`.
+    fn subscriptions_sent(s: &mut Session) -> Vec<(u16, Vec<String>, bool)> {
+        sent_packets(s)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Subscribe(sub) => Some((
+                    sub.pkid,
+                    sub.filters.into_iter().map(|f| f.path).collect(),
+                    true,
+                )),
+                Packet::Unsubscribe(u) => Some((u.pkid, u.filters, false)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn local_filters_are_subscribed_reported_and_unsubscribed_apart_from_the_fixed_ones() {
+        let (mut s, t0) = connected(config(&["fixed/t"]));
+        s.subscribe(t0, &["a/#".to_owned(), "b".to_owned()]);
+        let sent = subscriptions_sent(&mut s);
+        assert_eq!(sent.len(), 1);
+        let (pkid, filters, true) = sent[0].clone() else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(filters, ["a/#", "b"]);
+        s.handle_input(
+            t0,
+            &bytes_of(Packet::SubAck(SubAck {
+                pkid,
+                return_codes: vec![
+                    SubscribeReasonCode::Success(QoS::AtLeastOnce),
+                    SubscribeReasonCode::QuotaExceeded,
+                ],
+                properties: None,
+            })),
+        );
+        let ev = events(&mut s);
+        assert_eq!(
+            ev,
+            [
+                Event::SubscribeResult {
+                    filter: "a/#".into(),
+                    result: Ok(())
+                },
+                Event::SubscribeResult {
+                    filter: "b".into(),
+                    result: Err((0x97, "quota exceeded".into()))
+                }
+            ],
+            "a local refusal is not the fixed filters' business"
+        );
+        s.unsubscribe(t0, &["a/#".to_owned(), "never".to_owned()]);
+        let sent = subscriptions_sent(&mut s);
+        assert_eq!(sent.len(), 1);
+        assert_eq!((&sent[0].1, sent[0].2), (&vec!["a/#".to_owned()], false));
+        // The UNSUBACK frees its packet id; nothing else happens.
+        let [hi, lo] = sent[0].0.to_be_bytes();
+        s.handle_input(t0, &[0xB0, 0x04, hi, lo, 0, 0]);
+        assert!(events(&mut s).is_empty());
+        assert!(s.unsubscribing.is_empty());
+    }
+
+    #[test]
+    fn a_new_session_subscribes_the_local_filters_again_and_a_kept_one_catches_up() {
+        let (mut s, t0) = connected(config(&["fixed/t"]));
+        s.subscribe(t0, &["a/#".to_owned()]);
+        subscriptions_sent(&mut s);
+        s.handle_transport_lost("reset".into());
+        events(&mut s);
+        // While down: one more local filter.
+        s.subscribe(t0, &["c".to_owned()]);
+        s.handle_connected(t0);
+        sent_packets(&mut s);
+        s.handle_input(t0, &connack(false, None));
+        let sent = subscriptions_sent(&mut s);
+        let all: Vec<&String> = sent.iter().flat_map(|(_, f, _)| f).collect();
+        assert_eq!(all, ["fixed/t", "a/#", "c"]);
+        // The fixed filters' Subscribed does not wait for the local ones.
+        let fixed_pkid = sent[0].0;
+        s.handle_input(t0, &suback(fixed_pkid, 1));
+        assert!(events(&mut s).contains(&Event::Subscribed));
+    }
+
+    #[test]
+    fn retain_and_properties_go_out_and_come_in() {
+        let (mut s, t0) = connected(config(&["fixed/t"]));
+        let attributes = Attributes {
+            retain: true,
+            content_type: Some("text/plain".into()),
+            correlation_data: Some(Bytes::from_static(b"\x01\x02")),
+            response_topic: Some("r/t".into()),
+            user_properties: vec![("k".into(), "v".into())],
+            message_expiry: Some(30),
+            payload_format: Some(1),
+        };
+        s.publish(
+            t0,
+            1,
+            Bytes::from_static(b"a/b"),
+            Bytes::from_static(b"hi"),
+            Some(Box::new(attributes.clone())),
+        )
+        .unwrap();
+        let packets = sent_packets(&mut s);
+        let Packet::Publish(p) = &packets[0] else {
+            panic!("{packets:?}")
+        };
+        assert!(p.retain);
+        assert_eq!(
+            Attributes::from_v5(p.retain, p.properties.clone()),
+            attributes
+        );
+        // And back: the broker's PUBLISH with the same carries them.
+        s.handle_input(t0, &bytes_of(Packet::Publish(p.clone())));
+        let ev = events(&mut s);
+        assert!(
+            matches!(&ev[..], [Event::Message { attributes: Some(a), .. }] if **a == attributes),
             "{ev:?}"
         );
     }
@@ -1554,15 +1678,27 @@ mod tests {
         s.handle_input(t0, &connack(false, Some(p)));
         assert_eq!(s.max_payload(), 1000);
         assert!(matches!(
-            s.publish(t0, 1, Bytes::from_static(b"t"), Bytes::from(vec![0; 1001]), None),
+            s.publish(
+                t0,
+                1,
+                Bytes::from_static(b"t"),
+                Bytes::from(vec![0; 1001]),
+                None
+            ),
             Err(Rejected::TooLarge {
                 size: 1001,
                 max: 1000
             })
         ));
         // Fits the payload limit but not the packet: fails, is not sent.
-        s.publish(t0, 2, Bytes::from_static(b"t"), Bytes::from(vec![0; 999]), None)
-            .unwrap();
+        s.publish(
+            t0,
+            2,
+            Bytes::from_static(b"t"),
+            Bytes::from(vec![0; 999]),
+            None,
+        )
+        .unwrap();
         let ev = events(&mut s);
         assert!(
             ev.iter().any(|e| matches!(e, Event::PublishFailed(2, why)
@@ -2047,7 +2183,8 @@ mod tests {
             t0,
             1,
             Bytes::from_static(b"t"),
-            Bytes::from(vec![0; OUTPUT_LIMIT]), None,
+            Bytes::from(vec![0; OUTPUT_LIMIT]),
+            None,
         )
         .unwrap();
         assert!(!s.wants_input());
@@ -2137,8 +2274,14 @@ mod tests {
         p.max_packet_size = Some(1000);
         let (mut s, t0) = connected_with(cfg, Some(p));
         // Fits the payload limit, not the packet: fails at once.
-        s.publish(t0, 1, Bytes::from_static(b"t"), Bytes::from(vec![0; 999]), None)
-            .unwrap();
+        s.publish(
+            t0,
+            1,
+            Bytes::from_static(b"t"),
+            Bytes::from(vec![0; 999]),
+            None,
+        )
+        .unwrap();
         publish(&mut s, t0, 2);
         assert!(matches!(&events(&mut s)[..], [Event::PublishFailed(1, _)]));
         let sent = sent_packets(&mut s);

@@ -175,7 +175,10 @@ impl Attributes {
 pub enum Inbound {
     ConnAck(ConnAck),
     Publish(Publish),
-    PubAck { pkid: u16, reason: PubAckReason },
+    PubAck {
+        pkid: u16,
+        reason: PubAckReason,
+    },
     SubAck(SubAck),
     /// The reason codes only matter to the log: a filter that was not
     /// subscribed is not subscribed afterwards either.
@@ -183,7 +186,10 @@ pub enum Inbound {
         pkid: u16,
     },
     PingResp,
-    Disconnect { reason: u8, text: Option<String> },
+    Disconnect {
+        reason: u8,
+        text: Option<String>,
+    },
 }
 
 /// Why the input cannot be decoded. Every variant ends the connection.

@@ -99,9 +99,13 @@ impl Daemon {
                 }
                 self.local.touch(number);
             }
-            Action::Closed { will, why } => {
+            Action::Closed { will, why, normal } => {
                 let id = self.local.client_id(number).unwrap_or("(before CONNECT)");
-                log::info!("local client {id}: {why}");
+                if normal {
+                    log::debug!("local client {id}: {why}");
+                } else {
+                    log::info!("local client {id}: {why}");
+                }
                 self.routes.remove_client(number);
                 self.sync_upstream(now);
                 self.pending_subacks.retain(|p| p.number != number);

@@ -20,8 +20,7 @@
 //!   messages never slows the others or the broker link.
 
 use crate::daemon::codec::server::{
-    self, ConnAckProperties, Connect, Packet, Publish, Refusal, Subscription, Version, Will,
-    reason,
+    self, ConnAckProperties, Connect, Packet, Publish, Refusal, Subscription, Version, Will, reason,
 };
 use crate::daemon::codec::{Attributes, QoS};
 use bytes::{Bytes, BytesMut};
@@ -65,7 +64,12 @@ pub enum Action {
     /// The connection is over (the machine wants no more input; its last
     /// output, if any, is a DISCONNECT saying why). `will`: to publish
     /// upstream, the client vanished without a normal DISCONNECT.
-    Closed { will: Option<Will>, why: String },
+    /// `normal`: the client said goodbye with DISCONNECT (nothing to log).
+    Closed {
+        will: Option<Will>,
+        why: String,
+        normal: bool,
+    },
 }
 
 /// What became of a delivery.
@@ -108,6 +112,10 @@ impl Queued {
 pub struct Client {
     number: u64,
     state: State,
+    /// A CONNECT was decoded: its version is known.
+    connect_read: bool,
+    /// The client ended with DISCONNECT.
+    said_goodbye: bool,
     version: Version,
     /// Largest packet taken from the client (told to a 5 client).
     max_inbound: usize,
@@ -139,6 +147,8 @@ impl Client {
         Client {
             number,
             state: State::Connecting,
+            connect_read: false,
+            said_goodbye: false,
             version: Version::V5,
             max_inbound,
             max_outbound: usize::MAX,
@@ -314,7 +324,16 @@ impl Client {
             return Delivered::Gone;
         }
         if qos == QoS::AtMostOnce {
-            server::encode_publish(&mut self.out, self.version, name, payload, qos, 0, attrs, ids);
+            server::encode_publish(
+                &mut self.out,
+                self.version,
+                name,
+                payload,
+                qos,
+                0,
+                attrs,
+                ids,
+            );
             return Delivered::Taken;
         }
         let queued = Queued {
@@ -344,6 +363,7 @@ impl Client {
 
     fn on_connect(&mut self, now: Instant, connect: Connect) {
         self.version = connect.version;
+        self.connect_read = true;
         if connect.auth_method.is_some() {
             return self.refuse(Refusal {
                 code: reason::BAD_AUTHENTICATION_METHOD,
@@ -413,13 +433,14 @@ impl Client {
                 subscriptions,
                 id,
             }),
-            Packet::Unsubscribe { pkid, filters } => {
-                self.actions.push_back(Action::Unsubscribe { pkid, filters })
-            }
+            Packet::Unsubscribe { pkid, filters } => self
+                .actions
+                .push_back(Action::Unsubscribe { pkid, filters }),
             Packet::PingReq => server::encode_pingresp(&mut self.out),
             Packet::Disconnect { reason } => {
                 // 0x04: "disconnect with will message".
                 let will = reason == 0x04;
+                self.said_goodbye = true;
                 self.end(format!("disconnected (0x{reason:02X})"), will);
             }
         }
@@ -453,18 +474,16 @@ impl Client {
     /// accepted (3.1.1: only for the codes it has), else DISCONNECT (5).
     fn refuse(&mut self, refusal: Refusal) {
         match self.state {
+            // A protocol we do not speak: the 3.1.1 form, which every
+            // version reads (MQTT 5 3.1.2.2).
+            State::Connecting if refusal.code == reason::UNSUPPORTED_PROTOCOL_VERSION => {
+                server::encode_connack(&mut self.out, Version::V311, refusal.code, None);
+            }
+            // A CONNECT that could not be decoded: its version is not
+            // known, so no CONNACK (MQTT allows closing).
+            State::Connecting if !self.connect_read => {}
             State::Connecting => {
-                let v311_code = matches!(
-                    refusal.code,
-                    reason::UNSUPPORTED_PROTOCOL_VERSION
-                        | reason::CLIENT_ID_NOT_VALID
-                        | reason::BAD_AUTHENTICATION_METHOD
-                        | reason::NOT_AUTHORIZED
-                        | reason::SERVER_UNAVAILABLE
-                );
-                if self.version == Version::V5 || v311_code {
-                    server::encode_connack(&mut self.out, self.version, refusal.code, None);
-                }
+                server::encode_connack(&mut self.out, self.version, refusal.code, None);
             }
             State::Connected => {
                 server::encode_disconnect(&mut self.out, self.version, refusal.code);
@@ -487,7 +506,8 @@ impl Client {
         self.queue.clear();
         self.queued_bytes = 0;
         let will = self.will.take().filter(|_| will && was_connected);
-        self.actions.push_back(Action::Closed { will, why });
+        let normal = std::mem::take(&mut self.said_goodbye);
+        self.actions.push_back(Action::Closed { will, why, normal });
     }
 
     /// MQTT: the server ends a connection silent for one and a half times
@@ -530,5 +550,353 @@ impl Client {
                 return self.next_pkid;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A remaining length, MQTT's variable-length integer.
+    fn varint(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n % 128) as u8;
+            n /= 128;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    fn packet(byte1: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![byte1];
+        varint(body.len(), &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn string(s: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s);
+    }
+
+    /// CONNECT, clean start; `props` only for 5; a will on `w/t` if asked.
+    fn connect(version: Version, id: &str, keep_alive: u16, props: &[u8], will: bool) -> Vec<u8> {
+        let mut body = Vec::new();
+        string(b"MQTT", &mut body);
+        body.push(if version == Version::V5 { 5 } else { 4 });
+        body.push(0x02 | if will { 0x04 | 0x08 } else { 0 }); // will QoS 1
+        body.extend_from_slice(&keep_alive.to_be_bytes());
+        if version == Version::V5 {
+            varint(props.len(), &mut body);
+            body.extend_from_slice(props);
+        }
+        string(id.as_bytes(), &mut body);
+        if will {
+            if version == Version::V5 {
+                body.push(0);
+            }
+            string(b"w/t", &mut body);
+            string(b"gone", &mut body);
+        }
+        packet(0x10, &body)
+    }
+
+    fn publish(version: Version, topic: &str, qos: u8, pkid: u16, payload: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        string(topic.as_bytes(), &mut body);
+        if qos > 0 {
+            body.extend_from_slice(&pkid.to_be_bytes());
+        }
+        if version == Version::V5 {
+            body.push(0);
+        }
+        body.extend_from_slice(payload);
+        packet(0x30 | (qos << 1), &body)
+    }
+
+    fn connected(version: Version, props: &[u8], will: bool) -> (Client, Instant) {
+        let t0 = Instant::now();
+        let mut c = Client::new(t0, 1 << 20, 7);
+        c.handle_input(t0, &connect(version, "dev", 60, props, will));
+        assert!(matches!(c.poll_action(), Some(Action::Connected { .. })));
+        assert_eq!(c.pending_output()[0], 0x20, "CONNACK first");
+        let n = c.pending_output().len();
+        c.advance_output(n);
+        (c, t0)
+    }
+
+    fn closed(c: &mut Client) -> (Option<Will>, String) {
+        match c.poll_action() {
+            Some(Action::Closed { will, why, .. }) => (will, why),
+            other => panic!("expected Closed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_connection_that_never_sends_connect_is_closed_at_the_deadline() {
+        let t0 = Instant::now();
+        let mut c = Client::new(t0, 1 << 20, 1);
+        assert_eq!(c.poll_timeout(), Some(t0 + CONNECT_TIMEOUT));
+        c.handle_timeout(t0 + CONNECT_TIMEOUT - Duration::from_millis(1));
+        assert!(c.poll_action().is_none());
+        c.handle_timeout(t0 + CONNECT_TIMEOUT);
+        let (will, why) = closed(&mut c);
+        assert!(will.is_none());
+        assert!(why.contains("no CONNECT"), "{why}");
+        assert!(c.pending_output().is_empty());
+        assert!(c.is_closed() && !c.wants_input());
+    }
+
+    #[test]
+    fn both_versions_connect_and_an_empty_client_id_is_assigned() {
+        for version in [Version::V311, Version::V5] {
+            let t0 = Instant::now();
+            let mut c = Client::new(t0, 1 << 20, 42);
+            c.handle_input(t0, &connect(version, "", 30, &[], false));
+            assert_eq!(
+                c.poll_action(),
+                Some(Action::Connected {
+                    client_id: "iotbox-assigned-42".into()
+                })
+            );
+            assert_eq!(c.version(), version);
+            let out = c.pending_output();
+            assert_eq!(out[0], 0x20);
+            if version == Version::V311 {
+                assert_eq!(out, [0x20, 0x02, 0x00, 0x00]);
+            } else {
+                // The assigned id travels in the CONNACK's properties.
+                let text = String::from_utf8_lossy(out);
+                assert!(text.contains("iotbox-assigned-42"), "{out:?}");
+            }
+            // Keep-alive 30 s: closed after 45 s of silence.
+            assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(45)));
+        }
+    }
+
+    #[test]
+    fn a_3_1_1_client_with_an_empty_id_and_a_kept_session_is_refused() {
+        let t0 = Instant::now();
+        let mut c = Client::new(t0, 1 << 20, 1);
+        let mut bytes = connect(Version::V311, "", 30, &[], false);
+        bytes[9] = 0x00; // clean session 0
+        c.handle_input(t0, &bytes);
+        assert_eq!(c.pending_output(), [0x20, 0x02, 0x00, 0x02]);
+        assert!(matches!(
+            c.poll_action(),
+            Some(Action::Closed { will: None, .. })
+        ));
+    }
+
+    #[test]
+    fn silence_past_one_and_a_half_keep_alives_ends_it_with_the_will() {
+        let (mut c, t0) = connected(Version::V5, &[], true);
+        c.handle_input(t0 + Duration::from_secs(80), &[0xC0, 0x00]);
+        assert_eq!(c.pending_output(), [0xD0, 0x00], "PINGRESP");
+        c.handle_timeout(t0 + Duration::from_secs(80 + 89));
+        assert!(c.poll_action().is_none());
+        c.handle_timeout(t0 + Duration::from_secs(80 + 90));
+        let (will, why) = closed(&mut c);
+        assert_eq!(will.map(|w| w.topic), Some("w/t".to_owned()));
+        assert!(why.contains("keep-alive"), "{why}");
+        assert!(
+            c.pending_output()
+                .ends_with(&[0xE0, 0x01, reason::KEEP_ALIVE_TIMEOUT])
+        );
+    }
+
+    #[test]
+    fn publishes_are_actions_and_a_receive_maximum_of_them_stops_the_reading() {
+        let (mut c, t0) = connected(Version::V5, &[], false);
+        let mut bytes = Vec::new();
+        for i in 1..=u16::from(RECEIVE_MAXIMUM) + 5 {
+            bytes.extend(publish(Version::V5, "a/b", 1, i, b"x"));
+        }
+        c.handle_input(t0, &bytes);
+        let mut pkids = Vec::new();
+        while let Some(Action::Publish { pkid, qos, .. }) = c.poll_action() {
+            assert_eq!(qos, QoS::AtLeastOnce);
+            pkids.push(pkid);
+        }
+        assert_eq!(pkids.len(), usize::from(RECEIVE_MAXIMUM));
+        assert!(!c.wants_input(), "reading stops at the receive maximum");
+        c.published(1, reason::SUCCESS);
+        assert_eq!(c.pending_output(), [0x40, 0x02, 0x00, 0x01]);
+        assert!(c.wants_input());
+        // The rest was kept and comes with the next input.
+        c.handle_input(t0, &[]);
+        assert!(matches!(
+            c.poll_action(),
+            Some(Action::Publish { pkid: 129, .. })
+        ));
+    }
+
+    #[test]
+    fn qos_2_publishes_are_refused_by_version() {
+        let (mut c, t0) = connected(Version::V5, &[], true);
+        c.handle_input(t0, &publish(Version::V5, "a", 2, 1, b"x"));
+        let (will, why) = closed(&mut c);
+        assert!(will.is_some(), "a refused client's will still goes");
+        assert!(why.contains("QoS 2"), "{why}");
+        assert_eq!(c.pending_output(), [0xE0, 0x01, reason::QOS_NOT_SUPPORTED]);
+
+        let (mut c, t0) = connected(Version::V311, &[], false);
+        c.handle_input(t0, &publish(Version::V311, "a", 2, 1, b"x"));
+        closed(&mut c);
+        assert!(
+            c.pending_output().is_empty(),
+            "3.1.1: closed without a word"
+        );
+    }
+
+    #[test]
+    fn disconnect_normal_drops_the_will_and_with_will_or_eof_sends_it() {
+        let (mut c, t0) = connected(Version::V5, &[], true);
+        c.handle_input(t0, &[0xE0, 0x00]);
+        assert!(closed(&mut c).0.is_none());
+        let (mut c, t0) = connected(Version::V5, &[], true);
+        c.handle_input(t0, &[0xE0, 0x01, 0x04]);
+        assert!(closed(&mut c).0.is_some());
+        let (mut c, _) = connected(Version::V311, &[], true);
+        c.handle_eof("closed the connection");
+        assert!(closed(&mut c).0.is_some());
+        // Taken over: the will goes (MQTT), with DISCONNECT 0x8E to a 5 client.
+        let (mut c, _) = connected(Version::V5, &[], true);
+        c.close(reason::SESSION_TAKEN_OVER, "taken over", true);
+        assert!(closed(&mut c).0.is_some());
+        assert_eq!(c.pending_output(), [0xE0, 0x01, 0x8E]);
+    }
+
+    #[test]
+    fn qos_1_deliveries_wait_for_the_clients_receive_maximum() {
+        // Receive Maximum 2 (property 0x21).
+        let (mut c, t0) = connected(Version::V5, &[0x21, 0x00, 0x02], false);
+        let topic = Bytes::from_static(b"a/b");
+        let payload = Bytes::from_static(b"x");
+        for _ in 0..3 {
+            assert_eq!(
+                c.deliver(&topic, &payload, QoS::AtLeastOnce, None, &[]),
+                Delivered::Taken
+            );
+        }
+        let publishes = |c: &Client| c.pending_output().iter().filter(|b| **b == 0x32).count();
+        let sent = c.pending_output().len();
+        assert_eq!(publishes(&c), 2, "two in flight");
+        c.advance_output(sent);
+        c.handle_input(t0, &[0x40, 0x02, 0x00, 0x01]);
+        assert_eq!(
+            c.pending_output()[0],
+            0x32,
+            "the third goes once one is acknowledged"
+        );
+        // Packet id 3, the one not in flight.
+        assert_eq!(&c.pending_output()[7..9], &[0x00, 0x03]);
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_loses_qos_0_and_then_its_connection() {
+        let (mut c, _) = connected(Version::V311, &[], true);
+        let topic = Bytes::from_static(b"a/b");
+        let payload = Bytes::from(vec![0u8; 64 * 1024]);
+        let mut taken = 0;
+        while c.deliver(&topic, &payload, QoS::AtMostOnce, None, &[]) == Delivered::Taken {
+            taken += 1;
+        }
+        assert_eq!(taken, OUTPUT_LIMIT / (64 * 1024) - 1);
+        assert!(
+            c.poll_action().is_none(),
+            "QoS 0 is dropped, the client stays"
+        );
+        assert_eq!(
+            c.deliver(&topic, &payload, QoS::AtLeastOnce, None, &[]),
+            Delivered::Gone
+        );
+        let (will, why) = closed(&mut c);
+        assert!(will.is_some());
+        assert!(why.contains("does not take its messages"), "{why}");
+        assert_eq!(
+            c.deliver(&topic, &payload, QoS::AtMostOnce, None, &[]),
+            Delivered::Gone
+        );
+    }
+
+    #[test]
+    fn a_delivery_larger_than_the_clients_maximum_packet_is_not_sent() {
+        // Maximum Packet Size 100 (property 0x27).
+        let (mut c, _) = connected(Version::V5, &[0x27, 0, 0, 0, 100], false);
+        let topic = Bytes::from_static(b"a/b");
+        let big = Bytes::from(vec![0u8; 200]);
+        assert_eq!(
+            c.deliver(&topic, &big, QoS::AtMostOnce, None, &[]),
+            Delivered::TooLarge
+        );
+        assert!(c.pending_output().is_empty());
+        let small = Bytes::from_static(b"ok");
+        assert_eq!(
+            c.deliver(&topic, &small, QoS::AtMostOnce, None, &[]),
+            Delivered::Taken
+        );
+    }
+
+    #[test]
+    fn subscribe_and_unsubscribe_become_actions_and_their_answers_go_out() {
+        let (mut c, t0) = connected(Version::V311, &[], false);
+        // c7's SUBSCRIBE: a/# QoS 1, b/+ QoS 0.
+        let sub = [
+            0x82, 0x0e, 0x00, 0x02, 0x00, 0x03, b'a', b'/', b'#', 0x01, 0x00, 0x03, b'b', b'/',
+            b'+', 0x00,
+        ];
+        c.handle_input(t0, &sub);
+        let Some(Action::Subscribe {
+            pkid,
+            subscriptions,
+            ..
+        }) = c.poll_action()
+        else {
+            panic!("no Subscribe");
+        };
+        assert_eq!(pkid, 2);
+        assert_eq!(subscriptions.len(), 2);
+        c.suback(pkid, &[0x01, 0x97]);
+        assert_eq!(c.pending_output(), [0x90, 0x04, 0x00, 0x02, 0x01, 0x80]);
+        let n = c.pending_output().len();
+        c.advance_output(n);
+        c.handle_input(t0, &[0xA2, 0x07, 0x00, 0x03, 0x00, 0x03, b'a', b'/', b'#']);
+        assert_eq!(
+            c.poll_action(),
+            Some(Action::Unsubscribe {
+                pkid: 3,
+                filters: vec!["a/#".into()]
+            })
+        );
+        c.unsuback(3, &[0x00]);
+        assert_eq!(c.pending_output(), [0xB0, 0x02, 0x00, 0x03]);
+    }
+
+    #[test]
+    fn garbage_ends_the_connection_without_a_panic() {
+        let t0 = Instant::now();
+        let mut c = Client::new(t0, 1 << 20, 1);
+        c.handle_input(t0, b"GET / HTTP/1.1\r\n\r\n");
+        closed(&mut c);
+        assert!(c.pending_output().is_empty(), "no CONNACK for what is not MQTT");
+        // MQTT 3.1 (MQIsdp, level 3): "unacceptable protocol version" in
+        // the form every version reads.
+        let mut c = Client::new(t0, 1 << 20, 1);
+        let mut body = Vec::new();
+        string(b"MQIsdp", &mut body);
+        body.extend_from_slice(&[3, 0x02, 0, 60]);
+        string(b"old", &mut body);
+        c.handle_input(t0, &packet(0x10, &body));
+        closed(&mut c);
+        assert_eq!(c.pending_output(), [0x20, 0x02, 0x00, 0x01]);
+        let (mut c, t0) = connected(Version::V5, &[], true);
+        c.handle_input(t0, &[0x10, 0x00]); // a second CONNECT
+        let (will, _) = closed(&mut c);
+        assert!(will.is_some());
+        assert!(c.pending_output().starts_with(&[0xE0]));
     }
 }

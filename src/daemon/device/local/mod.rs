@@ -485,7 +485,8 @@ fn write(c: &mut Connection) {
             Err(e) if interrupted(&e) => {}
             Err(_) => {
                 c.broken = true;
-                c.machine.handle_eof("connection failed while writing to it");
+                c.machine
+                    .handle_eof("connection failed while writing to it");
             }
         }
     }
