@@ -22,6 +22,15 @@
 # and at the daemon's start (at most 1 s); the resident memory with the
 # spool on (at most 3 MiB, connected and idle).
 #
+# The local MQTT endpoint (part two), against what a device would run
+# instead, a second mosquitto bridged to the broker: the same
+# `mosquitto_pub -l` QoS 1 through either reaches the broker at least 1.2
+# times as fast; the daemon's RSS under that load at most 0.25 times the
+# bridge's; at most 3 MiB resident with the spool on and 10 local MQTT
+# clients connected and idle; the static x86_64 binary, everything in, at
+# most 2 MiB. Every daemon gets its own --local_socket in the work
+# directory, never the default /tmp/iotbox_mqtt.
+#
 # Environment:
 #   BENCH_QUICK=1        fewer repetitions and shorter windows (see above)
 #   BENCH_MESSAGES=N     messages per throughput run (default 20000)
@@ -92,8 +101,9 @@ step() { printf '\n== bench: %s\n' "$*" >&2; }
 
 T=""
 ok=0
-# The spool steps' daemon of the moment, whose logs a failure shows.
-LAST_DAEMON=""
+# The spool steps' daemon of the moment, whose logs a failure shows (and
+# step 11's bridge).
+LAST_DAEMON="" LAST_BRIDGE=""
 failed=0
 # Where set -e stopped us, for the message in cleanup (every failure we
 # foresee goes through fail, which says what happened).
@@ -116,7 +126,7 @@ fail() {
     failed=1
     printf '\nbench: FAILED: %s\n' "$*" >&2
     local f
-    for f in broker.log d1.out d1.err d0.out d0.err idle-sub.err ${LAST_DAEMON:+$LAST_DAEMON.out $LAST_DAEMON.err}; do
+    for f in broker.log d1.out d1.err d0.out d0.err idle-sub.err ${LAST_DAEMON:+$LAST_DAEMON.out $LAST_DAEMON.err} ${LAST_BRIDGE:+$LAST_BRIDGE.log}; do
         if [ -n "$T" ] && [ -s "$T/$f" ]; then
             printf -- '--- last lines of %s:\n' "$f" >&2
             tail -n 15 "$T/$f" | sed 's/^/    /' >&2
@@ -299,7 +309,10 @@ sub_ready() { grep -qF -- ": $1 $2 $3" "$BLOG"; }
 
 # Every daemon keeps its spool in the work directory, never in the default
 # /var/lib/iotbox (a real one's, maybe with messages in it): one directory
-# each, made here (0700, as make install does).
+# each, made here (0700, as make install does). Likewise its local MQTT
+# endpoint: --local_socket "$T/NAME.mqtt", never the default /tmp/iotbox_mqtt
+# (an installed daemon's, or another daemon's of this run). It listens as in
+# the product, unused except in step 11.
 SPOOLS=$T/spool
 mkdir -m 0700 "$SPOOLS"
 # What the spools sit on: fdatasync on tmpfs costs nothing, on a disk it is
@@ -320,6 +333,7 @@ start_daemon() {
     "$BIN" pubsub --endpoint 127.0.0.1 --port "$PORT" --cert "$T/client.pem" --key "$T/client.key" \
         --ca_file "$T/ca.pem" --client_id "bench-$name" --topic "bench/in/$name" \
         --pub_socket "$T/$name.sock" --sub_socket "$T/$name.rmsg" --spool_dir "$dir" \
+        --local_socket "$T/$name.mqtt" \
         --qos "$qos" --keep_alive "$KEEPALIVE" >"$T/$name.out" 2>"$T/$name.err" &
     pid=$!
     pids+=("$pid")
@@ -445,7 +459,8 @@ start_iotbox() {
     o=$("$LG" ready --timeout "$TIMEOUT" --line "Subscription Success." -- \
         "$BIN" pubsub --endpoint 127.0.0.1 --port "$PORT" --cert "$T/client.pem" --key "$T/client.key" \
         --ca_file "$T/ca.pem" --client_id "bench-st$i" --topic "bench/in/st$i" \
-        --pub_socket "$T/st$i.sock" --sub_socket "$T/st.rmsg" --spool_dir "$ST_SPOOL") || fail "iotbox pubsub start $i"
+        --pub_socket "$T/st$i.sock" --sub_socket "$T/st.rmsg" --spool_dir "$ST_SPOOL" \
+        --local_socket "$T/st$i.mqtt") || fail "iotbox pubsub start $i"
     START_D+=("$(kv ready_ns "$o")")
     SCPU_D+=("$(kv cpu_ready_ns "$o")")
 }
@@ -625,6 +640,7 @@ start_offline() {
     "$BIN" pubsub --endpoint 127.0.0.1 --port "$NOPORT" --cert "$T/client.pem" --key "$T/client.key" \
         --ca_file "$T/ca.pem" --client_id "bench-$name" --topic "bench/in/$name" \
         --pub_socket "$T/$name.sock" --sub_socket "$T/$name.rmsg" --spool_dir "$dir" \
+        --local_socket "$T/$name.mqtt" \
         --keep_alive "$KEEPALIVE" "$@" >"$T/$name.out" 2>"$T/$name.err" &
     pid=$!
     pids+=("$pid")
@@ -743,9 +759,233 @@ fi
 say "recovery of $REC_BYTES bytes: iotbox spool $(show 1e6 0 ' ms' "${REC_WARM[@]}") warm${REC_COLD:+, $(show 1e6 0 ' ms' "$REC_COLD") cold}; the daemon's own $(show 1 0 ' ms' "${REC_D[@]}")"
 LAST_DAEMON=""
 
-# --- 11. the table -------------------------------------------------------------
+# --- 11. the local MQTT endpoint vs a mosquitto bridge -------------------------
 
-step "11. the table"
+LC_IDLE_CLIENTS=10
+LC_IDLE_SECS=3
+# Runs as many as the spool's (a run takes a second or two): the bridge's
+# rate on a loaded machine swings by 2× from run to run, so three are few.
+LC_RUNS=$SPOOL_RUNS
+step "11. local MQTT endpoint vs a mosquitto bridge: mosquitto_pub -l, ${MSGS} x ${SIZE} B, QoS 1, ${LC_RUNS} runs each; then ${LC_IDLE_CLIENTS} idle local clients"
+# What a device would run instead of the endpoint: a second mosquitto on
+# the device, bridged to the broker. Both sides take the same local client
+# (mosquitto_pub, plain MQTT 5 on 127.0.0.1 TCP) and forward to the same
+# broker over mutual TLS with the same certificate. Each run starts a fresh
+# daemon or bridge, so its VmHWM is that run's peak.
+# line_or_exit PID FILE TEXT: FILE has TEXT, or PID is gone.
+line_or_exit() { has_line "$3" "$2" || not_running "$1"; }
+# start_local NAME: iotbox pubsub, spool on (the product), its local
+# endpoint on $T/NAME.mqtt and 127.0.0.1:LPORT (a free port), its --topic
+# one nobody uses; until 'Subscription Success.'. --verbosity debug for its
+# "local client ID connected" line, the moment the load starts (the debug
+# lines are per connection, none per message). PID in DAEMON_PID.
+start_local() {
+    local name=$1 dir pid
+    LAST_DAEMON=$name
+    dir=$(spool_dir "$name")
+    for _ in 1 2 3 4 5; do
+        LPORT=$("$LG" freeport) || fail "loadgen freeport failed"
+        "$BIN" pubsub --endpoint 127.0.0.1 --port "$PORT" --cert "$T/client.pem" --key "$T/client.key" \
+            --ca_file "$T/ca.pem" --client_id "bench-$name" --topic "bench/in/$name" \
+            --pub_socket "$T/$name.sock" --sub_socket "$T/$name.rmsg" --spool_dir "$dir" \
+            --local_socket "$T/$name.mqtt" --local_listen "127.0.0.1:$LPORT" \
+            --keep_alive "$KEEPALIVE" --verbosity debug >"$T/$name.out" 2>"$T/$name.err" &
+        pid=$!
+        pids+=("$pid")
+        wait_until "$TIMEOUT" "'Subscription Success.' from iotbox pubsub ($name)" \
+            line_or_exit "$pid" "$T/$name.out" "Subscription Success."
+        if running "$pid"; then
+            port_open "$LPORT" || fail "$name: nothing listens on its --local_listen 127.0.0.1:$LPORT"
+            [ -S "$T/$name.mqtt" ] || fail "$name: no local endpoint socket at $T/$name.mqtt"
+            DAEMON_PID=$pid
+            return 0
+        fi
+        wait "$pid" 2>/dev/null || true
+        forget "$pid"
+        grep -q "cannot listen on" "$T/$name.err" || fail "iotbox pubsub ($name) exited before 'Subscription Success.'"
+        say "port $LPORT was taken meanwhile; another one"
+    done
+    fail "iotbox pubsub ($name) could not listen (5 ports tried)"
+}
+# start_bridge NAME: a mosquitto bridge listening on 127.0.0.1:LPORT (a
+# free port) and on $T/NAME.mqtt, connected to the broker as bench-NAME
+# and subscribed there for bench/idle/# (the idle clients' topics, as the
+# daemon subscribes upstream for its local clients); until the broker's
+# log shows that subscription. Local publishes on bench/local/# go out,
+# QoS 1. PID in BRIDGE_PID.
+start_bridge() {
+    local name=$1 pid end
+    LAST_BRIDGE=$name
+    for _ in 1 2 3 4 5; do
+        LPORT=$("$LG" freeport) || fail "loadgen freeport failed"
+        # notifications false: else it publishes retained $SYS connection
+        # messages upstream; try_private false: else a CONNECT with protocol
+        # level 0x84; the default max_queued_messages (1000) would drop
+        # under mosquitto_pub -l.
+        cat >"$T/$name.conf" <<EOF
+# written by scripts/bench.sh: a mosquitto bridge, what the local MQTT
+# endpoint replaces
+user root
+per_listener_settings false
+allow_anonymous true
+persistence false
+log_dest stderr
+log_type error
+log_type warning
+log_type notice
+log_type information
+log_type subscribe
+connection_messages true
+set_tcp_nodelay true
+max_queued_messages 1000000
+max_inflight_messages 100
+listener $LPORT 127.0.0.1
+listener 0 $T/$name.mqtt
+connection aws
+address 127.0.0.1:$PORT
+bridge_protocol_version mqttv50
+remote_clientid bench-$name
+cleansession true
+try_private false
+notifications false
+bridge_attempt_unsubscribe false
+restart_timeout 1 5
+bridge_cafile $T/ca.pem
+bridge_certfile $T/client.pem
+bridge_keyfile $T/client.key
+topic bench/local/# out 1
+topic bench/idle/# in 1
+EOF
+        : >"$T/$name.log"
+        "$MOSQUITTO" -c "$T/$name.conf" 2>>"$T/$name.log" >/dev/null &
+        pid=$!
+        pids+=("$pid")
+        end=$(($(now_ms) + TIMEOUT * 1000))
+        while running "$pid" && ! port_open "$LPORT" && [ "$(now_ms)" -lt "$end" ]; do sleep 0.01; done
+        if running "$pid" && port_open "$LPORT"; then
+            wait_until "$TIMEOUT" "the bridge's subscription at the broker ($name)" sub_ready "bench-$name" 1 "bench/idle/#"
+            running "$pid" || fail "the bridge $name exited"
+            BRIDGE_PID=$pid
+            return 0
+        fi
+        running "$pid" && fail "the bridge $name did not open port $LPORT within ${TIMEOUT}s"
+        wait "$pid" 2>/dev/null || true
+        forget "$pid"
+        grep -q "Address already in use" "$T/$name.log" || fail "the bridge $name did not start"
+        say "port $LPORT was taken meanwhile; another one"
+    done
+    fail "the bridge $name could not listen (5 ports tried)"
+}
+stop_bridge() {
+    kill -TERM "$1" 2>/dev/null || true
+    wait_exit 10 "$1" "exit of the bridge mosquitto after SIGTERM" || true
+}
+declare -A LC_TP LC_DONE LC_CPUK LC_HWM LC_RSS
+# local_run iotbox|bridge RUN: a fresh daemon or bridge; a counting
+# mosquitto_sub at the broker; MSGS lines into mosquitto_pub -l on LPORT,
+# written once the daemon or bridge logged its connection.
+local_run() {
+    local who=$1 r=$2 id topic pid log ready spid o c0 b0 p b1 n first last el mps cpu done_ns syncs
+    id=lc-$who-r$r
+    topic=bench/local/$who/r$r
+    if [ "$who" = iotbox ]; then
+        start_local "$id"
+        pid=$DAEMON_PID log=$T/$id.err ready="local client pub-$id connected"
+    else
+        start_bridge "$id"
+        pid=$BRIDGE_PID log=$T/$id.log ready="as pub-$id ("
+    fi
+    "$MSUB" "${MCA[@]}" -i "sub-$id" -q 1 -C "$MSGS" -F %U -t "$topic" >"$T/$id.arr" 2>"$T/$id.suberr" &
+    spid=$!
+    pids+=("$spid")
+    wait_until "$TIMEOUT" "SUBACK for the counting mosquitto_sub ($id)" sub_ready "sub-$id" 1 "$topic"
+    c0=$(cpu_ns "$pid")
+    b0=$(cpu_ns "$BROKER")
+    o=$("$LG" pipe --timeout "$TIMEOUT" --log "$log" --ready "$ready" --count "$MSGS" --size "$SIZE" -- \
+        "$MPUB" -h 127.0.0.1 -p "$LPORT" -V mqttv5 -i "pub-$id" -q 1 -t "$topic" -l) ||
+        fail "loadgen pipe mosquitto_pub -l through $who ($id)"
+    wait_exit "$TIMEOUT" "$spid" "all $MSGS messages at the subscriber ($id)" ||
+        fail "the counting mosquitto_sub failed ($id): $(cat "$T/$id.suberr")"
+    running "$pid" || fail "$id: the $who process died during the run"
+    p=$("$LG" proc --pid "$pid")
+    b1=$(cpu_ns "$BROKER")
+    syncs=""
+    if [ "$who" = iotbox ]; then
+        stop_daemon "$pid"
+        syncs=$(exit_line "$id")
+        [ -z "$syncs" ] || syncs="; the daemon's exit line: $(echo "$syncs" | awk '{print $1 " messages taken, " $2 " syncs, " $3 " bytes written"}')"
+    else
+        stop_bridge "$pid"
+    fi
+    n=$(wc -l <"$T/$id.arr")
+    [ "$n" -eq "$MSGS" ] || fail "$id: the subscriber got $n of $MSGS messages"
+    first=$(kv first_send_ns "$o")
+    last=$(tail -n1 "$T/$id.arr")
+    el=$(($(ns_of "$last") - first))
+    [ "$el" -gt 0 ] || fail "$id: the last arrival ($last) is not after the first line written ($first ns)"
+    mps=$(((MSGS * 1000000000 + el / 2) / el))
+    cpu=$(($(kv cpu_ns "$p") - c0))
+    done_ns=$(kv exit_ns "$o")
+    LC_TP[$who]+="$mps "
+    LC_DONE[$who]+="$done_ns "
+    LC_CPUK[$who]+="$((cpu * 1000 / MSGS)) "
+    LC_HWM[$who]+="$(kv hwm_kb "$p") "
+    LC_RSS[$who]+="$(kv rss_kb "$p") "
+    raw "local endpoint $id: first line → last arrival upstream $((el / 1000)) µs, $mps msg/s; mosquitto_pub -l exit $((done_ns / 1000)) µs after its first line; $who CPU $((cpu / 1000)) µs; broker CPU $(((b1 - b0) / 1000)) µs; $who after the run: VmRSS $(kv rss_kb "$p") kB VmHWM $(kv hwm_kb "$p") kB threads $(kv threads "$p") voluntary switches $(kv vcsw "$p")$syncs; loadgen: $(tr '\n' ' ' <<<"$o")"
+    say "$id: $mps msg/s upstream; mosquitto_pub done in $(show 1e6 0 ' ms' "$done_ns"); $who CPU $(show 1e6 2 '' $((cpu * 1000 / MSGS))) ms per 1000 messages; VmHWM $(kv hwm_kb "$p") kB"
+}
+for r in $(seq 1 "$LC_RUNS"); do
+    if [ $((r % 2)) = 1 ]; then local_run iotbox "$r"; local_run bridge "$r"; else local_run bridge "$r"; local_run iotbox "$r"; fi
+done
+read -ra lc_d <<<"${LC_TP[iotbox]:-}"
+read -ra lc_b <<<"${LC_TP[bridge]:-}"
+say "mosquitto_pub -l → broker: local endpoint $(show 1 0 ' msg/s' "${lc_d[@]}"), mosquitto bridge $(show 1 0 ' msg/s' "${lc_b[@]}")"
+
+# Idle: a fresh daemon and a fresh bridge side by side, LC_IDLE_CLIENTS
+# mosquitto_sub each on its UNIX socket, each on a topic of its own; ready
+# when the subscription is in place upstream (the broker logged the
+# daemon's SUBSCRIBE for that topic) or at the bridge (its log; the bridge
+# is subscribed upstream for bench/idle/# since it connected).
+start_local lc-idle
+LI=$DAEMON_PID
+start_bridge lc-bidle
+BI=$BRIDGE_PID
+idle_subs=()
+for k in $(seq 1 "$LC_IDLE_CLIENTS"); do
+    "$MSUB" --unix "$T/lc-idle.mqtt" -V mqttv5 -i "idle-d$k" -k "$KEEPALIVE" -q 1 -t "bench/idle/d/$k" >/dev/null 2>"$T/idle-d$k.err" &
+    pids+=("$!")
+    idle_subs+=("$!")
+    "$MSUB" --unix "$T/lc-bidle.mqtt" -V mqttv5 -i "idle-b$k" -k "$KEEPALIVE" -q 1 -t "bench/idle/b/$k" >/dev/null 2>"$T/idle-b$k.err" &
+    pids+=("$!")
+    idle_subs+=("$!")
+done
+# upstream_sub K: the broker logged the daemon's SUBSCRIBE for client K's
+# topic (any QoS); bridge_sub K: the bridge logged client K's SUBSCRIBE.
+upstream_sub() { grep -qE ": bench-lc-idle [0-2] bench/idle/d/$1\$" "$BLOG"; }
+bridge_sub() { grep -qE ": idle-b$1 1 bench/idle/b/$1\$" "$T/lc-bidle.log"; }
+for k in $(seq 1 "$LC_IDLE_CLIENTS"); do
+    wait_until "$TIMEOUT" "the daemon's upstream SUBSCRIBE for local client idle-d$k" upstream_sub "$k"
+    wait_until "$TIMEOUT" "the bridge's SUBACK for idle-b$k" bridge_sub "$k"
+done
+sleep "$LC_IDLE_SECS"
+for p in "${idle_subs[@]}"; do running "$p" || fail "an idle local mosquitto_sub exited (see $T/idle-*.err)"; done
+running "$LI" || fail "the idle daemon lc-idle died"
+running "$BI" || fail "the idle bridge lc-bidle died"
+pi=$("$LG" proc --pid "$LI")
+pb=$("$LG" proc --pid "$BI")
+LC_IDLE_RSS_D=$(kv rss_kb "$pi") LC_IDLE_HWM_D=$(kv hwm_kb "$pi")
+LC_IDLE_RSS_B=$(kv rss_kb "$pb") LC_IDLE_HWM_B=$(kv hwm_kb "$pb")
+raw "local endpoint idle, $LC_IDLE_CLIENTS clients on the UNIX socket, ${LC_IDLE_SECS}s after the last subscription: iotbox VmRSS $LC_IDLE_RSS_D kB VmHWM $LC_IDLE_HWM_D kB threads $(kv threads "$pi"); bridge VmRSS $LC_IDLE_RSS_B kB VmHWM $LC_IDLE_HWM_B kB threads $(kv threads "$pb")"
+say "idle with $LC_IDLE_CLIENTS local clients: iotbox VmRSS $LC_IDLE_RSS_D kB, bridge $LC_IDLE_RSS_B kB"
+for p in "${idle_subs[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+for p in "${idle_subs[@]}"; do wait_exit 10 "$p" "exit of an idle local mosquitto_sub" || true; done
+stop_daemon "$LI"
+stop_bridge "$BI"
+LAST_DAEMON="" LAST_BRIDGE=""
+
+# --- 12. the table -------------------------------------------------------------
+
+step "12. the table"
 md=$T/bench.md
 # The figures for loadgen table: one KEY=VALUES line each.
 samples=$T/samples.txt
@@ -814,12 +1054,24 @@ sample rec_cold "$REC_COLD"
 sample rec_cold_why "$REC_COLD_WHY"
 sample rec_d "${REC_D[@]}"
 sample rec_hwm "${REC_HWM[@]}"
+sample lc_idle_clients "$LC_IDLE_CLIENTS"
+for w in iotbox bridge; do
+    sample "lc_tp_$w" "${LC_TP[$w]:-}"
+    sample "lc_done_$w" "${LC_DONE[$w]:-}"
+    sample "lc_cpuk_$w" "${LC_CPUK[$w]:-}"
+    sample "lc_hwm_$w" "${LC_HWM[$w]:-}"
+    sample "lc_rss_$w" "${LC_RSS[$w]:-}"
+done
+sample lc_idle_rss_iotbox "$LC_IDLE_RSS_D"
+sample lc_idle_hwm_iotbox "$LC_IDLE_HWM_D"
+sample lc_idle_rss_bridge "$LC_IDLE_RSS_B"
+sample lc_idle_hwm_bridge "$LC_IDLE_HWM_B"
 {
     echo "# iotbox benchmark"
     echo
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(uname -m), $(nproc) CPUs, Linux $(uname -r); $IOTBOX_VERSION ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified')); mosquitto $MOSQ_VERSION on 127.0.0.1, mutual TLS, RSA 2048 keys, \`set_tcp_nodelay true\`; spool on $SPOOL_FS ($SPOOL_DEV).$([ "$QUICK" = 1 ] && echo ' **BENCH_QUICK=1: one run of the long figures, a 10 s idle window.**')"
     echo
-    echo "Values: median (min–max, n runs). ratio = iotbox ÷ mosquitto clients (medians): below 1 is better for iotbox except for throughput, where above 1 is; the spool rows have no mosquitto counterpart, and where they use the ratio column the figure says what it divides. The machine is shared and noisy: compare the ratios."
+    echo "Values: median (min–max, n runs). ratio = iotbox ÷ mosquitto clients (medians): below 1 is better for iotbox except for throughput, where above 1 is; the spool rows have no mosquitto counterpart, and where they use the ratio column the figure says what it divides; in the local MQTT endpoint rows the second column is a mosquitto bridge (the same mosquitto_pub through a second mosquitto bridged to the broker). The machine is shared and noisy: compare the ratios."
     echo
     "$LG" table --samples "$samples" || fail "loadgen table: could not make the table from $samples"
 } >"$md"
@@ -828,8 +1080,8 @@ cat >>"$md" <<EOF
 
 ## How each figure is measured
 
-- **Setup.** One mosquitto $MOSQ_VERSION on 127.0.0.1 (\`require_certificate true\`, \`set_tcp_nodelay true\`, \`max_queued_messages 1000000\` so a slow subscriber is queued, not dropped; logging without per-packet debug lines). One RSA 2048 CA, server and client certificate (rcgen, X.509 v3; \`scripts/pki.sh\`); iotbox and the mosquitto clients use the same client certificate, the same broker, MQTT 5, TLS 1.3. Every \`iotbox pubsub\` has its own \`--spool_dir\` in the bench's work directory (on $SPOOL_FS, $SPOOL_DEV; never /var/lib/iotbox): each message from the publish socket is written there and synced (write + fdatasync, once per event-loop turn for all read in that turn) before anything else happens to it, so every figure below includes that. The load generator is \`bench/loadgen\`.
-- **Binary size**: the static musl binary (the release profile strips it; a copy is run through \`strip\` anyway). mosquitto_sub is dynamic: its own file plus the libraries \`ldd\` lists (libmosquitto, libssl, libcrypto, libcjson), libc not counted. ARM sizes are shown when a build is there (musl builds first, else the glibc-static ones of \`make cross-check\`); they are not rebuilt here, so their build time is shown beside the last commit's.
+- **Setup.** One mosquitto $MOSQ_VERSION on 127.0.0.1 (\`require_certificate true\`, \`set_tcp_nodelay true\`, \`max_queued_messages 1000000\` so a slow subscriber is queued, not dropped; logging without per-packet debug lines). One RSA 2048 CA, server and client certificate (rcgen, X.509 v3; \`scripts/pki.sh\`); iotbox and the mosquitto clients use the same client certificate, the same broker, MQTT 5, TLS 1.3. Every \`iotbox pubsub\` has its own \`--local_socket\` (the local MQTT endpoint, listening as in the product; never /tmp/iotbox_mqtt) and its own \`--spool_dir\` in the bench's work directory (on $SPOOL_FS, $SPOOL_DEV; never /var/lib/iotbox): each message from the publish socket is written there and synced (write + fdatasync, once per event-loop turn for all read in that turn) before anything else happens to it, so every figure below includes that. The load generator is \`bench/loadgen\`.
+- **Binary size**: the static musl binary (the release profile strips it; a copy is run through \`strip\` anyway). The one x86_64 figure is held against both budgets: part one's (≤ 1.5 MiB) and part two's (≤ 2 MiB, everything in: the binary measured has the local MQTT endpoint). mosquitto_sub is dynamic: its own file plus the libraries \`ldd\` lists (libmosquitto, libssl, libcrypto, libcjson), libc not counted. ARM sizes are shown when a build is there (musl builds first, else the glibc-static ones of \`make cross-check\`); they are not rebuilt here, so their build time is shown beside the last commit's.
 - **RSS**: VmRSS and VmHWM from /proc/PID/status, 2 s after \`Subscription Success.\` for \`iotbox pubsub\` and after the broker logged the subscription of a \`mosquitto_sub -k $KEEPALIVE\` on an unused topic. "After" is the QoS 1 daemon once its ${RUNS} throughput runs (${MSGS} messages each, ${CONC} clients at a time) are over; the QoS 0 daemon's figures are in the raw data. mosquitto_pub -l's VmHWM is read by loadgen once all lines of a run were written to its stdin.
 - **Idle wake-ups**: voluntary context switches (all threads, /proc/PID/task/*/status) of both idle processes over the same ${IDLE_SECS} s windows, ${RUNS} consecutive windows; involuntary ones are in the raw data. A keep-alive ping costs about two (the timer, then PINGRESP).
 - **exec → subscribed**: loadgen spawns the program with stdout on a pipe and takes the time when the line arrives. iotbox: \`Subscription Success.\` (printed on the SUBACK). mosquitto_sub has no such line, so its topic holds a retained message: the broker sends it right after the SUBACK and mosquitto_sub prints it at once; that line is its "subscribed" (it includes the one extra message, a few µs). Runs alternate iotbox/mosquitto_sub; fresh client ids; each process is then stopped with SIGTERM. CPU until then: the process's time on CPU (/proc/PID/task/*/schedstat) read when the line arrived.
@@ -840,6 +1092,7 @@ cat >>"$md" <<EOF
 - **Publish socket → spool** (the rows from "publish socket → spool" to "… for scale"): for each run a fresh daemon with a new \`--spool_dir\` of its own (or \`--spool_dir none\`), pointed at 127.0.0.1:$NOPORT, where nothing listens: its connection attempts are refused and retried, so each message is appended to the spool, written and fdatasync'ed with the others read in the same loop turn, and answered \`QUEUED\` at once; no TLS, no broker. loadgen sends $SPOOL_MSGS messages of $SIZE B as in the throughput rows (one connection per message, $CONC in flight); rate = $SPOOL_MSGS ÷ (first send → last \`QUEUED\` read by loadgen); every message must come back \`QUEUED\`. $SPOOL_RUNS runs each, spool on and \`none\` alternating. **Syncs**: the daemon's exit line after SIGTERM (\`spool: this run: N message(s) taken, K sync(s), B bytes written\`: an fdatasync per commit, and an fsync of the directory for each new segment file), K × 1000 ÷ N. **write_bytes**: /proc/PID/io of the daemon read once it started and again after the last \`QUEUED\`, just before SIGTERM; the difference ÷ N. Linux counts write_bytes when a page-cache page is dirtied, a whole 4 KiB page at a time, not when the disk is written: a page written, synced and written again (the next turn's records land in the same page) counts again, so with a sync every few messages the figure is about 4 KiB × pages dirtied per sync ÷ messages per sync. **Bytes to write(2)**: B ÷ N from the same exit line (records of 27 B + topic + payload, segment headers, done marks; /proc wchar, in the raw data, agrees). Each client waits for its status, so a loop turn reads at most as many messages as there are clients in flight: the syncs cannot be fewer than 1000 ÷ $CONC per 1000 messages here; the "for scale" row repeats the spool-on runs with $SPOOL_CONC_HI connections in flight.
 - **Recovery of a full spool**: \`loadgen spool-fill\` writes $SIZE B messages for the broker into a new directory with the iotbox library's own log (\`Log\` on a \`DirDisk\`: the daemon's records, and segments of the size the daemon uses for that \`--spool_size\`, 1 MiB at 64 MiB; committed 100 messages at a time) until it holds $SPOOL_SIZE bytes, the point where a daemon with that \`--spool_size\` takes nothing more. \`iotbox spool DIR\` runs the daemon's recovery on both directions (every segment read twice, each record's checksum checked) and prints what waits; loadgen times spawn → exit. One run first, not counted, so the page cache holds the files; then $REC_RUNS runs. Cold: one run after \`sync; echo 3 > /proc/sys/vm/drop_caches\` (machine-wide: the binary's own pages are dropped too, so loading it from disk is included). The daemon's figure: $REC_RUNS starts on the same directory, pointed at port $NOPORT (nothing is sent, the spool stays full): the milliseconds of its line \`spool: N message(s) for the broker waiting in DIR (B bytes; both directions read in T ms)\`, then SIGTERM.
 - **RSS with the spool on**: "idle" is the idle row's reading (that daemon has its \`--spool_dir\`, empty while idle); "peak" the median VmHWM of the spool-on runs above (read just before SIGTERM); "full spool" the median VmHWM of the daemons started on the full spool, read once they logged their recovery.
+- **Local MQTT endpoint vs a mosquitto bridge** (the last five rows). The iotbox side: \`iotbox pubsub\` with \`--local_listen 127.0.0.1:PORT\` and its \`--local_socket\`, a \`--spool_dir\` of its own (spool on, the product), \`--topic\` on a topic nobody publishes to, \`--verbosity debug\` (for its one line per local connection; no debug line per message). The bridge side: a second mosquitto $MOSQ_VERSION, \`persistence false\`, listening on 127.0.0.1:PORT and a UNIX socket, \`connection\` to the same broker with \`bridge_protocol_version mqttv50\`, the same client certificate, \`cleansession true\`, \`try_private false\`, \`notifications false\`, \`max_queued_messages 1000000\` (the default 1000 drops under this load), \`max_inflight_messages 100\`, \`set_tcp_nodelay true\`, \`topic bench/local/# out 1\` and \`topic bench/idle/# in 1\` (its config is in the work directory, lc-*.conf); it counts as ready once the broker logged its SUBSCRIBE for bench/idle/#, i.e. it is connected upstream. Each run starts a fresh daemon (new spool directory) or a fresh bridge and stops it after; ${LC_RUNS} runs each, alternating which goes first. **Rate**: a \`mosquitto_sub -q 1 -C $MSGS -F %U\` at the broker subscribes first (the broker's log shows it); then loadgen writes $MSGS lines of $SIZE B to the stdin of \`mosquitto_pub -V mqttv5 -q 1 -l\` (plain TCP to the local port, as local clients connect), once the daemon (\`local client ID connected\`) or the bridge (\`New client connected ... as ID\`) logged its connection. Rate = $MSGS ÷ (first line written → the last message's receive time at the broker's subscriber). The daemon answers each PUBLISH with PUBACK only once it is in the spool and fdatasync'ed (one sync per loop turn for all read in it; the syncs of each run, from the daemon's exit line, are in the raw data); the bridge answers at once from memory (nothing is persisted). Upstream, both face the broker's Receive Maximum (mosquitto's default \`max_inflight_messages\`, 20, kept here as in the other rows). **Done**: first line → mosquitto_pub's exit, which waits for the PUBACK of its last message: the local acceptance, before anything reached the broker or not. **CPU**: the daemon's or the bridge's time on CPU (schedstat, all threads) from just before mosquitto_pub starts to after the last arrival upstream, ÷ $MSGS × 1000; the broker's CPU per run is in the raw data. **RSS under load**: /proc/PID/status of the daemon or bridge right after the last arrival: VmHWM is that run's peak (a fresh process each run), VmRSS the moment after. **Idle with $LC_IDLE_CLIENTS clients**: a fresh daemon and a fresh bridge side by side; $LC_IDLE_CLIENTS \`mosquitto_sub -V mqttv5 -q 1 --unix SOCKET -t bench/idle/.../K\` each, one topic per client; ready when the broker logged the daemon's upstream SUBSCRIBE for each client's topic (the bridge: its own log shows each client's subscription; it is subscribed upstream for bench/idle/# already); then ${LC_IDLE_SECS} s with nothing sent, then VmRSS and VmHWM.
 
 ## Raw data
 

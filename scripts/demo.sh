@@ -167,12 +167,14 @@ wait_until 10 "'wait message...' from awsapp recv" has_line "wait message..." "$
 indent <"$T/recv.out"
 
 cd "$T"
-# The spool in the demo's directory, not /var/lib/iotbox: the demo leaves
-# nothing behind, and never meets a spool an installed daemon holds.
-show_cmd "mqtt5_pubsub --endpoint localhost --port $PORT --cert device.pem --key device.key --ca_file ca.pem --client_id basicPubSub --topic sdk/test/python --pub_socket $SOCK_S --sub_socket $SOCK_R --spool_dir $T/spool"
+# The spool and the local MQTT endpoint in the demo's directory, not
+# /var/lib/iotbox and /tmp/iotbox_mqtt: the demo leaves nothing behind, and
+# never meets a spool or an endpoint another daemon holds.
+show_cmd "mqtt5_pubsub --endpoint localhost --port $PORT --cert device.pem --key device.key --ca_file ca.pem --client_id basicPubSub --topic sdk/test/python --pub_socket $SOCK_S --sub_socket $SOCK_R --spool_dir $T/spool --local_socket $T/local.mqtt"
 mqtt5_pubsub --endpoint localhost --port "$PORT" --cert device.pem --key device.key \
     --ca_file ca.pem --client_id basicPubSub --topic sdk/test/python \
     --pub_socket "$SOCK_S" --sub_socket "$SOCK_R" --spool_dir "$T/spool" \
+    --local_socket "$T/local.mqtt" \
     >"$T/pubsub.out" 2>"$T/pubsub.log" &
 pubsub_pid=$!
 pids+=("$pubsub_pid")

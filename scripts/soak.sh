@@ -90,6 +90,7 @@ pids+=("$!")
 "$BIN" pubsub --endpoint localhost --port "$PORT" --cert "$T/device.pem" --key "$T/device.key" \
     --ca_file "$T/ca.pem" --client_id soak --topic soak/in --pub_socket "$SOCK_S" \
     --sub_socket "$SOCK_R" --reconnect_max 10 --spool_dir "$T/spool" \
+    --local_socket "$T/local.mqtt" \
     >"$T/pubsub.out" 2>"$T/pubsub.log" &
 daemon=$!
 pids+=("$daemon")

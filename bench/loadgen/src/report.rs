@@ -170,6 +170,14 @@ pub fn table(s: &Samples) -> Result<String, String> {
         "≤ 1.5 MiB",
         &yesno(x86.map(|x| x <= 1.5 * 1_048_576.0)),
     ]);
+    t.row([
+        "… the same binary, everything in (the local MQTT endpoint too): part two's budget",
+        &x86.map(mib).unwrap_or_else(|| "—".into()),
+        "—",
+        "—",
+        "≤ 2 MiB",
+        &yesno(x86.map(|x| x <= 2.0 * 1_048_576.0)),
+    ]);
     for (arch, make, budget_mib) in [("armv7", "pi-armv7", 1.5), ("aarch64", "pi-arm64", 2.0)] {
         let budget = format!("≤ {budget_mib} MiB");
         match (
@@ -363,7 +371,69 @@ pub fn table(s: &Samples) -> Result<String, String> {
     ]);
 
     spool_rows(s, &mut t)?;
+    local_rows(s, &mut t)?;
     Ok(t.0)
+}
+
+/// The local MQTT endpoint's rows: the same `mosquitto_pub -l` through the
+/// daemon or through a mosquitto bridge to the broker (the second column
+/// is the bridge, not a mosquitto client), and memory with local clients.
+fn local_rows(s: &Samples, t: &mut Table) -> Result<(), String> {
+    let n = |k: &str| s.num(k);
+    let med = |k: &str| -> Result<Option<f64>, String> { Ok(median(&s.nums(k)?)) };
+    let (msgs, size) = (n("msgs")?.unwrap_or(0.0), n("size")?.unwrap_or(0.0));
+    let clients = n("lc_idle_clients")?.unwrap_or(0.0);
+    let kb_or = |v: Option<f64>| v.map(kb).unwrap_or_else(|| "—".into());
+    let kbs = |k: &str| -> Result<String, String> { Ok(show(&s.nums(k)?, 1024.0, 2, " MiB")) };
+
+    let (tpd, tpb) = (med("lc_tp_iotbox")?, med("lc_tp_bridge")?);
+    t.row([
+        &format!(
+            "local MQTT endpoint: `mosquitto_pub -l` QoS 1, {msgs} × {size} B on 127.0.0.1 TCP → the broker, first line → last arrival upstream (pubsub with its spool vs a mosquitto bridge)"
+        ),
+        &show(&s.nums("lc_tp_iotbox")?, 1.0, 0, " msg/s"),
+        &show(&s.nums("lc_tp_bridge")?, 1.0, 0, " msg/s"),
+        &ratio(tpd, tpb),
+        "≥ 1.2× bridge",
+        &yesno(tpd.zip(tpb).map(|(d, b)| d >= 1.2 * b)),
+    ]);
+    t.row([
+        "… `mosquitto_pub -l` done (its last local PUBACK, then exit): first line → exit",
+        &show(&s.nums("lc_done_iotbox")?, 1e6, 0, " ms"),
+        &show(&s.nums("lc_done_bridge")?, 1e6, 0, " ms"),
+        &ratio(med("lc_done_iotbox")?, med("lc_done_bridge")?),
+        "—",
+        "—",
+    ]);
+    t.row([
+        "… CPU per 1000 messages (the daemon vs the bridge mosquitto, over the run)",
+        &show(&s.nums("lc_cpuk_iotbox")?, 1e6, 2, " ms"),
+        &show(&s.nums("lc_cpuk_bridge")?, 1e6, 2, " ms"),
+        &ratio(med("lc_cpuk_iotbox")?, med("lc_cpuk_bridge")?),
+        "—",
+        "—",
+    ]);
+    let (hd, hb) = (med("lc_hwm_iotbox")?, med("lc_hwm_bridge")?);
+    t.row([
+        "… RSS under that load: VmHWM (the run's peak, a fresh process each run); VmRSS just after; ratio of the VmHWM",
+        &format!("{} peak; {} after", kbs("lc_hwm_iotbox")?, kbs("lc_rss_iotbox")?),
+        &format!("{} peak; {} after", kbs("lc_hwm_bridge")?, kbs("lc_rss_bridge")?),
+        &ratio(hd, hb),
+        "≤ 0.25× bridge",
+        &yesno(hd.zip(hb).map(|(d, b)| d <= 0.25 * b)),
+    ]);
+    let (id, ib) = (n("lc_idle_rss_iotbox")?, n("lc_idle_rss_bridge")?);
+    t.row([
+        &format!(
+            "RSS idle, spool on, {clients} local MQTT clients connected (UNIX socket, each subscribed): VmRSS (VmHWM); the bridge with the same clients for scale"
+        ),
+        &format!("{} ({})", kb_or(id), kb_or(n("lc_idle_hwm_iotbox")?)),
+        &format!("{} ({})", kb_or(ib), kb_or(n("lc_idle_hwm_bridge")?)),
+        &ratio(id, ib),
+        "≤ 3 MiB",
+        &yesno(id.map(|r| r <= 3072.0)),
+    ]);
+    Ok(())
 }
 
 /// The spool's rows: the publish socket into the spool with the broker out
@@ -544,16 +614,20 @@ mod tests {
         );
         assert_eq!(
             rows[3],
-            "| stripped static binary, armv7 | not built (make pi-armv7 or make cross-check) | — | — | ≤ 1.5 MiB | — |"
+            "| … the same binary, everything in (the local MQTT endpoint too): part two's budget | 1.00 MiB | — | — | ≤ 2 MiB | yes |"
         );
         assert_eq!(
             rows[4],
+            "| stripped static binary, armv7 | not built (make pi-armv7 or make cross-check) | — | — | ≤ 1.5 MiB | — |"
+        );
+        assert_eq!(
+            rows[5],
             "| stripped static binary, aarch64 (aarch64-unknown-linux-musl; built x) | 0.95 MiB | — | — | ≤ 2 MiB | yes |"
         );
         assert!(
-            rows[8].ends_with("| 1 (0–2, n=2) | 5 (4–6, n=2) | 0.20× | only the keep-alive ping: ≤ 1 ping per 60 s (≤ 2 switches: timer, PINGRESP) | yes |"),
+            rows[9].ends_with("| 1 (0–2, n=2) | 5 (4–6, n=2) | 0.20× | only the keep-alive ping: ≤ 1 ping per 60 s (≤ 2 switches: timer, PINGRESP) | yes |"),
             "{}",
-            rows[8]
+            rows[9]
         );
         assert!(rows.iter().skip(2).all(|r| r.matches(" | ").count() == 5));
         assert!(Samples::parse("nonsense").is_err());
@@ -609,6 +683,42 @@ mod tests {
         );
         assert!(row("RSS with the spool on").ends_with(
             "| 1.56 MiB idle; 1.56 MiB peak; — full spool | — | — | ≤ 3 MiB idle | yes |"
+        ));
+        assert!(t.lines().skip(2).all(|r| r.matches(" | ").count() == 5));
+    }
+
+    #[test]
+    fn local_rows() {
+        let s = Samples::parse(
+            "msgs=20000\nsize=100\nlc_idle_clients=10\n\
+             lc_tp_iotbox=12000 13000 14000\nlc_tp_bridge=10000 10000 11000\n\
+             lc_done_iotbox=1500000000\nlc_done_bridge=1800000000\n\
+             lc_cpuk_iotbox=20000000\nlc_cpuk_bridge=40000000\n\
+             lc_hwm_iotbox=2048 3072\nlc_hwm_bridge=11264 11264\nlc_rss_iotbox=2048\nlc_rss_bridge=10240\n\
+             lc_idle_rss_iotbox=2560\nlc_idle_hwm_iotbox=2600\nlc_idle_rss_bridge=10240\n",
+        )
+        .unwrap();
+        let t = table(&s).unwrap();
+        let row = |start: &str| {
+            t.lines()
+                .find(|l| l.starts_with(&format!("| {start}")))
+                .unwrap_or_else(|| panic!("no row {start:?} in\n{t}"))
+                .to_owned()
+        };
+        assert!(row("local MQTT endpoint: `mosquitto_pub -l` QoS 1, 20000 × 100 B").ends_with(
+            "| 13000 msg/s (12000–14000, n=3) | 10000 msg/s (10000–11000, n=3) | 1.30× | ≥ 1.2× bridge | yes |"
+        ));
+        assert!(
+            row("… `mosquitto_pub -l` done")
+                .ends_with("| 1500 ms | 1800 ms | 0.83× | — | — |")
+        );
+        assert!(row("… CPU per 1000 messages (the daemon vs the bridge")
+            .ends_with("| 20.00 ms | 40.00 ms | 0.50× | — | — |"));
+        assert!(row("… RSS under that load").ends_with(
+            "| 2.50 MiB (2.00–3.00, n=2) peak; 2.00 MiB after | 11.00 MiB (11.00–11.00, n=2) peak; 10.00 MiB after | 0.23× | ≤ 0.25× bridge | yes |"
+        ));
+        assert!(row("RSS idle, spool on, 10 local MQTT clients").ends_with(
+            "| 2.50 MiB (2.54 MiB) | 10.00 MiB (—) | 0.25× | ≤ 3 MiB | yes |"
         ));
         assert!(t.lines().skip(2).all(|r| r.matches(" | ").count() == 5));
     }
