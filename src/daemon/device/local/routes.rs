@@ -20,6 +20,10 @@
 //!   dropping subscriptions already granted is worse than receiving a few
 //!   messages nobody asked for.
 //!
+//! Covering is not the only overlap: `a/+` and `+/b`, or a local `a/#`
+//! under a `--topic` `a/b`, both go upstream, and a broker may send a
+//! message matching both once for each.
+//!
 //! [`sync`]: Routes::sync
 
 use crate::topic::{covers, matches};
@@ -191,9 +195,10 @@ impl Routes {
     }
 
     /// Brings the upstream set in line with the local subscriptions and
-    /// says what to send. The upstream set is the fewest filters that
-    /// cover every local one: a local filter that a fixed or wider filter
-    /// covers needs no upstream filter of its own.
+    /// says what to send. A local filter that a fixed or wider filter
+    /// covers needs no upstream filter of its own, so the upstream set is
+    /// the widest local filters (or, past the budget, the wide filters kept
+    /// for them: see the module documentation).
     pub fn sync(&mut self) -> Change {
         let change = Change {
             subscribe: difference(&self.target, &self.current),
@@ -280,7 +285,11 @@ impl Routes {
             .collect();
         needed.extend(serving);
         let kept = widest(needed);
-        if kept.len() < exact.len() { kept } else { exact }
+        if kept.len() < exact.len() {
+            kept
+        } else {
+            exact
+        }
     }
 }
 
@@ -317,5 +326,476 @@ fn contains_sorted(set: &[String], filter: &str) -> bool {
 fn remove_sorted(set: &mut Vec<String>, filter: &str) {
     if let Ok(i) = set.binary_search_by(|f| f.as_str().cmp(filter)) {
         set.remove(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::validate_filter;
+    use std::collections::BTreeMap;
+
+    fn qos(qos: u8) -> Options {
+        Options {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            id: None,
+        }
+    }
+
+    fn strings(filters: &[&str]) -> Vec<String> {
+        filters.iter().map(|f| f.to_string()).collect()
+    }
+
+    fn change(subscribe: &[&str], unsubscribe: &[&str]) -> Change {
+        Change {
+            subscribe: strings(subscribe),
+            unsubscribe: strings(unsubscribe),
+        }
+    }
+
+    fn clients(routes: &Routes, topic: &str) -> Vec<ClientKey> {
+        let mut out = Vec::new();
+        routes.route(topic, &mut out);
+        out.iter().map(|r| r.client).collect()
+    }
+
+    /// One client per filter, numbered in order, everything synced.
+    fn one_client_each(fixed: &[&str], filters: &[&str]) -> Routes {
+        let mut routes = Routes::new(strings(fixed), 50);
+        for (client, filter) in (0..).zip(filters) {
+            routes.subscribe(client, filter, qos(0)).unwrap();
+        }
+        routes.sync();
+        routes
+    }
+
+    #[test]
+    fn the_matching_examples_of_the_mqtt_specification() {
+        let routes = one_client_each(
+            &[],
+            &[
+                "sport/tennis/player1/#",
+                "sport/+",
+                "+",
+                "+/+",
+                "/+",
+                "#",
+                "+/monitor/Clients",
+                "$SYS/#",
+            ],
+        );
+        // 4.7.1.2
+        assert_eq!(clients(&routes, "sport/tennis/player1"), [0, 5]);
+        assert_eq!(clients(&routes, "sport/tennis/player1/ranking"), [0, 5]);
+        assert_eq!(
+            clients(&routes, "sport/tennis/player1/score/wimbledon"),
+            [0, 5]
+        );
+        // 4.7.1.3
+        assert_eq!(clients(&routes, "sport/"), [1, 3, 5]);
+        assert_eq!(clients(&routes, "/finance"), [3, 4, 5]);
+        // 4.7.2
+        assert_eq!(clients(&routes, "$SYS/monitor/Clients"), [7]);
+        assert_eq!(clients(&routes, "a/monitor/Clients"), [5, 6]);
+    }
+
+    #[test]
+    fn an_upstream_filter_lasts_as_long_as_its_last_local_subscriber() {
+        let mut routes = Routes::new(Vec::new(), 50);
+        routes.subscribe(1, "a/b", qos(0)).unwrap();
+        routes.subscribe(2, "a/b", qos(1)).unwrap();
+        assert_eq!(routes.sync(), change(&["a/b"], &[]));
+        assert!(routes.is_upstream("a/b"));
+
+        assert!(routes.unsubscribe(1, "a/b"));
+        assert!(!routes.unsubscribe(1, "a/b"));
+        assert_eq!(routes.sync(), Change::default());
+        assert_eq!(clients(&routes, "a/b"), [2]);
+
+        assert!(routes.unsubscribe(2, "a/b"));
+        assert_eq!(routes.sync(), change(&[], &["a/b"]));
+        assert!(!routes.is_upstream("a/b"));
+        assert!(routes.upstream().is_empty());
+    }
+
+    #[test]
+    fn a_wide_filter_replaces_the_narrow_ones_and_back() {
+        let mut routes = Routes::new(Vec::new(), 50);
+        routes.subscribe(1, "a/b", qos(0)).unwrap();
+        assert_eq!(routes.sync(), change(&["a/b"], &[]));
+        routes.subscribe(2, "a/#", qos(0)).unwrap();
+        assert_eq!(routes.sync(), change(&["a/#"], &["a/b"]));
+        assert_eq!(routes.upstream(), ["a/#"]);
+        routes.unsubscribe(2, "a/#");
+        assert_eq!(routes.sync(), change(&["a/b"], &["a/#"]));
+        assert_eq!(routes.upstream(), ["a/b"]);
+    }
+
+    #[test]
+    fn fixed_filters_stay_and_serve_the_local_ones_they_cover() {
+        let mut routes = Routes::new(strings(&["a/#", "c"]), 50);
+        routes.subscribe(1, "a/b", qos(0)).unwrap();
+        routes.subscribe(1, "a/#", qos(0)).unwrap();
+        routes.subscribe(2, "c", qos(0)).unwrap();
+        assert_eq!(routes.sync(), Change::default());
+        routes.subscribe(2, "b", qos(0)).unwrap();
+        assert_eq!(routes.sync(), change(&["b"], &[]));
+        routes.remove_client(1);
+        routes.remove_client(2);
+        assert_eq!(routes.sync(), change(&[], &["b"]));
+        assert!(routes.is_upstream("a/#") && routes.is_upstream("c"));
+        assert!(routes.upstream().is_empty());
+        assert!(routes.is_fixed_match("a/x/y"));
+        assert!(!routes.is_fixed_match("b"));
+    }
+
+    #[test]
+    fn reserved_topics_need_their_own_filter_even_under_a_fixed_hash() {
+        let mut routes = Routes::new(strings(&["#"]), 50);
+        routes.subscribe(1, "a/b", qos(0)).unwrap();
+        routes
+            .subscribe(1, "$aws/things/x/shadow/#", qos(0))
+            .unwrap();
+        assert_eq!(routes.sync(), change(&["$aws/things/x/shadow/#"], &[]));
+        assert!(!routes.is_fixed_match("$aws/things/x/shadow/get"));
+        assert_eq!(clients(&routes, "$aws/things/x/shadow/get"), [1]);
+    }
+
+    #[test]
+    fn filters_that_match_the_same_topics_go_upstream_once() {
+        let mut routes = Routes::new(Vec::new(), 50);
+        routes.subscribe(1, "+/#", qos(0)).unwrap();
+        routes.subscribe(2, "#", qos(0)).unwrap();
+        routes.subscribe(3, "a", qos(0)).unwrap();
+        assert_eq!(routes.sync(), change(&["#"], &[]));
+        routes.unsubscribe(2, "#");
+        assert_eq!(routes.sync(), change(&["+/#"], &["#"]));
+    }
+
+    #[test]
+    fn the_budget_refuses_growth_but_not_a_wide_filter() {
+        let mut routes = Routes::new(strings(&["fixed/1", "fixed/2"]), 50);
+        let filters: Vec<String> = (0..60).map(|i| format!("t/{i}")).collect();
+        let refused: Vec<&String> = filters
+            .iter()
+            .filter(|f| routes.subscribe(1, f, qos(0)).is_err())
+            .collect();
+        assert_eq!(refused, filters[48..].iter().collect::<Vec<_>>());
+        assert_eq!(
+            routes.subscribe(2, "t/59", qos(0)),
+            Err(OverBudget { budget: 50 })
+        );
+        assert_eq!(routes.sync().subscribe.len(), 48);
+        assert_eq!(clients(&routes, "t/59"), [] as [ClientKey; 0]);
+
+        // At the budget, one filter that covers the 48 makes room.
+        routes.subscribe(2, "t/#", qos(0)).unwrap();
+        assert_eq!(
+            routes.sync(),
+            Change {
+                subscribe: strings(&["t/#"]),
+                unsubscribe: {
+                    let mut narrow = filters[..48].to_vec();
+                    narrow.sort();
+                    narrow
+                },
+            }
+        );
+        for f in &filters[48..] {
+            routes.subscribe(1, f, qos(0)).unwrap();
+        }
+        assert_eq!(routes.sync(), Change::default());
+    }
+
+    #[test]
+    fn a_wide_filter_outlives_its_subscribers_while_the_narrow_ones_do_not_fit() {
+        let mut routes = Routes::new(strings(&["fixed/1", "fixed/2"]), 50);
+        routes.subscribe(1, "a/#", qos(0)).unwrap();
+        for i in 0..60 {
+            routes.subscribe(2, &format!("a/{i}"), qos(0)).unwrap();
+        }
+        assert_eq!(routes.sync(), change(&["a/#"], &[]));
+
+        assert!(routes.unsubscribe(1, "a/#"));
+        assert_eq!(routes.sync(), Change::default());
+        assert_eq!(routes.upstream(), ["a/#"]);
+        // Covered by it, so no growth.
+        routes.subscribe(3, "a/b", qos(0)).unwrap();
+        routes.unsubscribe(3, "a/b");
+
+        for i in 0..12 {
+            routes.unsubscribe(2, &format!("a/{i}"));
+        }
+        let sync = routes.sync();
+        assert_eq!(sync.subscribe.len(), 48);
+        assert_eq!(sync.unsubscribe, ["a/#"]);
+    }
+
+    #[test]
+    fn a_refused_filter_takes_its_subscribers_with_it_and_stays_away() {
+        let mut routes = Routes::new(Vec::new(), 50);
+        routes.subscribe(2, "a/#", qos(0)).unwrap();
+        routes.subscribe(1, "a/#", qos(1)).unwrap();
+        routes.subscribe(1, "a/b", qos(0)).unwrap();
+        routes.subscribe(3, "a/b", qos(0)).unwrap();
+        assert_eq!(routes.sync(), change(&["a/#"], &[]));
+
+        assert_eq!(routes.refused("a/#"), [1, 2]);
+        assert!(!routes.is_upstream("a/#"));
+        // The broker does not have it: nothing to unsubscribe.
+        assert_eq!(routes.sync(), change(&["a/b"], &[]));
+        assert_eq!(routes.sync(), Change::default());
+        assert_eq!(clients(&routes, "a/b"), [1, 3]);
+        assert_eq!(clients(&routes, "a/c"), [] as [ClientKey; 0]);
+
+        // Only a new subscriber asks for it again.
+        routes.subscribe(4, "a/#", qos(0)).unwrap();
+        assert_eq!(routes.sync(), change(&["a/#"], &["a/b"]));
+        assert_eq!(routes.refused("nothing/here"), [] as [ClientKey; 0]);
+    }
+
+    #[test]
+    fn a_client_that_goes_takes_only_its_own_subscriptions() {
+        let mut routes = Routes::new(Vec::new(), 50);
+        routes.subscribe(1, "a/b", qos(0)).unwrap();
+        routes.subscribe(1, "c/d", qos(0)).unwrap();
+        routes.subscribe(2, "c/d", qos(0)).unwrap();
+        routes.sync();
+        routes.remove_client(1);
+        routes.remove_client(7);
+        assert_eq!(routes.sync(), change(&[], &["a/b"]));
+        assert_eq!(clients(&routes, "c/d"), [2]);
+        assert_eq!(clients(&routes, "a/b"), [] as [ClientKey; 0]);
+    }
+
+    #[test]
+    fn overlapping_subscriptions_of_one_client_make_one_route() {
+        let mut routes = Routes::new(Vec::new(), 50);
+        let with = |qos, retain_as_published, id| Options {
+            qos,
+            no_local: false,
+            retain_as_published,
+            id,
+        };
+        routes.subscribe(1, "a/+", with(0, false, Some(1))).unwrap();
+        routes.subscribe(1, "a/#", with(1, true, Some(2))).unwrap();
+        routes.subscribe(1, "a/b", with(0, false, None)).unwrap();
+        routes.subscribe(2, "a/b", with(0, false, Some(9))).unwrap();
+        routes.subscribe(3, "x", with(1, false, None)).unwrap();
+        let mut out = vec![Route {
+            client: 99,
+            qos: 0,
+            retain_as_published: false,
+            ids: Vec::new(),
+        }];
+        routes.route("a/b", &mut out);
+        assert_eq!(
+            out,
+            [
+                Route {
+                    client: 1,
+                    qos: 1,
+                    retain_as_published: true,
+                    ids: vec![2, 1],
+                },
+                Route {
+                    client: 2,
+                    qos: 0,
+                    retain_as_published: false,
+                    ids: vec![9],
+                },
+            ]
+        );
+        // Subscribing again replaces the options.
+        routes.subscribe(1, "a/#", with(0, false, None)).unwrap();
+        routes.route("a/b/c", &mut out);
+        assert_eq!(
+            out,
+            [Route {
+                client: 1,
+                qos: 0,
+                retain_as_published: false,
+                ids: Vec::new(),
+            }]
+        );
+    }
+
+    /// Marsaglia's xorshift64: enough to shuffle operations, reproducibly.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
+            &from[self.below(from.len())]
+        }
+    }
+
+    /// Every path of up to three levels from `levels`.
+    fn paths(levels: &[&str]) -> Vec<String> {
+        let mut all: Vec<String> = levels.iter().map(|l| l.to_string()).collect();
+        let mut layer = all.clone();
+        for _ in 1..3 {
+            layer = layer
+                .iter()
+                .flat_map(|p| levels.iter().map(move |l| format!("{p}/{l}")))
+                .collect();
+            all.extend(layer.iter().cloned());
+        }
+        all
+    }
+
+    /// What `route` must say, from a plain map of the subscriptions.
+    fn expected_routes(model: &BTreeMap<(ClientKey, String), Options>, topic: &str) -> Vec<Route> {
+        let mut out: Vec<Route> = Vec::new();
+        for ((client, filter), o) in model {
+            if !matches(filter, topic) {
+                continue;
+            }
+            if out.last().is_none_or(|r| r.client != *client) {
+                out.push(Route {
+                    client: *client,
+                    qos: 0,
+                    retain_as_published: false,
+                    ids: Vec::new(),
+                });
+            }
+            if let Some(r) = out.last_mut() {
+                r.qos = r.qos.max(o.qos);
+                r.retain_as_published |= o.retain_as_published;
+                r.ids.extend(o.id);
+            }
+        }
+        out
+    }
+
+    /// After a sync: every local filter is served, no dynamic filter is
+    /// served twice, and the budget holds.
+    fn check_upstream(routes: &Routes, model: &BTreeMap<(ClientKey, String), Options>) {
+        let dynamic = routes.upstream();
+        let all: Vec<&String> = routes.fixed.iter().chain(&dynamic).collect();
+        for (_, filter) in model.keys() {
+            assert!(
+                all.iter().any(|u| covers(u, filter)),
+                "{filter:?} not covered by {all:?}"
+            );
+        }
+        for d in &dynamic {
+            assert!(!routes.fixed.contains(d), "fixed {d:?} is dynamic too");
+            for u in &all {
+                assert!(*u == d || !covers(u, d), "{u:?} covers {d:?}");
+            }
+        }
+        assert!(dynamic.len() <= routes.dynamic_budget(), "{dynamic:?}");
+    }
+
+    /// Random operations against a plain map of the subscriptions, on
+    /// small filters where everything overlaps, with a small budget; the
+    /// broker refuses what goes past its limit, as AWS does.
+    #[test]
+    fn random_operations_keep_the_upstream_set_sound() {
+        let filters: Vec<String> = paths(&["a", "b", "$s", "+", "#"])
+            .into_iter()
+            .filter(|f| validate_filter(f).is_ok())
+            .collect();
+        let topics = paths(&["a", "b", "$s", ""]);
+        let mut out = Vec::new();
+        for seed in 1..=200u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let fixed: Vec<String> = (0..rng.below(3))
+                .map(|_| rng.pick(&filters).clone())
+                .collect();
+            let budget = fixed.len() + 1 + rng.below(5);
+            let mut routes = Routes::new(fixed.clone(), budget);
+            let mut model: BTreeMap<(ClientKey, String), Options> = BTreeMap::new();
+            let mut refused: Vec<String> = Vec::new();
+            for _ in 0..300 {
+                let client = rng.below(6) as ClientKey;
+                match rng.below(10) {
+                    0..=3 => {
+                        let filter = rng.pick(&filters).clone();
+                        let options = Options {
+                            qos: rng.below(2) as u8,
+                            no_local: false,
+                            retain_as_published: rng.below(2) == 0,
+                            id: [None, Some(rng.below(4) as u32 + 1)][rng.below(2)],
+                        };
+                        let before = routes.target.clone();
+                        match routes.subscribe(client, &filter, options) {
+                            Ok(()) => {
+                                model.insert((client, filter), options);
+                            }
+                            Err(e) => {
+                                assert_eq!(e, OverBudget { budget });
+                                assert_eq!(routes.target, before);
+                            }
+                        }
+                    }
+                    4 => {
+                        let filter = rng.pick(&filters).clone();
+                        let had = model.remove(&(client, filter.clone())).is_some();
+                        assert_eq!(routes.unsubscribe(client, &filter), had);
+                    }
+                    5 => {
+                        model.retain(|(c, _), _| *c != client);
+                        routes.remove_client(client);
+                    }
+                    6 => {
+                        let upstream = routes.upstream();
+                        let filter = match upstream.is_empty() || rng.below(4) == 0 {
+                            true => rng.pick(&filters).clone(),
+                            false => rng.pick(&upstream).clone(),
+                        };
+                        let expected: Vec<ClientKey> = model
+                            .keys()
+                            .filter(|(_, f)| *f == filter)
+                            .map(|(c, _)| *c)
+                            .collect();
+                        model.retain(|(_, f), _| *f != filter);
+                        assert_eq!(routes.refused(&filter), expected);
+                        refused.push(filter);
+                    }
+                    7 | 8 => {
+                        let sync = routes.sync();
+                        let mut unsubscribed = sync.unsubscribe;
+                        let mut fresh = sync.subscribe;
+                        // The broker refuses the newest filters past its limit.
+                        while routes.upstream().len() > routes.dynamic_budget() {
+                            assert!(!refused.is_empty(), "over budget with no refusal");
+                            let filter = fresh.pop().expect("a new filter is over the limit");
+                            if !routes.is_upstream(&filter) {
+                                continue;
+                            }
+                            model.retain(|(_, f), _| *f != filter);
+                            routes.refused(&filter);
+                            let sync = routes.sync();
+                            fresh.extend(sync.subscribe);
+                            unsubscribed.extend(sync.unsubscribe);
+                        }
+                        for f in &unsubscribed {
+                            assert!(!fixed.contains(f), "fixed {f:?} unsubscribed");
+                        }
+                        for f in refused.drain(..) {
+                            let wanted = model.keys().any(|(_, m)| *m == f);
+                            assert!(wanted || fixed.contains(&f) || !routes.is_upstream(&f));
+                        }
+                        check_upstream(&routes, &model);
+                        assert_eq!(routes.sync(), Change::default());
+                    }
+                    _ => {
+                        let topic = rng.pick(&topics);
+                        routes.route(topic, &mut out);
+                        assert_eq!(out, expected_routes(&model, topic), "{topic:?}");
+                    }
+                }
+            }
+        }
     }
 }
