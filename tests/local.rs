@@ -1180,6 +1180,46 @@ fn sixty_filters_against_the_budget_of_fifty() {
         .filter(|l| filters.iter().any(|f| is_subscribe_line(l, &daemon.id, f)))
         .count();
     assert_eq!(upstream, 49, "filters subscribed upstream");
+
+    // At the budget, a wide filter that replaces the 49 is granted, and the
+    // daemon gives up the narrow ones before subscribing it: the broker
+    // never holds 51 (AWS would refuse the 51st).
+    c.send(&subscribe_packet(true, 8, &["bud/#".to_owned()], 1));
+    let (first, body) = c.expect_packet("SUBACK");
+    assert_eq!(first, 0x90, "SUBACK expected, got {first:02X} {body:02X?}");
+    assert_eq!(suback_codes(true, &body), [1], "bud/# granted");
+    broker.wait_log(
+        "saying the daemon subscribed bud/#",
+        |l| is_subscribe_line(l, &daemon.id, "bud/#"),
+        deadline(),
+    );
+    let log = broker.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let wide = lines
+        .iter()
+        .position(|l| is_subscribe_line(l, &daemon.id, "bud/#"))
+        .expect("bud/# subscribed");
+    let narrow_gone = lines
+        .iter()
+        .filter(|l| {
+            filters
+                .iter()
+                .any(|f| is_unsubscribe_line(l, &daemon.id, f))
+        })
+        .count();
+    let gone_before = lines[..wide]
+        .iter()
+        .filter(|l| {
+            filters
+                .iter()
+                .any(|f| is_unsubscribe_line(l, &daemon.id, f))
+        })
+        .count();
+    assert_eq!(
+        (narrow_gone, gone_before),
+        (49, 49),
+        "the 49 narrow filters unsubscribed, all before bud/# was subscribed"
+    );
     daemon.expect_never_disconnected();
 }
 

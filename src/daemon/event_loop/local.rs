@@ -5,7 +5,7 @@
 //! broker goes to every matching local client, and to the delivery socket
 //! only when it matches a `--topic`.
 
-use super::Daemon;
+use super::{Daemon, UPSTREAM_FILTERS};
 use crate::daemon::broker::session::InboundAck;
 use crate::daemon::codec::server::{Subscription, Version, Will, reason};
 use crate::daemon::codec::{Attributes, QoS};
@@ -20,6 +20,11 @@ use std::time::{Duration, Instant};
 /// outcome is nobody's status line (spool sequence numbers stay below
 /// 2^62).
 pub(super) const LOCAL_ORIGIN: u64 = 1 << 63;
+
+/// Local subscriptions at most, all clients together: a client that
+/// floods SUBSCRIBEs (each covered upstream, so within AWS's budget)
+/// cannot grow the routing table without bound. Past it: 0x97.
+const MAX_LOCAL_SUBSCRIPTIONS: usize = 4096;
 
 /// How long a local SUBSCRIBE that needs a new upstream filter waits for
 /// the broker's SUBACK before it is granted anyway (subscribed upstream
@@ -260,6 +265,9 @@ impl Daemon {
         {
             return reason::NOT_AUTHORIZED;
         }
+        if self.routes.len() >= MAX_LOCAL_SUBSCRIPTIONS {
+            return reason::QUOTA_EXCEEDED;
+        }
         let granted = s.qos.min(1);
         let options = Options {
             qos: granted,
@@ -282,6 +290,19 @@ impl Daemon {
     fn apply_upstream(&mut self, now: Instant, change: routes::Change) {
         // SUBSCRIBE before UNSUBSCRIBE, on one ordered connection: a
         // narrow filter is dropped only after the wide one is in place.
+        // Unless the broker would hold more than AWS's 50 in between (a
+        // wide filter replacing narrow ones at the budget): then the
+        // other way round, and a message may be missed in that moment
+        // rather than the wide filter refused.
+        // The routing table holds the set after the change, which
+        // includes every filter to subscribe.
+        let after = self.routes.upstream().len();
+        let before = after.saturating_sub(change.subscribe.len()) + change.unsubscribe.len();
+        let peak = self.config.session.filters.len() + before + change.subscribe.len();
+        let unsubscribe_first = peak > UPSTREAM_FILTERS;
+        if unsubscribe_first {
+            self.unsubscribe_upstream(now, &change.unsubscribe);
+        }
         if !change.subscribe.is_empty() {
             log::info!(
                 "subscribing upstream for local clients: {}",
@@ -289,12 +310,18 @@ impl Daemon {
             );
             self.session.subscribe(now, &change.subscribe);
         }
-        if !change.unsubscribe.is_empty() {
+        if !unsubscribe_first {
+            self.unsubscribe_upstream(now, &change.unsubscribe);
+        }
+    }
+
+    fn unsubscribe_upstream(&mut self, now: Instant, filters: &[String]) {
+        if !filters.is_empty() {
             log::info!(
                 "unsubscribing upstream, no local client needs: {}",
-                change.unsubscribe.join(" ")
+                filters.join(" ")
             );
-            self.session.unsubscribe(now, &change.unsubscribe);
+            self.session.unsubscribe(now, filters);
         }
     }
 

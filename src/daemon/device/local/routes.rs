@@ -244,6 +244,15 @@ impl Routes {
         }
     }
 
+    /// Local subscriptions, all clients together.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Whether `topic` matches a fixed filter (it goes to the delivery
     /// socket too).
     pub fn is_fixed_match(&self, topic: &str) -> bool {
