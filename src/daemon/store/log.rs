@@ -133,6 +133,28 @@ pub struct Log {
     stats: Stats,
 }
 
+/// What [`Log::start_commit`] did.
+#[derive(Debug)]
+pub enum Started {
+    /// The commit is whole: these messages are durable.
+    Done(Range<u64>),
+    /// Written, not synced: [`Log::finish_commit`] says how the sync went.
+    Syncing(PendingSync),
+}
+
+/// A commit written and waiting for its sync.
+#[derive(Debug)]
+pub struct PendingSync {
+    /// The segment to sync.
+    pub segment: String,
+    /// Its length with these records.
+    len: u64,
+    /// The messages the sync makes durable.
+    durable: Range<u64>,
+    /// The records written, to write again if the sync fails.
+    records: Vec<u8>,
+}
+
 /// What a log did this run, for the exit line and `make bench`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
@@ -346,6 +368,25 @@ impl Log {
     /// an error nothing new is durable: the segment is abandoned and the
     /// next commit tries again on a fresh one.
     pub fn commit(&mut self, disk: &mut dyn Disk) -> io::Result<Range<u64>> {
+        match self.start_commit(disk, false)? {
+            Started::Done(durable) => Ok(durable),
+            Started::Syncing(pending) => {
+                let synced = disk.sync(&pending.segment);
+                self.finish_commit(disk, pending, synced)
+            }
+        }
+    }
+
+    /// The first half of a commit whose sync may run elsewhere (another
+    /// thread, while the event loop goes on): writes the records and, when
+    /// they include messages, hands back what must be synced. Appends made
+    /// meanwhile wait for the next commit, which must not start before
+    /// [`Log::finish_commit`].
+    ///
+    /// With `defer` false, or when the records start a new segment (whose
+    /// creation the directory's sync must cover too: rare), the whole
+    /// commit happens here, as [`Log::commit`] does.
+    pub fn start_commit(&mut self, disk: &mut dyn Disk, defer: bool) -> io::Result<Started> {
         if self.next_seq > MAX_SEQ {
             // Only after a damaged name or record near the top: it cannot
             // be read back, so it is not written.
@@ -364,31 +405,107 @@ impl Log {
             None => self.next_seq..self.next_seq,
         };
         if self.buffer.is_empty() {
-            return Ok(durable);
+            return Ok(Started::Done(durable));
         }
-        let result = self.write_buffer(disk, !durable.is_empty());
+        let sync = !durable.is_empty();
+        let result = if defer && sync && !self.rolls() {
+            self.write_records(disk)
+        } else {
+            self.write_buffer(disk, sync)
+        };
         if result.is_err() {
             self.writer_open = false;
             // On a full disk, the room the next try needs: deleting a
             // segment before the done mark that covers it is durable is
             // safe (the next segment's first number says as much).
             self.remove_done_segments(disk);
-            return result.map(|()| durable);
+            return result.map(|()| Started::Done(durable));
         }
         // Now in the file (counted there) and no longer in the buffer.
         self.bytes -= self.buffer.len() as u64;
-        self.buffer.clear();
+        let records = std::mem::take(&mut self.buffer);
         self.buffer_first = None;
-        // The segments this commit's done mark finished.
+        let Some(seg) = self.segments.back().filter(|s| s.readable < s.len) else {
+            // Synced here (or only a done mark, which needs no sync).
+            self.buffer = records;
+            self.buffer.clear();
+            // The segments this commit's done mark finished.
+            self.remove_done_segments(disk);
+            return Ok(Started::Done(durable));
+        };
+        if !sync {
+            self.buffer = records;
+            self.buffer.clear();
+            self.remove_done_segments(disk);
+            return Ok(Started::Done(durable));
+        }
+        self.stats.syncs += u64::from(disk.is_durable());
+        Ok(Started::Syncing(PendingSync {
+            segment: seg.name.clone(),
+            len: seg.len,
+            durable,
+            records,
+        }))
+    }
+
+    /// The second half: `synced` is how the sync of `pending.segment`
+    /// went. On success its messages are durable (and readable); on
+    /// failure nothing new is, the segment is abandoned and its records go
+    /// back to the front of the buffer, for the next commit to write again
+    /// on a fresh segment.
+    pub fn finish_commit(
+        &mut self,
+        disk: &mut dyn Disk,
+        pending: PendingSync,
+        synced: io::Result<()>,
+    ) -> io::Result<Range<u64>> {
+        let PendingSync {
+            segment,
+            len,
+            durable,
+            mut records,
+        } = pending;
+        if let Err(e) = synced {
+            self.writer_open = false;
+            self.bytes += records.len() as u64;
+            records.extend_from_slice(&self.buffer);
+            self.buffer = records;
+            self.buffer_first = Some(durable.start);
+            self.remove_done_segments(disk);
+            return Err(e);
+        }
+        if let Some(seg) = self.segments.iter_mut().rev().find(|s| s.name == segment) {
+            seg.readable = seg.readable.max(len);
+        }
+        // The buffer is kept for its capacity: no allocation next turn.
+        if self.buffer.is_empty() {
+            records.clear();
+            self.buffer = records;
+        }
         self.remove_done_segments(disk);
         Ok(durable)
     }
 
-    fn write_buffer(&mut self, disk: &mut dyn Disk, sync: bool) -> io::Result<()> {
-        let rolled = self
-            .segments
+    /// Whether the next write starts a new segment.
+    fn rolls(&self) -> bool {
+        self.segments
             .back()
-            .is_none_or(|s| !self.writer_open || s.len >= self.limits.segment_bytes);
+            .is_none_or(|s| !self.writer_open || s.len >= self.limits.segment_bytes)
+    }
+
+    /// Appends the buffer to the open writer, without a sync.
+    fn write_records(&mut self, disk: &mut dyn Disk) -> io::Result<()> {
+        let seg = self.segments.back_mut().ok_or_else(no_writer)?;
+        // Counted even when the append fails: part of it may be in the file
+        // (and, until a commit succeeds, in the buffer too).
+        seg.len += self.buffer.len() as u64;
+        self.bytes += self.buffer.len() as u64;
+        self.stats.written += self.buffer.len() as u64;
+        disk.append(&seg.name, &self.buffer)
+    }
+
+    fn write_buffer(&mut self, disk: &mut dyn Disk, sync: bool) -> io::Result<()> {
+        let rolled = self.rolls();
         if rolled {
             let first = self.buffer_first.unwrap_or(self.next_seq);
             // After the segments with the same first number (written by
@@ -1197,6 +1314,8 @@ mod crash_tests {
         commits_failed: u64,
         reopens: u64,
         drops: u64,
+        /// Commits whose sync ran apart from the write and succeeded.
+        split_commits: u64,
     }
 
     fn payload(rng: &mut Rng) -> Vec<u8> {
@@ -1246,17 +1365,7 @@ mod crash_tests {
     /// any order; now and then a drop or a restart. Returns false once the
     /// power is cut.
     fn turn(log: &mut Log, disk: &mut SimDisk, model: &mut Model, rng: &mut Rng) -> bool {
-        for _ in 0..rng.index(4) {
-            let (topic, payload) = (topic(rng), payload(rng));
-            let seq = log.append(rng.below(1 << 40), &topic, &payload);
-            assert!(
-                !model.durable.contains_key(&seq),
-                "number {seq} given twice"
-            );
-            let c = (topic, payload);
-            model.appended.entry(seq).or_default().push(c.clone());
-            model.pending.insert(seq, c);
-        }
+        append_some(log, model, rng);
         let names = |log: &Log| {
             log.segments
                 .iter()
@@ -1264,7 +1373,57 @@ mod crash_tests {
                 .collect::<BTreeSet<_>>()
         };
         let before = names(log);
-        match log.commit(disk) {
+        // Half the turns commit as the daemon does with its sync thread:
+        // written, then more appended and messages done while the sync
+        // runs, then finished.
+        let committed = if rng.one_in(2) {
+            log.commit(disk)
+        } else {
+            match log.start_commit(disk, true) {
+                Ok(Started::Syncing(pending)) => {
+                    let syncing = std::mem::take(&mut model.pending);
+                    append_some(log, model, rng);
+                    done_some(log, model, rng);
+                    let synced = disk.sync(&pending.segment);
+                    let result = log.finish_commit(disk, pending, synced);
+                    // What the sync was for goes first: durable now, or
+                    // written again by the next commit.
+                    let newer = std::mem::replace(&mut model.pending, syncing);
+                    if result.is_err() {
+                        for (&seq, c) in &model.pending {
+                            model.failed.insert(seq, c.clone());
+                        }
+                        assert!(!log.writer_open);
+                        let mut failed_in = model.failed_in.take().unwrap_or_default();
+                        failed_in.extend(before);
+                        failed_in.extend(names(log));
+                        model.failed_in = Some(failed_in);
+                        model.pending.extend(newer);
+                        if disk.is_cut() {
+                            return false;
+                        }
+                        model.stats.commits_failed += 1;
+                        check_bytes(log);
+                        return !disk.is_cut();
+                    }
+                    if let Ok(r) = &result {
+                        assert!(r.clone().eq(model.pending.keys().copied()), "{r:?}");
+                        model.durable.append(&mut model.pending);
+                        model.stats.split_commits += 1;
+                        if let Some(failed_in) = model.failed_in.take() {
+                            let writer = log.segments.back().map(|s| s.name.clone()).unwrap();
+                            assert!(!failed_in.contains(&writer), "{writer} failed before");
+                        }
+                    }
+                    model.pending = newer;
+                    check_bytes(log);
+                    return !disk.is_cut();
+                }
+                Ok(Started::Done(range)) => Ok(range),
+                Err(e) => Err(e),
+            }
+        };
+        match committed {
             Ok(range) => {
                 let expected = model.pending.keys().copied();
                 assert!(
@@ -1297,12 +1456,7 @@ mod crash_tests {
                 break;
             }
         }
-        rng.shuffle(&mut model.in_flight);
-        let n = rng.index(model.in_flight.len() + 1);
-        for seq in model.in_flight.drain(..n) {
-            log.done(seq);
-            model.gone.insert(seq);
-        }
+        done_some(log, model, rng);
         if rng.one_in(25) && log.segments.len() >= 2 {
             let upper = log.upper(0);
             log.drop_oldest(disk);
@@ -1326,6 +1480,30 @@ mod crash_tests {
             model.failed_in = None;
         }
         !disk.is_cut()
+    }
+
+    fn append_some(log: &mut Log, model: &mut Model, rng: &mut Rng) {
+        for _ in 0..rng.index(4) {
+            let (topic, payload) = (topic(rng), payload(rng));
+            let seq = log.append(rng.below(1 << 40), &topic, &payload);
+            assert!(
+                !model.durable.contains_key(&seq),
+                "number {seq} given twice"
+            );
+            let c = (topic, payload);
+            model.appended.entry(seq).or_default().push(c.clone());
+            model.pending.insert(seq, c);
+        }
+    }
+
+    /// Marks some of the messages read as done, in any order.
+    fn done_some(log: &mut Log, model: &mut Model, rng: &mut Rng) {
+        rng.shuffle(&mut model.in_flight);
+        let n = rng.index(model.in_flight.len() + 1);
+        for seq in model.in_flight.drain(..n) {
+            log.done(seq);
+            model.gone.insert(seq);
+        }
     }
 
     /// Bytes: the files as the log counts them plus the buffer.
@@ -1452,6 +1630,7 @@ mod crash_tests {
                 total.commits_failed += s.commits_failed;
                 total.reopens += s.reopens;
                 total.drops += s.drops;
+                total.split_commits += s.split_commits;
             }
         }
         (points, total)
@@ -1463,6 +1642,7 @@ mod crash_tests {
         println!("{points} crash points without faults: {stats:?}");
         assert!(points >= 1500, "{points}");
         assert!(stats.reopens > 0 && stats.drops > 0, "{stats:?}");
+        assert!(stats.split_commits > 1000, "{stats:?}");
     }
 
     #[test]
@@ -1479,6 +1659,7 @@ mod crash_tests {
         println!("{points} crash points with faults: {stats:?}");
         assert!(points >= 1500, "{points}");
         assert!(stats.commits_failed > 100, "{stats:?}");
+        assert!(stats.split_commits > 100, "{stats:?}");
     }
 
     /// Reads fail too (list, len, read_at): messages may then be skipped
