@@ -33,7 +33,7 @@ use super::device::delivery::Delivery;
 use super::device::local::LocalServer;
 use super::device::local::routes::{Route, Routes};
 use super::device::publish_socket::{ClientId, PublishSocket, Status, Submission};
-use super::store::{Direction, Message, Spool};
+use super::store::{Commit, Direction, Message, Spool};
 use crate::error::{Error, runtime};
 use crate::output::{LOG_INTERVAL, Sink, Throttle};
 use bytes::Bytes;
@@ -77,6 +77,17 @@ const HELD_PER_TURN: usize = 64 * 1024;
 /// broker's PUBACK before it is answered `QUEUED` (kept, will be sent):
 /// well within `send`'s default `--timeout` of 10 s.
 const CONFIRM_WAIT: Duration = Duration::from_secs(5);
+
+/// What waits for one commit to be durable.
+#[derive(Default)]
+struct Batch {
+    /// Publish socket clients: (seq, client).
+    accepted: Vec<(u64, ClientId)>,
+    /// The broker's QoS 1 messages.
+    owed_acks: Vec<InboundAck>,
+    /// Local MQTT clients' QoS 1 publishes: (seq, client, packet id).
+    local: Vec<(u64, u64, u16)>,
+}
 
 struct Daemon {
     poll: Poll,
@@ -122,6 +133,8 @@ struct Daemon {
     next_out: Option<Message>,
     /// PUBACKs owed for messages from the broker appended this turn.
     owed_acks: Vec<InboundAck>,
+    /// The batch whose sync runs on the spool's thread.
+    syncing: Option<Batch>,
     /// Messages from the broker that found the spool full or failing:
     /// held, unacknowledged (so the broker's receive maximum bounds them),
     /// until there is room.
@@ -176,7 +189,7 @@ impl Daemon {
     fn new(config: Config, stdout: Sink) -> Result<Daemon, Error> {
         // First: a second daemon on the same spool stops here, before it
         // touches the sockets.
-        let spool = Spool::open(&config.spool).map_err(|locked| {
+        let mut spool = Spool::open(&config.spool).map_err(|locked| {
             let holder = locked
                 .pid
                 .map_or_else(|| "another process".to_owned(), |pid| format!("pid {pid}"));
@@ -194,6 +207,8 @@ impl Daemon {
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER).map_err(io_error("cannot create the waker"))?,
         );
+        // The spool's syncs leave the loop: it wakes us when one is done.
+        spool.start_sync_thread(waker.clone());
         let publish = PublishSocket::bind(
             &config.pub_socket,
             config.socket_mode,
@@ -242,6 +257,7 @@ impl Daemon {
             awaiting: BTreeMap::new(),
             next_out: None,
             owed_acks: Vec::new(),
+            syncing: None,
             held: VecDeque::new(),
             accept_blocked: false,
             blocked_notes: Throttle::new(LOG_INTERVAL),
@@ -274,7 +290,8 @@ impl Daemon {
             let commit_due = ((!self.accepted.is_empty()
                 || !self.owed_acks.is_empty()
                 || !self.local_accepted.is_empty())
-                && self.spool.may_commit(now))
+                && self.spool.may_commit(now)
+                && !self.spool.is_syncing())
                 || self.publish.wants_accept(now)
                 || self.local.wants_accept(now)
                 || (self.local.has_unread() && self.may_read_local())
@@ -304,7 +321,10 @@ impl Daemon {
             PUBLISH_LISTENER => self.accept_clients(now),
             BROKER => self.on_broker(now, event),
             SIGNALS => self.on_signals(now),
-            WAKER => self.on_resolved(now),
+            WAKER => {
+                self.on_resolved(now);
+                self.on_synced(now);
+            }
             DELIVERY => self.delivery.on_writable(now, self.poll.registry()),
             LOCAL_UNIX | LOCAL_TCP => self.accept_local(now),
             token if self.local.number_of(token).is_some() => {
@@ -354,6 +374,7 @@ impl Daemon {
             );
         }
         self.process(now);
+        self.on_synced(now);
         self.commit(now);
         if self.link.is_shutting_down() && self.is_settled() {
             self.link.handle_settled();
@@ -377,18 +398,71 @@ impl Daemon {
         }
     }
 
-    /// The end of a turn: one sync for everything appended in it (group
-    /// commit), then the answers and acknowledgements that waited for it.
+    /// The end of a turn: one commit for everything appended in it (group
+    /// commit), and the answers and acknowledgements that wait for it once
+    /// it is durable. On a directory the sync runs on the spool's thread
+    /// while the loop goes on ([`Daemon::on_synced`] takes it from there);
+    /// one at a time, so what comes meanwhile makes the next group.
     /// After a failed sync nothing is answered: the clients keep waiting,
     /// the broker's messages stay unacknowledged, and the spool tries again.
     fn commit(&mut self, now: Instant) {
         self.take_held();
-        if self.spool.commit(now).is_none() {
+        if self.spool.is_syncing() {
             return;
         }
+        match self.spool.start_commit(now) {
+            Commit::Durable(..) => {
+                let batch = self.take_batch();
+                self.durable(now, batch);
+            }
+            Commit::Syncing => self.syncing = Some(self.take_batch()),
+            Commit::Waiting => {}
+        }
+    }
+
+    /// The spool's sync thread finished: what waited for it is answered
+    /// (or, if it failed, waits for the next commit), and what came
+    /// meanwhile is committed.
+    fn on_synced(&mut self, now: Instant) {
+        let Some(result) = self.spool.finish_commit(now) else {
+            return;
+        };
+        let batch = self.syncing.take().unwrap_or_default();
+        match result {
+            Commit::Durable(..) => self.durable(now, batch),
+            Commit::Syncing | Commit::Waiting => self.restore_batch(batch),
+        }
+        self.commit(now);
+    }
+
+    /// What this turn appended: the clients and acknowledgements that
+    /// wait for it to be durable.
+    fn take_batch(&mut self) -> Batch {
+        Batch {
+            accepted: std::mem::take(&mut self.accepted),
+            owed_acks: std::mem::take(&mut self.owed_acks),
+            local: std::mem::take(&mut self.local_accepted),
+        }
+    }
+
+    /// A batch whose sync failed goes back in front of what came since:
+    /// its messages are written again by the next commit.
+    fn restore_batch(&mut self, mut batch: Batch) {
+        batch.accepted.append(&mut self.accepted);
+        batch.owed_acks.append(&mut self.owed_acks);
+        batch.local.append(&mut self.local_accepted);
+        self.accepted = batch.accepted;
+        self.owed_acks = batch.owed_acks;
+        self.local_accepted = batch.local;
+    }
+
+    /// `batch` is durable: its publish socket clients get their answer
+    /// (`QUEUED` while the link is down; else they wait for the PUBACK, 5 s
+    /// at most), the broker its PUBACKs, the local clients theirs.
+    fn durable(&mut self, now: Instant, batch: Batch) {
         let connected = self.session.is_connected() && !self.link.is_shutting_down();
         let registry = self.poll.registry();
-        for (seq, client) in self.accepted.drain(..) {
+        for (seq, client) in batch.accepted {
             self.publish.mark_durable(client);
             if connected {
                 self.awaiting.insert(seq, (client, now + CONFIRM_WAIT));
@@ -396,10 +470,10 @@ impl Daemon {
                 self.publish.reply(client, Status::Queued, registry);
             }
         }
-        for ack in self.owed_acks.drain(..) {
+        for ack in batch.owed_acks {
             self.session.acknowledge(now, ack);
         }
-        self.acknowledge_local();
+        self.acknowledge_local(now, batch.local);
         self.process(now);
     }
 
@@ -698,7 +772,8 @@ impl Daemon {
     /// them). Messages held because the spool is full do not count: the
     /// broker's PUBACKs and pings must still come through.
     fn may_read_broker(&self) -> bool {
-        self.session.wants_input() && self.owed_acks.len() < usize::from(RECEIVE_MAXIMUM)
+        let syncing = self.syncing.as_ref().map_or(0, |b| b.owed_acks.len());
+        self.session.wants_input() && self.owed_acks.len() + syncing < usize::from(RECEIVE_MAXIMUM)
     }
 
     /// Whether local MQTT clients may be read now: what they send goes into
@@ -1013,7 +1088,11 @@ impl Daemon {
     fn close_session(&mut self, now: Instant) {
         self.publish.stop_accepting(self.poll.registry());
         self.session.close();
-        // What this turn accepted becomes durable first.
+        // What this turn accepted becomes durable first (after the sync
+        // under way, if any: its batch goes in front).
+        if let Some(batch) = self.syncing.take() {
+            self.restore_batch(batch);
+        }
         let committed = self.spool.commit(now).is_some();
         let durable = self.spool.is_durable() && committed;
         let registry = self.poll.registry();
@@ -1052,10 +1131,10 @@ impl Daemon {
         for (_, (client, _)) in std::mem::take(&mut self.awaiting) {
             self.publish.reply(client, status, registry);
         }
+        let local = std::mem::take(&mut self.local_accepted);
         if committed {
-            self.acknowledge_local();
+            self.acknowledge_local(now, local);
         }
-        self.local_accepted.clear();
         self.local.close_all(self.poll.registry());
         self.spool.log_totals();
         let out = self.spool.waiting(Direction::Out);

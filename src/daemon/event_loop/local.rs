@@ -439,11 +439,13 @@ impl Daemon {
     }
 
     /// After a commit: the local QoS 1 publishes it made durable get their
-    /// PUBACK.
-    pub(super) fn acknowledge_local(&mut self) {
-        for (_, number, pkid) in self.local_accepted.drain(..) {
+    /// PUBACK, and their clients may be read again.
+    pub(super) fn acknowledge_local(&mut self, now: Instant, durable: Vec<(u64, u64, u16)>) {
+        for (_, number, pkid) in durable {
             if let Some(c) = self.local.client(number) {
                 c.published(pkid, reason::SUCCESS);
+                // Packets it sent past its receive maximum may be waiting.
+                c.resume(now);
                 self.local.touch(number);
             }
         }

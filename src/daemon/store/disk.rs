@@ -35,6 +35,12 @@ pub trait Disk {
     /// Whether what [`Disk::sync`] makes durable survives the process: false
     /// for memory.
     fn is_durable(&self) -> bool;
+    /// A descriptor of the file of its own, for another thread to sync
+    /// (`None`: this disk syncs only through [`Disk::sync`]).
+    fn sync_handle(&mut self, name: &str) -> Option<io::Result<File>> {
+        let _ = name;
+        None
+    }
 }
 
 /// Files in a directory of the real file system.
@@ -42,7 +48,8 @@ pub trait Disk {
 /// Keeps the directory and the last four files it touched open (in each
 /// direction, the one being appended to and the one being read): a steady
 /// stream costs no `open(2)`, and, a file being closed before another is
-/// opened, the spool never needs more than five descriptors.
+/// opened, the spool never needs more than five descriptors (seven while
+/// the sync thread holds its duplicates of the two being appended to).
 #[derive(Debug)]
 pub struct DirDisk {
     dir: PathBuf,
@@ -94,6 +101,10 @@ impl DirDisk {
 }
 
 impl Disk for DirDisk {
+    fn sync_handle(&mut self, name: &str) -> Option<io::Result<File>> {
+        Some(self.file(name).and_then(File::try_clone))
+    }
+
     fn list(&mut self) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in fs::read_dir(&self.dir)? {

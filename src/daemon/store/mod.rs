@@ -12,24 +12,31 @@
 //! sync (stop accepting, retry on a fresh segment).
 //!
 //! Durable means synced: the event loop appends during a turn and calls
-//! [`Spool::commit`] once at its end; only then are clients answered and
-//! the broker's messages acknowledged.
+//! [`Spool::start_commit`] once at its end; only once that commit is
+//! durable are clients answered and the broker's messages acknowledged.
+//! On a directory the sync runs on a thread of its own
+//! ([`Spool::start_sync_thread`]) while the loop goes on; the loop hears
+//! of it through its waker and [`Spool::finish_commit`].
 
 pub mod disk;
 pub mod log;
 pub mod record;
 #[cfg(test)]
 mod sim;
+mod syncer;
 
 use self::disk::{DirDisk, Disk, MemDisk};
-use self::log::{Limits, Log, Recovered};
+use self::log::{Limits, Log, Recovered, Started};
 pub use self::record::Message;
+use self::syncer::Syncer;
 use crate::output::{LOG_INTERVAL, Throttle};
+use mio::Waker;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The default `--spool_dir`.
@@ -136,6 +143,29 @@ pub struct Spool {
     dropped: Tally,
     expired: Tally,
     damaged: Tally,
+    /// The sync thread, once started (directories only).
+    syncer: Option<Syncer>,
+    /// The commit whose sync runs on that thread.
+    in_flight: Option<InFlight>,
+}
+
+/// A commit written, its sync on the thread: each direction's half.
+struct InFlight {
+    out: Started,
+    inbound: Started,
+}
+
+/// What [`Spool::start_commit`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// Everything appended before it is durable: these numbers, per
+    /// direction.
+    Durable(Range<u64>, Range<u64>),
+    /// Written; the sync runs on the thread ([`Spool::finish_commit`]).
+    Syncing,
+    /// Nothing new is durable: a write or sync failed (logged), or the
+    /// retry after one is not due. Appended messages stay for the next.
+    Waiting,
 }
 
 /// Counts of one kind of loss, logged at most once a minute.
@@ -252,7 +282,30 @@ impl Spool {
             dropped: Tally::new("message(s) dropped to make room (--when_full drop_oldest)"),
             expired: Tally::new("message(s) dropped as older than --spool_max_age"),
             damaged: Tally::new("byte(s) of damaged records skipped"),
+            syncer: None,
+            in_flight: None,
         }
+    }
+
+    /// From now on the sync of a commit runs on a thread of its own, which
+    /// wakes the loop with `waker` when it is done. Only for a directory
+    /// (memory needs no sync); if the thread cannot be made, commits stay
+    /// whole (logged).
+    pub fn start_sync_thread(&mut self, waker: Arc<Waker>) {
+        if !self.is_durable() || self.syncer.is_some() {
+            return;
+        }
+        match Syncer::start(waker) {
+            Ok(syncer) => self.syncer = Some(syncer),
+            Err(e) => {
+                ::log::warn!("spool: cannot start the sync thread ({e}); syncing in the event loop")
+            }
+        }
+    }
+
+    /// A commit's sync is under way: the next starts once it is finished.
+    pub fn is_syncing(&self) -> bool {
+        self.in_flight.is_some()
     }
 
     /// The messages survive the process (false in memory).
@@ -323,7 +376,17 @@ impl Spool {
     /// since the last `Some` as durable only then), the spool stops taking
     /// new messages ([`Spool::has_room`]) and tries again on a fresh
     /// segment after `RETRY_AFTER_FAILURE`, doubling to `RETRY_MAX`.
+    ///
+    /// Whole, here: a sync under way on the thread is waited for first.
+    /// For the ends of the daemon's life (stopping, exiting); each turn
+    /// uses [`Spool::start_commit`].
     pub fn commit(&mut self, now: Instant) -> Option<(Range<u64>, Range<u64>)> {
+        if let Some(syncer) = &self.syncer {
+            if self.in_flight.is_some() {
+                let results = syncer.wait();
+                self.complete(now, results);
+            }
+        }
         if self.retry_at.is_some_and(|at| now < at) {
             return None;
         }
@@ -335,29 +398,149 @@ impl Spool {
             .and_then(|out| Ok((out, self.inbound.commit(disk)?)));
         match result {
             Ok(ranges) => {
-                if self.failing {
-                    ::log::info!("spool: writing works again");
-                    self.failing = false;
-                }
-                self.retry_delay = RETRY_AFTER_FAILURE;
-                self.make_room(now);
+                self.succeeded(now);
                 Some(ranges)
             }
             Err(e) => {
-                if !self.failing {
-                    ::log::error!(
-                        "spool: cannot write to {}: {e}; not taking new messages until a write succeeds (retrying on a new file in {} s, then less often, at least every {} s)",
-                        self.where_(),
-                        RETRY_AFTER_FAILURE.as_secs(),
-                        RETRY_MAX.as_secs()
-                    );
-                }
-                self.failing = true;
-                self.retry_at = Some(now + self.retry_delay);
-                self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+                self.failed(now, &e);
                 None
             }
         }
+    }
+
+    /// Commits what both directions appended (group commit): the records
+    /// are written now, and with a sync thread the sync runs there
+    /// ([`Commit::Syncing`]; [`Spool::finish_commit`] tells the end).
+    /// Without one it is [`Spool::commit`]. Not while a sync is under way.
+    pub fn start_commit(&mut self, now: Instant) -> Commit {
+        if self.syncer.is_none() {
+            return match self.commit(now) {
+                Some((out, inbound)) => Commit::Durable(out, inbound),
+                None => Commit::Waiting,
+            };
+        }
+        if self.in_flight.is_some() {
+            return Commit::Syncing;
+        }
+        if self.retry_at.is_some_and(|at| now < at) {
+            return Commit::Waiting;
+        }
+        self.retry_at = None;
+        let disk = self.disk.as_mut();
+        let out = match self.out.start_commit(disk, true) {
+            Ok(started) => started,
+            Err(e) => {
+                self.failed(now, &e);
+                return Commit::Waiting;
+            }
+        };
+        let inbound = match self.inbound.start_commit(disk, true) {
+            Ok(started) => started,
+            Err(e) => {
+                // The other half is written: its sync, here, keeps the log
+                // in step (what it makes durable is reported with the next
+                // commit that succeeds, as after any failure).
+                if let Started::Syncing(pending) = out {
+                    let synced = disk.sync(&pending.segment);
+                    let _ = self.out.finish_commit(disk, pending, synced);
+                }
+                self.failed(now, &e);
+                return Commit::Waiting;
+            }
+        };
+        let mut files = Vec::new();
+        for half in [&out, &inbound] {
+            if let Started::Syncing(pending) = half {
+                match disk.sync_handle(&pending.segment) {
+                    Some(Ok(file)) => files.push(Ok(file)),
+                    Some(Err(e)) => files.push(Err(e)),
+                    None => files.push(Err(io::Error::other("no descriptor to sync"))),
+                }
+            }
+        }
+        self.in_flight = Some(InFlight { out, inbound });
+        if files.is_empty() {
+            return self.complete(now, Vec::new());
+        }
+        // A descriptor that could not be had is a failed sync.
+        if let Some(i) = files.iter().position(Result::is_err) {
+            let mut results: Vec<io::Result<()>> = files.iter().map(|_| Ok(())).collect();
+            if let Some(Err(e)) = files.into_iter().nth(i) {
+                results[i] = Err(e);
+            }
+            return self.complete(now, results);
+        }
+        let files: Vec<File> = files.into_iter().flatten().collect();
+        let submitted = match &self.syncer {
+            Some(syncer) => syncer.submit(files),
+            None => Err(io::Error::other("no sync thread")),
+        };
+        if let Err(e) = submitted {
+            return self.complete(now, vec![Err(e)]);
+        }
+        Commit::Syncing
+    }
+
+    /// The end of the commit under way, if its sync is done: `Durable` or
+    /// `Waiting` (failed, logged); `None` while it runs (or none does).
+    pub fn finish_commit(&mut self, now: Instant) -> Option<Commit> {
+        self.in_flight.as_ref()?;
+        let results = self.syncer.as_ref()?.try_finish()?;
+        Some(self.complete(now, results))
+    }
+
+    /// Finishes both halves of the commit in flight with the sync results
+    /// (one per half that was syncing, in order; missing ones failed).
+    fn complete(&mut self, now: Instant, results: Vec<io::Result<()>>) -> Commit {
+        let Some(InFlight { out, inbound }) = self.in_flight.take() else {
+            return Commit::Waiting;
+        };
+        let mut results = results.into_iter();
+        let disk = self.disk.as_mut();
+        let mut finish = |log: &mut Log, half: Started| match half {
+            Started::Done(range) => Ok(range),
+            Started::Syncing(pending) => {
+                let synced = results
+                    .next()
+                    .unwrap_or_else(|| Err(io::Error::other("no result from the sync thread")));
+                log.finish_commit(disk, pending, synced)
+            }
+        };
+        let out = finish(&mut self.out, out);
+        let inbound = finish(&mut self.inbound, inbound);
+        match (out, inbound) {
+            (Ok(out), Ok(inbound)) => {
+                self.succeeded(now);
+                Commit::Durable(out, inbound)
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                self.failed(now, &e);
+                Commit::Waiting
+            }
+        }
+    }
+
+    fn succeeded(&mut self, now: Instant) {
+        if self.failing {
+            ::log::info!("spool: writing works again");
+            self.failing = false;
+        }
+        self.retry_delay = RETRY_AFTER_FAILURE;
+        self.make_room(now);
+    }
+
+    fn failed(&mut self, now: Instant, e: &io::Error) {
+        if !self.failing {
+            ::log::error!(
+                "spool: cannot write to {}: {e}; not taking new messages until a write succeeds (retrying on a new file in {} s, then less often, at least every {} s)",
+                self.where_(),
+                RETRY_AFTER_FAILURE.as_secs(),
+                RETRY_MAX.as_secs()
+            );
+        }
+        self.failing = true;
+        self.retry_at = Some(now + self.retry_delay);
+        self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
     }
 
     fn where_(&self) -> String {

@@ -231,6 +231,15 @@ impl Client {
         }
     }
 
+    /// Decodes what is buffered, once the machine wants input again (after
+    /// [`Client::published`]): a client that sent all it had before the
+    /// receive maximum stopped the decoding sends nothing more to wake it.
+    pub fn resume(&mut self, now: Instant) {
+        if self.wants_input() && !self.inbuf.is_empty() {
+            self.handle_input(now, &[]);
+        }
+    }
+
     /// The client's socket reached its end (or failed).
     pub fn handle_eof(&mut self, why: &str) {
         self.end(why.to_owned(), true);
