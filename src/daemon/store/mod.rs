@@ -744,3 +744,121 @@ pub fn inspect(dir: &Path, max_payload: usize) -> io::Result<[(Direction, Recove
     let (_, inbound) = Log::open(&mut disk, Direction::In.prefix(), limits);
     Ok([(Direction::Out, out), (Direction::In, inbound)])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use mio::{Events, Poll, Token};
+
+    fn config(dir: &Path) -> Config {
+        Config {
+            dir: Some(dir.to_owned()),
+            size: DEFAULT_SIZE,
+            max_age: 0,
+            when_full: WhenFull::Block,
+            max_payload: 1024,
+        }
+    }
+
+    /// A fresh directory under the system's temp dir, removed at the end.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!(
+                "iotbox-spool-{tag}-{}-{:?}",
+                std::process::id(),
+                Instant::now()
+            ));
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Waits for the sync thread's wake-up, then finishes the commit.
+    fn wait_synced(poll: &mut Poll, spool: &mut Spool) -> Commit {
+        let mut events = Events::with_capacity(4);
+        for _ in 0..100 {
+            if let Some(done) = spool.finish_commit(Instant::now()) {
+                return done;
+            }
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .expect("poll");
+        }
+        panic!("the sync thread never finished");
+    }
+
+    #[test]
+    fn a_commit_synced_on_the_thread_is_durable_only_when_it_is_done() {
+        let dir = Scratch::new("thread");
+        let mut poll = Poll::new().expect("poll");
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+        let mut spool = Spool::open(&config(&dir.0)).expect("spool");
+        spool.start_sync_thread(waker);
+        let now = Instant::now();
+        // A commit that starts a segment is whole (the directory's sync
+        // must cover the new file): durable at once.
+        let zero = spool.append(Direction::Out, b"t", b"zero");
+        assert_eq!(
+            spool.start_commit(now),
+            Commit::Durable(zero..zero + 1, 0..0)
+        );
+        let first = spool.append(Direction::Out, b"t", b"one");
+        assert_eq!(spool.start_commit(now), Commit::Syncing);
+        assert!(spool.is_syncing());
+        assert_eq!(
+            spool.unread(Direction::Out),
+            1,
+            "not readable before the sync"
+        );
+        // Appended while the sync runs: the next commit's.
+        let second = spool.append(Direction::Out, b"t", b"two");
+        assert_eq!(spool.start_commit(now), Commit::Syncing, "one at a time");
+        assert_eq!(
+            wait_synced(&mut poll, &mut spool),
+            Commit::Durable(first..first + 1, 0..0)
+        );
+        assert!(!spool.is_syncing());
+        assert_eq!(spool.unread(Direction::Out), 2);
+        assert_eq!(spool.start_commit(now), Commit::Syncing);
+        assert_eq!(
+            wait_synced(&mut poll, &mut spool),
+            Commit::Durable(second..second + 1, 0..0)
+        );
+        // Nothing new: durable at once, no sync.
+        assert!(matches!(spool.start_commit(now), Commit::Durable(..)));
+        drop(spool);
+        let mut reopened = Spool::open(&config(&dir.0)).expect("reopen");
+        let read: Vec<Bytes> = std::iter::from_fn(|| reopened.next(now, Direction::Out))
+            .map(|m| m.payload)
+            .collect();
+        assert_eq!(read, ["zero", "one", "two"]);
+    }
+
+    #[test]
+    fn a_whole_commit_waits_for_the_sync_under_way() {
+        let dir = Scratch::new("whole");
+        let poll = Poll::new().expect("poll");
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+        let mut spool = Spool::open(&config(&dir.0)).expect("spool");
+        spool.start_sync_thread(waker);
+        let now = Instant::now();
+        spool.append(Direction::Out, b"t", b"zero");
+        assert!(matches!(spool.start_commit(now), Commit::Durable(..)));
+        spool.append(Direction::Out, b"t", b"one");
+        assert_eq!(spool.start_commit(now), Commit::Syncing);
+        spool.append(Direction::In, b"t", b"two");
+        assert!(spool.commit(now).is_some());
+        assert!(!spool.is_syncing());
+        assert_eq!(
+            (spool.unread(Direction::Out), spool.unread(Direction::In)),
+            (2, 1)
+        );
+    }
+}
