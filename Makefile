@@ -15,9 +15,9 @@
 #                     (target/bench.md)
 #   make soak         an hour (SOAK_SECS) of mixed load with broker restarts;
 #                     RSS, descriptors and CPU once a minute
-#   make fuzz         cargo-fuzz on the decoders, the MQTT session and the
-#                     spool's recovery, FUZZ_SECS=60 per target (installs
-#                     nightly, cargo-fuzz)
+#   make fuzz         cargo-fuzz on the decoders, the MQTT session, the local
+#                     endpoint and the spool's recovery, FUZZ_SECS=60 per
+#                     target (installs nightly, cargo-fuzz)
 #   make check-recipe | recipe-crates | test-install | test-initd
 #                     Yocto layer and init script checks
 #   make clean
@@ -177,8 +177,9 @@ bench:
 soak:
 	CARGO="$(CARGO)" scripts/soak.sh
 # libFuzzer on the broker-facing decoders, the message format, the MQTT
-# session and the spool's recovery from any directory (fuzz/, a nightly crate
-# of its own; scripts/fuzz.sh installs nightly and cargo-fuzz when missing).
+# session, the local endpoint's codec and client machine and the spool's
+# recovery from any directory (fuzz/, a nightly crate of its own;
+# scripts/fuzz.sh installs nightly and cargo-fuzz when missing).
 # Corpora in fuzz/corpus/<target>, replayed on stable by `cargo test`
 # (tests/fuzz_corpus.rs). Prints executions per target.
 FUZZ_SECS ?= 60

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Fuzz the broker-facing decoders, the MQTT session and the spool's recovery
-# with cargo-fuzz (libFuzzer). The targets and their checks are in fuzz/ (a
+# Fuzz the broker-facing decoders, the MQTT session, the local MQTT endpoint
+# (its server codec and per-client machine) and the spool's recovery with
+# cargo-fuzz (libFuzzer). The targets and their checks are in fuzz/ (a
 # crate of its own, on nightly; the iotbox crate stays on stable). Installs
 # what is missing: rustup's nightly toolchain (minimal profile) and
 # cargo-fuzz (crates.io).
 #
-#   scripts/fuzz.sh [TARGET...]    codec_decode message_parse proxy_reply
-#                                  session session_wrap spool_recovery
-#                                  (default: all)
+#   scripts/fuzz.sh [TARGET...]    codec_decode local_client message_parse
+#                                  proxy_reply session session_wrap
+#                                  spool_recovery (default: all)
 #
 # Environment:
 #   FUZZ_SECS=60         seconds per target
@@ -28,7 +29,7 @@ say() { printf '%s: %s\n' "$me" "$*"; }
 die() { printf '%s: error: %s\n' "$me" "$*" >&2; exit 1; }
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-all_targets=(codec_decode message_parse proxy_reply session session_wrap spool_recovery)
+all_targets=(codec_decode local_client message_parse proxy_reply session session_wrap spool_recovery)
 secs=${FUZZ_SECS:-60}
 corpus_max=${FUZZ_CORPUS_MAX:-200}
 sanitizer=${FUZZ_SANITIZER:-none}

@@ -59,6 +59,11 @@ fn codec_decode_corpus() {
 }
 
 #[test]
+fn local_client_corpus() {
+    replay("local_client", checks::check_local_client);
+}
+
+#[test]
 fn message_parse_corpus() {
     replay("message_parse", checks::check_message_parse);
 }
@@ -144,4 +149,83 @@ fn spool_seeds_hold_what_they_say() {
     assert_eq!(found("seed-far-names"), (4, 3, 0, false));
     assert_eq!(found("seed-drop-oldest"), (5, 3, 0, false));
     assert_eq!(found("seed-near-the-top"), (0, 1, 0, false));
+}
+
+/// The local client seeds get where they are meant to: connected or
+/// refused, publishing, subscribed, delivered to, closed for their reason.
+#[test]
+fn local_client_seeds_reach_their_states() {
+    let run = |name: &str| {
+        let (_, _, data) = seeds::all()
+            .into_iter()
+            .find(|(t, n, _)| *t == "local_client" && *n == name)
+            .unwrap_or_else(|| panic!("no seed {name}"));
+        checks::run_local_client(&data)
+    };
+    let why = |s: &checks::LocalStats| s.closed.clone().expect("closed").0;
+    for name in [
+        "seed-v311-at-once",
+        "seed-v311-bytewise",
+        "seed-v311-deliveries",
+    ] {
+        let s = run(name);
+        assert_eq!(
+            (s.publishes, s.subscribes, s.unsubscribes),
+            (2, 1, 1),
+            "{name}: {s:?}"
+        );
+        assert_eq!(
+            s.closed,
+            Some(("disconnected (0x00)".into(), true, false)),
+            "{name}"
+        );
+    }
+    for name in [
+        "seed-v5-at-once",
+        "seed-v5-bytewise",
+        "seed-v5-deliveries",
+        "seed-v5-held-answers",
+    ] {
+        let s = run(name);
+        assert_eq!(
+            (s.publishes, s.subscribes, s.unsubscribes),
+            (1, 1, 1),
+            "{name}: {s:?}"
+        );
+        // DISCONNECT 0x04: normal, and the will goes.
+        assert_eq!(
+            s.closed,
+            Some(("disconnected (0x04)".into(), true, true)),
+            "{name}"
+        );
+    }
+    assert!(run("seed-v5-deliveries").delivered[0] >= 2);
+    let s = run("seed-v5-puback");
+    assert!(s.delivered[0] == 2 && s.packets_out >= 7, "{s:?}");
+    let s = run("seed-v5-keep-alive");
+    assert!(why(&s).starts_with("silent"), "{s:?}");
+    assert_eq!(s.packets_out, 3, "CONNACK, PINGRESP, DISCONNECT 0x8D");
+    assert!(why(&run("seed-v311-keep-alive")).starts_with("silent"));
+    let s = run("seed-connect-timeout");
+    assert!(!s.connected && why(&s).starts_with("no CONNECT"), "{s:?}");
+    let s = run("seed-v5-output-limit");
+    assert!(why(&s).starts_with("does not take its messages"), "{s:?}");
+    let s = run("seed-v5-client-max-packet");
+    assert!(s.delivered[0] >= 1 && s.delivered[2] >= 1, "{s:?}");
+    assert_eq!(
+        run("seed-mqtt31").connack,
+        Some(1),
+        "3.1.1 refusal: version"
+    );
+    assert_eq!(run("seed-v311-empty-id-kept-session").connack, Some(2));
+    let s = run("seed-v5-receive-maximum");
+    assert!(
+        s.publishes == 130 && s.held_input >= 1 && !s.stalled,
+        "{s:?}"
+    );
+    let s = run("seed-v5-taken-over");
+    assert_eq!(
+        s.closed,
+        Some(("another connection took its client id".into(), false, true))
+    );
 }

@@ -542,10 +542,157 @@ fn spool_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+// Captured from real clients (mosquitto_pub/_sub), as in the server codec's
+// tests: 3.1.1 CONNECT with a will and a login, QoS 1 retained PUBLISH;
+// MQTT 5 CONNECT (session expiry, receive maximum 10, a will), PUBLISH with
+// properties, SUBSCRIBE with an identifier, DISCONNECT with the will.
+const V311_CONNECT_WILL_LOGIN: &str =
+    "102900044d51545404ce003c00067075623331310003772f740004676f6e65000475736572000470617373";
+const V311_CONNECT: &str = "101200044d5154540402003c0006737562333131";
+const V311_PUBLISH_QOS1: &str = "33090003612f6200016869";
+const V311_SUBSCRIBE: &str =
+    "822500010003612f2302001a246177732f7468696e67732f782f736861646f772f6765742f2b02";
+const V311_UNSUBSCRIBE: &str = "a20700020003782f79";
+const V5_CONNECT_WILL: &str =
+    "102900044d5154540506003c08110000003c21000a0004707562350518000000050003772f740003627965";
+const V5_CONNECT: &str = "101400044d5154540502003c03210014000473756235";
+const V5_PUBLISH_PROPERTIES: &str = "32320003612f620001282600016b00017603000a746578742f706c61696e080003722f7409000430313032020000001e01016869";
+const V5_SUBSCRIBE: &str = "82120001090b07260001610001620003612f2301";
+const V5_UNSUBSCRIBE: &str = "a2080002000003782f79";
+const V5_DISCONNECT_WITH_WILL: &str = "e00104";
+const PINGREQ: &str = "c000";
+const DISCONNECT: &str = "e000";
+
+/// A `local_client` input: maximum packet size choice (0: the daemon's),
+/// the schedule (two bytes a step: chunk size and time, then deliveries,
+/// output taken, answers held, close), the stream of packets in hex.
+fn local(max: u8, schedule: &[u8], packets: &[&str]) -> Vec<u8> {
+    assert!(schedule.len() < 64 && max < 4);
+    let mut input = vec![(schedule.len() as u8) << 2 | max];
+    input.extend_from_slice(schedule);
+    for p in packets {
+        input.extend(hex(p));
+    }
+    input
+}
+
+fn local_client_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let v311 = [
+        V311_CONNECT_WILL_LOGIN,
+        V311_PUBLISH_QOS1,
+        PINGREQ,
+        V311_SUBSCRIBE,
+        V311_UNSUBSCRIBE,
+        "30050001616869", // QoS 0 to "a"
+        DISCONNECT,
+    ];
+    let v5 = [
+        V5_CONNECT_WILL,
+        V5_PUBLISH_PROPERTIES,
+        V5_SUBSCRIBE,
+        V5_UNSUBSCRIBE,
+        PINGREQ,
+        V5_DISCONNECT_WITH_WILL,
+    ];
+    // Steps: 1-byte chunks; 7-byte chunks with a QoS 0 and a QoS 1
+    // delivery, half the output taken; 3-byte chunks, answers held, all
+    // output taken.
+    let bytewise = [0x00, 0x00];
+    let deliveries = [0x06, 0x09, 0x26, 0x2E];
+    let held = [0x02, 0x1C, 0x32, 0x1E];
+    vec![
+        ("seed-v311-at-once", local(0, &[], &v311)),
+        ("seed-v311-bytewise", local(0, &bytewise, &v311)),
+        ("seed-v311-deliveries", local(0, &deliveries, &v311)),
+        ("seed-v5-at-once", local(0, &[], &v5)),
+        ("seed-v5-bytewise", local(0, &bytewise, &v5)),
+        ("seed-v5-deliveries", local(0, &deliveries, &v5)),
+        ("seed-v5-held-answers", local(0, &held, &v5)),
+        // Subscribed, then QoS 1 deliveries (packet ids 1 and 2), their
+        // PUBACKs. Chunks of 32 and 16 bytes: CONNECT, SUBSCRIBE, PINGREQs.
+        (
+            "seed-v5-puback",
+            local(
+                0,
+                &[0x0A, 0x00, 0x09, 0x02, 0x03, 0x0E, 0x0F, 0x0C],
+                &[
+                    V5_CONNECT,
+                    V5_SUBSCRIBE,
+                    PINGREQ,
+                    PINGREQ,
+                    PINGREQ,
+                    "40020001",
+                    "4003000200",
+                    DISCONNECT,
+                ],
+            ),
+        ),
+        // Keep-alive 60 s, then 100 s of silence: 3.1.1 just closes, 5
+        // hears 0x8D first.
+        (
+            "seed-v311-keep-alive",
+            local(0, &[0x6F, 0x00], &[V311_CONNECT, PINGREQ]),
+        ),
+        (
+            "seed-v5-keep-alive",
+            local(0, &[0x6F, 0x00], &[V5_CONNECT, PINGREQ]),
+        ),
+        // No CONNECT within 10 s.
+        ("seed-connect-timeout", local(0, &[0x50, 0x00], &["1029"])),
+        // Large QoS 1 deliveries nobody reads: past the output limit.
+        (
+            "seed-v5-output-limit",
+            local(0, &[0x00, 0x83], &[V5_CONNECT, &PINGREQ.repeat(20)]),
+        ),
+        // The client's maximum packet size (0x27: 30 bytes) and ours.
+        (
+            "seed-v5-client-max-packet",
+            local(
+                1,
+                &[0x0F, 0x03, 0x0F, 0x02],
+                &["101500044d5154540502003c08270000001e2100140000"],
+            ),
+        ),
+        // MQTT 3.1 ("MQIsdp"): the 3.1.1 refusal.
+        (
+            "seed-mqtt31",
+            local(0, &[], &["100f00064d51497364700302003c00017a"]),
+        ),
+        // 3.1.1, empty client id without a clean session: refused (0x85).
+        (
+            "seed-v311-empty-id-kept-session",
+            local(0, &[], &["100c00044d5154540400003c0000"]),
+        ),
+        // 130 QoS 1 publishes, one a step, their PUBACKs held: the machine
+        // stops reading at its receive maximum (128) until answered.
+        ("seed-v5-receive-maximum", {
+            let publishes: Vec<String> = (1..=130u16)
+                .map(|pkid| format!("3206000161{pkid:04x}00"))
+                .collect();
+            let mut packets = vec![V5_CONNECT];
+            packets.extend(publishes.iter().map(String::as_str));
+            local(0, &[0x07, 0x10], &packets)
+        }),
+        // Taken over by another connection (will sent).
+        (
+            "seed-v5-taken-over",
+            local(0, &[0x0F, 0xF1], &[V5_CONNECT_WILL, V5_SUBSCRIBE, PINGREQ]),
+        ),
+    ]
+}
+
 /// Every seed: (target, name, input).
 pub fn all() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let targets = [
         ("codec_decode", codec_seeds()),
+        ("local_client", local_client_seeds()),
         ("message_parse", message_seeds()),
         ("proxy_reply", proxy_seeds()),
         ("session", session_seeds()),
