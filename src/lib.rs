@@ -66,6 +66,8 @@
 //!     record.rs          the bytes of a record (crc32, length, body), pure
 //!     disk.rs            the file operations behind a trait: a directory,
 //!                        memory (and a simulated disk in the tests)
+//!     syncer.rs          the sync thread: fdatasync away from the loop,
+//!                        one commit at a time, wakes the loop when done
 //!   broker/              the AWS side
 //!     link.rs            the connection's life cycle, sans-IO: resolve,
 //!                        connect, backoff, first-connection rules, shutdown
@@ -91,12 +93,14 @@
 //! table, the spool's logs (whose files sit
 //! behind a trait). The event loop feeds them input and the time, then
 //! drains their output, their next deadline and their events; at the end of
-//! each turn one fdatasync makes everything accepted in it durable before
-//! any client is answered or any message acknowledged to the broker.
+//! each turn one commit writes everything accepted in it, and once its
+//! fdatasync (on the spool's sync thread, while the loop goes on) is done,
+//! the clients are answered and the messages acknowledged to the broker.
 //! That keeps the logic testable in virtual time and the daemon idle between
-//! keep-alive pings. rustls is driven the same way (sans-IO). The one other
-//! thread writes the daemon's output, so a reader that stops reading never
-//! stops the loop (see [`output`]).
+//! keep-alive pings. rustls is driven the same way (sans-IO). Two other
+//! threads only block so the loop need not: one writes the daemon's
+//! output, so a reader that stops reading never stops the loop (see
+//! [`output`]), one syncs the spool (DNS lookups get a short-lived one).
 //!
 //! The documents in `docs/` describe what users can rely on (the socket
 //! protocol, operation) and how the code is built (`docs/architecture.md`).

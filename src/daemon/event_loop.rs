@@ -10,8 +10,10 @@
 //! `Daemon::process` until quiet: hand the session's output to the
 //! transport, act on the session's events and the link's actions, move
 //! durable messages from the spool to the session and the delivery. Last,
-//! `Daemon::commit`: one sync for everything the turn appended to the
-//! spool, and only then the status lines and PUBACKs that waited for it.
+//! `Daemon::commit`: one write for everything the turn appended to the
+//! spool, its sync on the spool's thread while the loop goes on, and once
+//! that is done (the waker; `Daemon::on_synced`) the status lines and
+//! PUBACKs that waited for it.
 //! While idle and connected the only deadline is the keep-alive ping.
 //!
 //! The decisions are the state machines': [`Session`] (MQTT), [`Link`]
