@@ -137,6 +137,10 @@ struct Daemon {
     owed_acks: Vec<InboundAck>,
     /// The batch whose sync runs on the spool's thread.
     syncing: Option<Batch>,
+    /// A sync just finished and its clients were answered: the next commit
+    /// waits one more turn, so that those who write again at once (a
+    /// closed loop of clients) join it rather than the one after.
+    linger: bool,
     /// Messages from the broker that found the spool full or failing:
     /// held, unacknowledged (so the broker's receive maximum bounds them),
     /// until there is room.
@@ -260,6 +264,7 @@ impl Daemon {
             next_out: None,
             owed_acks: Vec::new(),
             syncing: None,
+            linger: false,
             held: VecDeque::new(),
             accept_blocked: false,
             blocked_notes: Throttle::new(LOG_INTERVAL),
@@ -409,7 +414,7 @@ impl Daemon {
     /// the broker's messages stay unacknowledged, and the spool tries again.
     fn commit(&mut self, now: Instant) {
         self.take_held();
-        if self.spool.is_syncing() {
+        if self.spool.is_syncing() || std::mem::take(&mut self.linger) {
             return;
         }
         match self.spool.start_commit(now) {
@@ -424,7 +429,7 @@ impl Daemon {
 
     /// The spool's sync thread finished: what waited for it is answered
     /// (or, if it failed, waits for the next commit), and what came
-    /// meanwhile is committed.
+    /// meanwhile is committed at the end of the next turn (see `linger`).
     fn on_synced(&mut self, now: Instant) {
         let Some(result) = self.spool.finish_commit(now) else {
             return;
@@ -434,7 +439,7 @@ impl Daemon {
             Commit::Durable(..) => self.durable(now, batch),
             Commit::Syncing | Commit::Waiting => self.restore_batch(batch),
         }
-        self.commit(now);
+        self.linger = true;
     }
 
     /// What this turn appended: the clients and acknowledgements that
