@@ -448,29 +448,31 @@ impl Spool {
                 return Commit::Waiting;
             }
         };
-        let mut files = Vec::new();
+        // Descriptors for the thread, in order. A disk without them
+        // (memory, the simulation) syncs here; a descriptor that cannot be
+        // had is a failed sync, and then the others are synced here too.
+        let mut handles = Vec::new();
         for half in [&out, &inbound] {
             if let Started::Syncing(pending) = half {
-                match disk.sync_handle(&pending.segment) {
-                    Some(Ok(file)) => files.push(Ok(file)),
-                    Some(Err(e)) => files.push(Err(e)),
-                    None => files.push(Err(io::Error::other("no descriptor to sync"))),
-                }
+                handles.push(match disk.sync_handle(&pending.segment) {
+                    Some(Ok(file)) => Ok(file),
+                    Some(Err(e)) => Err(Err(e)),
+                    None => Err(disk.sync(&pending.segment)),
+                });
             }
         }
         self.in_flight = Some(InFlight { out, inbound });
-        if files.is_empty() {
-            return self.complete(now, Vec::new());
-        }
-        // A descriptor that could not be had is a failed sync.
-        if let Some(i) = files.iter().position(Result::is_err) {
-            let mut results: Vec<io::Result<()>> = files.iter().map(|_| Ok(())).collect();
-            if let Some(Err(e)) = files.into_iter().nth(i) {
-                results[i] = Err(e);
-            }
+        if handles.is_empty() || handles.iter().any(Result::is_err) {
+            let results = handles
+                .into_iter()
+                .map(|h| match h {
+                    Ok(file) => file.sync_data(),
+                    Err(result) => result,
+                })
+                .collect();
             return self.complete(now, results);
         }
-        let files: Vec<File> = files.into_iter().flatten().collect();
+        let files: Vec<File> = handles.into_iter().flatten().collect();
         let submitted = match &self.syncer {
             Some(syncer) => syncer.submit(files),
             None => Err(io::Error::other("no sync thread")),
@@ -839,6 +841,60 @@ mod tests {
             .map(|m| m.payload)
             .collect();
         assert_eq!(read, ["zero", "one", "two"]);
+    }
+
+    /// The split commit's bookkeeping when syncs fail: on the simulated
+    /// disk (which syncs in place, having no descriptors to hand out),
+    /// one sync in three fails; every message still becomes durable once,
+    /// in order, and is never readable before.
+    #[test]
+    fn failed_syncs_of_split_commits_lose_and_repeat_nothing() {
+        use super::sim::{Faults, SimDisk};
+        let mut disk = SimDisk::new(7);
+        disk.set_faults(Faults {
+            sync: 3,
+            ..Faults::default()
+        });
+        let poll = Poll::new().expect("poll");
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+        let config = config(Path::new("/sim"));
+        let mut spool = Spool::with_disk(Box::new(disk), None, None, DEFAULT_SIZE, &config, 4096);
+        spool.start_sync_thread(waker);
+        let mut now = Instant::now();
+        let (mut appended, mut durable, mut read) = (Vec::new(), Vec::new(), Vec::new());
+        let mut failures = 0;
+        for round in 0u64..300 {
+            for i in 0..round % 4 {
+                appended.push(spool.append(Direction::Out, b"t", &[i as u8; 40]));
+            }
+            match spool.start_commit(now) {
+                Commit::Durable(out, _) => durable.extend(out),
+                Commit::Waiting => {
+                    failures += 1;
+                    // The retry after a failure.
+                    now += RETRY_MAX;
+                }
+                Commit::Syncing => panic!("the simulated disk syncs in place"),
+            }
+            while let Some(m) = spool.next(now, Direction::Out) {
+                assert!(durable.contains(&m.seq), "{} read before durable", m.seq);
+                read.push(m.seq);
+                spool.done(Direction::Out, m.seq);
+            }
+        }
+        // Until a commit succeeds with nothing left to write again.
+        for _ in 0..100 {
+            match spool.start_commit(now) {
+                Commit::Durable(out, _) if out.is_empty() => break,
+                Commit::Durable(out, _) => durable.extend(out),
+                _ => now += RETRY_MAX,
+            }
+        }
+        while let Some(m) = spool.next(now, Direction::Out) {
+            read.push(m.seq);
+        }
+        assert!(failures > 10, "{failures} failed syncs");
+        assert_eq!(read, appended, "each message once, in order");
     }
 
     #[test]
