@@ -1383,9 +1383,10 @@ fn step(s: &mut Session, m: &mut Model, config: &session::Config, op: Op) {
         Op::Close => {
             let link = m.link;
             s.close();
-            if link != Link::Connected {
-                // Not connected (a second close included): the output is
-                // dropped, CONNECT and all.
+            if link != Link::Connected && link != Link::Closed {
+                // Not connected: the output is dropped, CONNECT and all. A
+                // second close changes nothing: what the first left in the
+                // output (a DISCONNECT after the rest of a packet) stays.
                 m.reset_connection();
             }
             m.link = Link::Closed;
