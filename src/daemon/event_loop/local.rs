@@ -105,7 +105,11 @@ impl Daemon {
                 self.local.touch(number);
             }
             Action::Closed { will, why, normal } => {
-                let id = self.local.client_id(number).unwrap_or("(before CONNECT)");
+                let id = self
+                    .local
+                    .client_id(number)
+                    .unwrap_or("(before CONNECT)")
+                    .to_owned();
                 if normal {
                     log::debug!("local client {id}: {why}");
                 } else {
@@ -115,7 +119,7 @@ impl Daemon {
                 self.sync_upstream(now);
                 self.pending_subacks.retain(|p| p.number != number);
                 if let Some(will) = will {
-                    self.publish_will(number, will);
+                    self.publish_will(&id, will);
                 }
             }
         }
@@ -188,13 +192,13 @@ impl Daemon {
 
     /// A will goes upstream like a QoS 1 publish, if the client could have
     /// published it.
-    fn publish_will(&mut self, number: u64, will: Will) {
+    fn publish_will(&mut self, id: &str, will: Will) {
         if let Some((_, why)) = self.publish_refusal(&will.topic, will.payload.len()) {
-            log::warn!("local client {number}: will not sent: {why}");
+            log::warn!("local client {id}: will not sent: {why}");
             return;
         }
         if !self.spool.has_room(Direction::Out) {
-            log::warn!("local client {number}: will not sent: the spool is full");
+            log::warn!("local client {id}: will not sent: the spool is full");
             return;
         }
         let mut meta = Vec::new();
@@ -416,14 +420,14 @@ impl Daemon {
                     if self.local_notes.note(now).is_some() {
                         log::warn!(
                             "local client {}: too slow, QoS 0 messages dropped for it ({} so far)",
-                            r.client,
+                            self.local.client_id(r.client).unwrap_or_default(),
                             self.local_dropped
                         );
                     }
                 }
                 Delivered::TooLarge => log::debug!(
                     "local client {}: a message on {name} exceeds its maximum packet size; not sent",
-                    r.client
+                    self.local.client_id(r.client).unwrap_or_default()
                 ),
             }
             self.local.touch(r.client);
