@@ -109,8 +109,15 @@ pub struct Link {
     shutdown_deadline: Option<Instant>,
     /// `Exit` was queued; nothing happens afterwards.
     done: bool,
+    /// When the last transport came up (and so the last CONNECT went).
+    last_connect: Option<Instant>,
     actions: VecDeque<Action>,
 }
+
+/// AWS IoT Core takes at most one CONNECT a second per client id: the next
+/// attempt never comes sooner after the last one, whatever the backoff's
+/// draw (full jitter may draw near zero) or a SIGHUP says.
+pub const CONNECT_GAP: Duration = Duration::from_secs(1);
 
 impl Link {
     pub fn new(config: Config) -> Link {
@@ -123,6 +130,7 @@ impl Link {
             published: 0,
             shutdown_deadline: None,
             done: false,
+            last_connect: None,
             actions: VecDeque::new(),
         }
     }
@@ -173,6 +181,7 @@ impl Link {
         if let State::Connecting { addr, .. } = self.state {
             log::debug!("TCP connected to {addr}");
             self.state = State::Up { since: now };
+            self.last_connect = Some(now);
         }
     }
 
@@ -249,10 +258,11 @@ impl Link {
     /// SIGHUP: the files were reloaded; a pending wait is cut short so the
     /// new ones are tried now.
     pub fn handle_reload(&mut self, now: Instant) {
+        let soonest = self.soonest(now);
         if let State::Waiting { retry_at } = &mut self.state {
-            if *retry_at > now {
+            if *retry_at > soonest {
                 log::info!("SIGHUP: reconnecting now instead of waiting the backoff");
-                *retry_at = now;
+                *retry_at = soonest;
             }
         }
     }
@@ -352,16 +362,22 @@ impl Link {
             self.state = State::Stopped;
             return;
         }
-        let delay = self.backoff.next_delay();
+        let retry_at = (now + self.backoff.next_delay()).max(self.soonest(now));
+        let delay = retry_at - now;
         // Integer formatting: float formatting alone costs ~20 KB of binary.
         log::info!(
             "next connection attempt in {}.{} s",
             delay.as_secs(),
             delay.subsec_millis() / 100
         );
-        self.state = State::Waiting {
-            retry_at: now + delay,
-        };
+        self.state = State::Waiting { retry_at };
+    }
+
+    /// The soonest the next attempt may start: [`CONNECT_GAP`] after the
+    /// last CONNECT.
+    fn soonest(&self, now: Instant) -> Instant {
+        self.last_connect
+            .map_or(now, |at| now.max(at + CONNECT_GAP))
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
@@ -527,7 +543,8 @@ mod tests {
         let delays = expected_delays(3);
         l.handle_lost(t0, "connection reset", false);
         assert_eq!(actions(&mut l), [Action::Disconnect]);
-        let t1 = t0 + delays[0];
+        // The connection came up at t0: a second at least (CONNECT_GAP).
+        let t1 = t0 + delays[0].max(CONNECT_GAP);
         assert_eq!(l.poll_timeout(), Some(t1));
         l.handle_timeout(t1);
         assert_eq!(actions(&mut l), [Action::Resolve]);
@@ -537,7 +554,7 @@ mod tests {
         // A refused certificate after the first success: retried.
         l.handle_refused(t1, "certificate revoked".into());
         assert_eq!(actions(&mut l), [Action::Disconnect]);
-        assert_eq!(l.poll_timeout(), Some(t1 + delays[1]));
+        assert_eq!(l.poll_timeout(), Some(t1 + delays[1].max(CONNECT_GAP)));
     }
 
     #[test]
@@ -546,7 +563,10 @@ mod tests {
         let mut l = up(t0);
         l.handle_lost(t0, "session taken over", true);
         assert_eq!(actions(&mut l), [Action::Disconnect]);
-        assert_eq!(l.poll_timeout(), Some(t0 + expected_delays(1)[0]));
+        assert_eq!(
+            l.poll_timeout(),
+            Some(t0 + expected_delays(1)[0].max(CONNECT_GAP))
+        );
         // Nothing happens before then.
         l.handle_timeout(t0);
         assert!(actions(&mut l).is_empty());
@@ -574,11 +594,41 @@ mod tests {
         let now = flap(&mut l, t0, 8);
         l.handle_lost(now, "reset", false);
         actions(&mut l);
-        assert!(l.poll_timeout().unwrap() > now, "a wait is pending");
-        l.handle_reload(now);
-        assert_eq!(l.poll_timeout(), Some(now));
-        l.handle_timeout(now);
+        let later = now + Duration::from_secs(5);
+        assert!(l.poll_timeout().unwrap() > later, "a wait is pending");
+        l.handle_reload(later);
+        assert_eq!(l.poll_timeout(), Some(later));
+        l.handle_timeout(later);
         assert_eq!(actions(&mut l), [Action::Resolve]);
+    }
+
+    #[test]
+    fn never_two_connects_within_a_second_whatever_the_draw_or_sighup() {
+        let t0 = Instant::now();
+        for seed in 0..200 {
+            let mut l = Link::new(Config {
+                target: "broker:8883".into(),
+                count: 0,
+                reconnect_max: RECONNECT_MAX,
+                seed,
+            });
+            l.start();
+            l.handle_resolved(t0, Ok(vec![addr(1)]));
+            l.handle_tcp_up(t0);
+            l.handle_subscribed();
+            // Lost at once; SIGHUP at once: still a second after the last.
+            l.handle_lost(t0, "reset", false);
+            l.handle_reload(t0);
+            let next = l.poll_timeout().unwrap();
+            assert!(next >= t0 + CONNECT_GAP, "seed {seed}: {:?}", next - t0);
+            l.handle_timeout(next);
+            l.handle_resolved(next, Ok(vec![addr(1)]));
+            // A failure before TCP came up sent no CONNECT: that attempt
+            // does not count; the gap is to the last one that did.
+            l.handle_connect_failed(next, "refused".into());
+            let after = l.poll_timeout().unwrap();
+            assert!(after >= t0 + CONNECT_GAP);
+        }
     }
 
     #[test]
