@@ -35,6 +35,7 @@ use super::device::delivery::Delivery;
 use super::device::local::LocalServer;
 use super::device::local::routes::{Route, Routes};
 use super::device::publish_socket::{ClientId, PublishSocket, Status, Submission};
+use super::notify::Notifier;
 use super::store::{Commit, Direction, Message, Spool};
 use crate::error::{Error, runtime};
 use crate::output::{LOG_INTERVAL, Sink, Throttle};
@@ -165,6 +166,8 @@ struct Daemon {
     /// Local refusals and drops: logged at most once a minute.
     local_notes: Throttle,
     local_dropped: u64,
+    /// systemd's notification socket, under `Type=notify`.
+    notify: Option<Notifier>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (`Ok`) or a fatal error.
@@ -277,6 +280,7 @@ impl Daemon {
             pending_subacks: Vec::new(),
             local_notes: Throttle::new(LOG_INTERVAL),
             local_dropped: 0,
+            notify: Notifier::from_env(Instant::now()),
             config,
         })
     }
@@ -371,6 +375,10 @@ impl Daemon {
             self.local.read_unread(now, &mut self.scratch);
         }
         self.expire_subacks(now, false);
+        // The loop turned: systemd's watchdog hears it is alive.
+        if let Some(n) = &mut self.notify {
+            n.handle_timeout(now);
+        }
         self.answer_unconfirmed(now);
         self.delivery.handle_timeout(now, self.poll.registry());
         if let Some(n) = self.refusals.flush(now) {
@@ -656,6 +664,7 @@ impl Daemon {
             self.awaiting.first_key_value().map(|(_, (_, at))| *at),
             self.local.next_deadline(),
             self.subacks_deadline(),
+            self.notify.as_ref().and_then(Notifier::poll_timeout),
             self.blocked_notes.deadline(),
             self.inbound_notes.deadline(),
         ]
@@ -681,6 +690,9 @@ impl Daemon {
                 }
             }
             Action::StopAccepting => {
+                if let Some(n) = &mut self.notify {
+                    n.stopping();
+                }
                 self.publish.stop_accepting(self.poll.registry());
                 self.local.stop_listening(self.poll.registry());
             }
@@ -891,6 +903,9 @@ impl Daemon {
             Event::Subscribed => {
                 self.link.handle_subscribed();
                 self.say("Subscription Success.");
+                if let Some(n) = &mut self.notify {
+                    n.ready(&format!("connected to {}", self.config.endpoint));
+                }
             }
             Event::ConnectRefused { reason } => {
                 let hint = if reason.starts_with("not authorized") {
@@ -951,6 +966,9 @@ impl Daemon {
                     self.say(&format!(
                         "Mqtt5 Client disconnection with reason: {reason}."
                     ));
+                }
+                if let Some(n) = &mut self.notify {
+                    n.status(&format!("reconnecting: {reason}"));
                 }
                 // Kept in the spool; sent after the reconnect.
                 self.answer_all_queued();

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod codec;
 pub mod device;
 pub mod event_loop;
+pub mod notify;
 pub mod store;
 
 use broker::{crypto, link, session, tls};
