@@ -77,6 +77,8 @@
 //!     proxy.rs           the HTTP CONNECT request and reply, pure
 //!     tls.rs             rustls ClientConfig, PEM loading, CA defaults, TLS
 //!                        errors in words (the 1970 clock, a refused cert)
+//!     validity.rs        the device certificate's notAfter (a minimal DER
+//!                        walker), days left, the expiry warning, pure
 //!     crypto.rs          the *ring* provider, trimmed to AES-GCM suites (size)
 //!     resolve.rs         DNS on a short-lived thread that wakes the loop
 //!     rate.rs            --max_rate: publishes per second (GCRA), pure

@@ -12,3 +12,4 @@ pub mod resolve;
 pub mod session;
 pub mod tls;
 pub mod transport;
+pub mod validity;
