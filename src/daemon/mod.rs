@@ -72,6 +72,10 @@ pub struct Config {
 pub struct Tls {
     pub files: tls::Files,
     pub client: Arc<ClientConfig>,
+    /// The device certificate's notAfter (Unix seconds), read with
+    /// `client`; `None` if it could not be read. After a reload, refresh it
+    /// with `files.leaf_not_after()`.
+    pub not_after: Option<u64>,
 }
 
 pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
@@ -224,7 +228,12 @@ impl Config {
             // Read now, so a bad file fails before any traffic.
             let client = files.load().map_err(|e| runtime!("{e}"))?;
             log::debug!("trust anchors: {}", files.ca_description());
-            Some(Tls { files, client })
+            let not_after = files.leaf_not_after();
+            Some(Tls {
+                files,
+                client,
+                not_after,
+            })
         };
         let server_name = ServerName::try_from(endpoint.clone())
             .map_err(|_| usage!("--endpoint {endpoint:?} is not a valid host name"))?;

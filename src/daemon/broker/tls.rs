@@ -117,6 +117,20 @@ impl Files {
     pub fn ca_description(&self) -> String {
         self.ca.describe()
     }
+
+    /// The device certificate's notAfter (Unix seconds): the first
+    /// certificate of the cert file, read again now (call it after a
+    /// successful [`Files::load`], at start and on SIGHUP).
+    ///
+    /// # Returns
+    /// `None` if the file cannot be read or its certificate parsed; the
+    /// expiry is then unknown, which is no reason to refuse it (rustls is
+    /// the judge of the certificate).
+    pub fn leaf_not_after(&self) -> Option<u64> {
+        let bytes = std::fs::read(&self.cert).ok()?;
+        let pem = parse_pem(&bytes, "").ok()?;
+        super::validity::not_after(pem.certs.first()?)
+    }
 }
 
 /// What a PEM file held.
@@ -424,6 +438,42 @@ mod tests {
             .unwrap();
         let text = explain(&err, "elsewhere.example", Some(&files), SystemTime::now());
         assert!(text.contains("not valid for elsewhere.example"), "{text}");
+    }
+
+    #[test]
+    fn the_device_certificate_expiry_is_read() {
+        let pki = Pki::new("expiry");
+        let files = pki.files("client.key");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let not_after = files.leaf_not_after().expect("notAfter");
+        // throw_away_pki: valid for two days (DER times have whole seconds).
+        assert!((now + 2 * 86_400 - 2..=now + 2 * 86_400 + 1).contains(&not_after));
+        let missing = Files {
+            cert: "/nonexistent/cert.pem".into(),
+            ..files.clone()
+        };
+        assert_eq!(missing.leaf_not_after(), None);
+        let not_pem = Files {
+            cert: pki.dir.path().join("client.key"),
+            ..files
+        };
+        assert_eq!(not_pem.leaf_not_after(), None);
+    }
+
+    #[test]
+    fn amazon_roots_expiry_is_read() {
+        // DER from another encoder than rcgen: Amazon Root CA 1 (RSA) and 3.
+        let pem = parse_pem(AMAZON_ROOTS.as_bytes(), "built-in").unwrap();
+        let dates: Vec<_> = pem
+            .certs
+            .iter()
+            .map(|c| super::super::validity::not_after(c))
+            .collect();
+        // 2038-01-17 00:00:00 and 2040-05-26 00:00:00 UTC (openssl x509 -enddate).
+        assert_eq!(dates, [Some(2_147_299_200), Some(2_221_603_200)]);
     }
 
     #[test]
