@@ -112,6 +112,10 @@ pub struct PubsubArgs {
     /// default) or drop_oldest (keep the newest, count what is dropped)
     #[argh(option, long = "when-full")]
     pub when_full: Option<String>,
+    /// the AWS IoT thing this device is, for `iotbox status` and the
+    /// device applets (default: the client id)
+    #[argh(option, long = "thing-name")]
+    pub thing_name: Option<String>,
     /// MQTT endpoint for local programs, a UNIX socket (default
     /// /tmp/iotbox_mqtt; none: off)
     #[argh(option, long = "local-socket")]
@@ -152,6 +156,20 @@ pub struct SpoolArgs {
     /// the daemon's --spool_dir (default /var/lib/iotbox)
     #[argh(positional, default = "PathBuf::from(\"/var/lib/iotbox\")")]
     pub dir: PathBuf,
+}
+
+/// `iotbox status`: the running daemon's state, from its local endpoint.
+#[derive(FromArgs, Debug)]
+pub struct StatusArgs {
+    /// the daemon's --local_socket (default /tmp/iotbox_mqtt)
+    #[argh(option, default = "PathBuf::from(\"/tmp/iotbox_mqtt\")")]
+    pub socket: PathBuf,
+    /// seconds to wait for the answer (default 10; exit 3 without one)
+    #[argh(option, default = "10")]
+    pub timeout: u64,
+    /// print the daemon's JSON object as it is
+    #[argh(switch)]
+    pub json: bool,
 }
 
 /// `iotbox recv SOCKET COUNT`: listen on SOCKET and print COUNT messages.

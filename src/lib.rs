@@ -113,6 +113,7 @@ pub mod applets;
 pub mod cli;
 pub mod daemon;
 pub mod error;
+pub mod json;
 pub mod message;
 pub mod output;
 pub mod sys;

@@ -925,7 +925,7 @@ fn reconnect_max_bounds_every_wait() {
 
 /// SIGHUP cuts a pending backoff short: once the daemon announces a wait of
 /// 4 s or more before the next attempt, SIGHUP brings the next connection
-/// within 1 s.
+/// within 2 s (at once, but not sooner than a second after the last CONNECT).
 #[test]
 fn sighup_cuts_a_pending_backoff_short() {
     let env = Env::new("hhup");
@@ -948,10 +948,14 @@ fn sighup_cuts_a_pending_backoff_short() {
         before + 1,
         signalled + Duration::from_secs_f64(wait) + secs(2),
     );
+    // Within a second, or a second after the last CONNECT if that is later
+    // (AWS IoT takes one CONNECT a second per client id; the wait was
+    // announced just after the last attempt): 2 s at most, well below the
+    // 4 s or more it cut short.
     let took = next.duration_since(signalled);
-    if took > secs(1) {
+    if took > secs(2) {
         daemon.fail(&format!(
-            "after SIGHUP the next connection came in {took:?} (the wait was {wait} s); expected within 1 s"
+            "after SIGHUP the next connection came in {took:?} (the wait was {wait} s); expected within 2 s"
         ));
     }
 }

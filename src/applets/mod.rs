@@ -10,6 +10,7 @@
 pub mod recv;
 pub mod send;
 pub mod spool;
+pub mod status;
 
 use crate::cli;
 use crate::daemon;
@@ -61,6 +62,12 @@ const APPLETS: &[Applet] = &[
         aliases: &[],
         run: spool::main,
         help: help_of::<cli::SpoolArgs>,
+    },
+    Applet {
+        name: "status",
+        aliases: &[],
+        run: status::main,
+        help: help_of::<cli::StatusArgs>,
     },
 ];
 

@@ -22,6 +22,7 @@
 //! messages and events between them and the sockets.
 
 mod local;
+mod status;
 
 use super::Config;
 use super::broker::link::{Action, Link};
@@ -72,6 +73,10 @@ const SCRATCH: usize = 16 * 1024;
 /// broker that floods cannot keep the loop reading (and queueing events)
 /// forever; the rest is read on the next turn.
 const BROKER_READ_BUDGET: usize = 256 * 1024;
+
+/// How often the certificate's expiry is looked at (a warning from 30 days
+/// before; a daemon runs for months).
+const CERT_CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Bytes of held messages from the broker that go into the spool per turn.
 const HELD_PER_TURN: usize = 64 * 1024;
@@ -168,6 +173,14 @@ struct Daemon {
     local_dropped: u64,
     /// systemd's notification socket, under `Type=notify`.
     notify: Option<Notifier>,
+    /// For the status: when the link last came up or went down (Unix
+    /// seconds), connections after the first, the last confirmed publish.
+    state_since: u64,
+    /// When to look at the certificate's expiry again (daily).
+    cert_check_at: Instant,
+    ever_connected: bool,
+    reconnects: u64,
+    last_confirmed: Option<Instant>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (`Ok`) or a fatal error.
@@ -281,6 +294,11 @@ impl Daemon {
             local_notes: Throttle::new(LOG_INTERVAL),
             local_dropped: 0,
             notify: Notifier::from_env(Instant::now()),
+            state_since: super::store::wall_clock(),
+            cert_check_at: Instant::now(),
+            ever_connected: false,
+            reconnects: 0,
+            last_confirmed: None,
             config,
         })
     }
@@ -375,6 +393,10 @@ impl Daemon {
             self.local.read_unread(now, &mut self.scratch);
         }
         self.expire_subacks(now, false);
+        if self.cert_check_at <= now {
+            self.check_certificate();
+            self.cert_check_at = now + CERT_CHECK_EVERY;
+        }
         // The loop turned: systemd's watchdog hears it is alive.
         if let Some(n) = &mut self.notify {
             n.handle_timeout(now);
@@ -665,6 +687,7 @@ impl Daemon {
             self.local.next_deadline(),
             self.subacks_deadline(),
             self.notify.as_ref().and_then(Notifier::poll_timeout),
+            Some(self.cert_check_at),
             self.blocked_notes.deadline(),
             self.inbound_notes.deadline(),
         ]
@@ -897,9 +920,15 @@ impl Daemon {
 
     fn on_session_event(&mut self, now: Instant, event: Event) {
         match event {
-            Event::Connected { client_id, .. } => self.say(&format!(
-                "Mqtt5 Client connection succeed, clientid: {client_id}."
-            )),
+            Event::Connected { client_id, .. } => {
+                if std::mem::replace(&mut self.ever_connected, true) {
+                    self.reconnects += 1;
+                }
+                self.state_since = super::store::wall_clock();
+                self.say(&format!(
+                    "Mqtt5 Client connection succeed, clientid: {client_id}."
+                ))
+            }
             Event::Subscribed => {
                 self.link.handle_subscribed();
                 self.say("Subscription Success.");
@@ -922,10 +951,12 @@ impl Daemon {
                 format!("the broker refused the subscription to {filter}: {reason}"),
             ),
             Event::Published(id) if id & local::LOCAL_ORIGIN != 0 => {
+                self.last_confirmed = Some(now);
                 self.spool.done(Direction::Out, id & !local::LOCAL_ORIGIN);
                 self.link.handle_published(now);
             }
             Event::Published(seq) => {
+                self.last_confirmed = Some(now);
                 self.spool.done(Direction::Out, seq);
                 if let Some((client, _)) = self.awaiting.remove(&seq) {
                     self.publish.reply(client, Status::Ok, self.poll.registry());
@@ -969,6 +1000,9 @@ impl Daemon {
                 }
                 if let Some(n) = &mut self.notify {
                     n.status(&format!("reconnecting: {reason}"));
+                }
+                if was_connected {
+                    self.state_since = super::store::wall_clock();
                 }
                 // Kept in the spool; sent after the reconnect.
                 self.answer_all_queued();
@@ -1081,6 +1115,7 @@ impl Daemon {
         for signal in pending {
             if signal == SIGHUP {
                 self.reload_tls();
+                self.check_certificate();
                 self.link.handle_reload(now);
             } else {
                 self.link.handle_terminate(now);
@@ -1097,6 +1132,7 @@ impl Daemon {
         match tls.files.load() {
             Ok(client) => {
                 tls.client = client;
+                tls.not_after = tls.files.leaf_not_after();
                 log::info!(
                     "SIGHUP: reloaded certificate, key and CA; the next connection uses them"
                 );

@@ -64,6 +64,8 @@ pub struct Config {
     pub deliver_topic: bool,
     pub spool: store::Config,
     pub local: device::local::Config,
+    /// `--thing_name`, or the client id.
+    pub thing_name: String,
 }
 
 /// The TLS files and the rustls configuration built from them. SIGHUP
@@ -245,7 +247,15 @@ impl Config {
 
         let spool = spool_config(&flags)?;
         let local = local_config(&flags)?;
+        let thing_name = match flags.thing_name.clone() {
+            Some(name) if name.is_empty() || name.len() > MAX_CLIENT_ID => {
+                return Err(usage!("--thing_name must be 1 to {MAX_CLIENT_ID} bytes"));
+            }
+            Some(name) => name,
+            None => client_id.clone(),
+        };
         Ok(Config {
+            thing_name,
             spool,
             local,
             link: link::Config {

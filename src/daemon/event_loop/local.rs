@@ -5,7 +5,7 @@
 //! broker goes to every matching local client, and to the delivery socket
 //! only when it matches a `--topic`.
 
-use super::{Daemon, UPSTREAM_FILTERS};
+use super::{Daemon, UPSTREAM_FILTERS, status};
 use crate::daemon::broker::session::InboundAck;
 use crate::daemon::codec::server::{Subscription, Version, Will, reason};
 use crate::daemon::codec::{Attributes, QoS};
@@ -130,6 +130,12 @@ impl Daemon {
         if let Err(e) = message::validate_topic(topic.as_bytes()) {
             return Some((reason::TOPIC_NAME_INVALID, e.to_string()));
         }
+        if topic.starts_with(status::LOCAL_ONLY) {
+            return Some((
+                reason::NOT_AUTHORIZED,
+                format!("{topic} is the daemon's own topic"),
+            ));
+        }
         if !self
             .config
             .local
@@ -228,6 +234,10 @@ impl Daemon {
             codes.push(code);
         }
         let change = self.routes.sync();
+        let wants_status = subscriptions
+            .iter()
+            .zip(&codes)
+            .any(|(s, &code)| s.filter == status::STATUS_TOPIC && code < 0x80);
         let connected = self.session.is_connected();
         let waiting: Vec<(usize, String)> = subscriptions
             .iter()
@@ -241,7 +251,18 @@ impl Daemon {
                 c.suback(pkid, &codes);
             }
             self.local.touch(number);
-        } else {
+        }
+        if wants_status {
+            // One message to this subscriber (MQTT lets it come before the
+            // SUBACK when that waits for the broker).
+            let status = Bytes::from(self.status_json(now));
+            let topic = Bytes::from_static(status::STATUS_TOPIC.as_bytes());
+            if let Some(c) = self.local.client(number) {
+                c.deliver(&topic, &status, QoS::AtMostOnce, None, &[]);
+            }
+            self.local.touch(number);
+        }
+        if !waiting.is_empty() {
             self.pending_subacks.push(PendingSubAck {
                 number,
                 pkid,
@@ -256,6 +277,14 @@ impl Daemon {
     fn subscription_code(&mut self, number: u64, s: &Subscription, id: Option<u32>) -> u8 {
         if message::validate_filter(&s.filter).is_err() {
             return reason::TOPIC_FILTER_INVALID;
+        }
+        if s.filter.starts_with(status::LOCAL_ONLY) {
+            // The daemon's own: answered here, never subscribed upstream.
+            return if s.filter == status::STATUS_TOPIC {
+                0
+            } else {
+                reason::TOPIC_FILTER_INVALID
+            };
         }
         if s.filter.starts_with("$share/") {
             return reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED;

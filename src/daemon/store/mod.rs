@@ -631,6 +631,11 @@ impl Spool {
         self.damaged.flush(now);
     }
 
+    /// Messages dropped this run: to make room, or as too old.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.total + self.expired.total
+    }
+
     /// Logs what this run wrote, dropped, expired and skipped (at exit).
     pub fn log_totals(&self) {
         let (out, inbound) = (self.out.stats(), self.inbound.stats());

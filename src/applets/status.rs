@@ -1,0 +1,187 @@
+//! `status`: what the running daemon says about itself, asked over its local
+//! MQTT endpoint (the daemon's own topic `$iotbox/status`; no second AWS
+//! connection).
+//!
+//! ```text
+//! state: connected
+//! since: 2026-12-05 17:50:12 UTC (195 s ago)
+//! client id: basicPubSub
+//! ...
+//! ```
+//!
+//! `--json` prints the daemon's JSON object as it came. Exit 0 when the
+//! daemon is connected to the broker, 1 when it is not (or cannot be
+//! reached), 3 when it did not answer within `--timeout`.
+
+use crate::cli::{self, StatusArgs};
+use crate::daemon::codec::{self, Inbound, QoS};
+use crate::error::{Error, runtime};
+use crate::json::{Value, parse_flat};
+use crate::output::say;
+use bytes::BytesMut;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "$iotbox/status";
+
+/// The largest packet taken from the daemon: a status is small.
+const MAX_PACKET: usize = 64 * 1024;
+
+pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
+    let Some(flags) = cli::parse::<StatusArgs>(command, args)? else {
+        return Ok(());
+    };
+    crate::output::init_tool_logging();
+    let json = ask(&flags)?;
+    if flags.json {
+        say(&json);
+    }
+    let Some(fields) = parse_flat(&json) else {
+        return Err(runtime!(
+            "the daemon's status is not the JSON object expected: {json}"
+        ));
+    };
+    if !flags.json {
+        let now = crate::daemon::store::wall_clock();
+        for (key, value) in &fields {
+            say(&format!(
+                "{}: {}",
+                key.replace('_', " "),
+                show(key, value, now)
+            ));
+        }
+    }
+    match fields
+        .iter()
+        .find(|(k, _)| k == "state")
+        .and_then(|(_, v)| v.as_str())
+    {
+        Some("connected") => Ok(()),
+        Some(state) => Err(runtime!(
+            "the daemon is not connected to the broker ({state})"
+        )),
+        None => Err(runtime!("the daemon's status has no state")),
+    }
+}
+
+/// A value in words: times as dates and ages.
+fn show(key: &str, value: &Value, now: u64) -> String {
+    match (key, value) {
+        ("since", Value::Num(n)) => match n.parse::<u64>() {
+            Ok(t) => format!("{} ({} s ago)", date(t), now.saturating_sub(t)),
+            Err(_) => n.clone(),
+        },
+        ("last_puback_age", Value::Num(n)) => format!("{n} s ago"),
+        ("last_puback_age", Value::Null) => "none yet".into(),
+        _ => value.to_string(),
+    }
+}
+
+/// `YYYY-MM-DD hh:mm:ss UTC` for Unix seconds.
+fn date(t: u64) -> String {
+    let (days, secs) = (t / 86_400, t % 86_400);
+    // Civil from days (Howard Hinnant's algorithm), for 1970 onwards.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Connects, subscribes to the status topic, returns the message.
+fn ask(flags: &StatusArgs) -> Result<String, Error> {
+    let socket = &flags.socket;
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        runtime!(
+            "cannot connect to {}: {e} (is iotbox pubsub running, with its --local_socket there?)",
+            socket.display()
+        )
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(flags.timeout);
+    let mut out = BytesMut::new();
+    let id = format!("iotbox-status-{}", std::process::id());
+    codec::encode_connect(&mut out, &id, 0, true, 0, MAX_PACKET as u32, 10);
+    codec::encode_subscribe(&mut out, 1, &[TOPIC.to_owned()], QoS::AtMostOnce)
+        .map_err(|e| runtime!("{}", e.0))?;
+    stream
+        .write_all(&out)
+        .map_err(|e| runtime!("cannot write to {}: {e}", socket.display()))?;
+    let mut inbuf = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(packet) = codec::decode(&mut inbuf, MAX_PACKET)
+            .map_err(|e| runtime!("the daemon's answer: {e}"))?
+        {
+            match packet {
+                Inbound::ConnAck(ack) if ack.code != codec::ConnectReturnCode::Success => {
+                    return Err(runtime!(
+                        "the daemon refused the connection: {}",
+                        codec::connack_words(&ack.code)
+                    ));
+                }
+                Inbound::Publish(p) if p.topic == TOPIC.as_bytes() => {
+                    let mut bye = BytesMut::new();
+                    codec::encode_disconnect(&mut bye);
+                    let _ = stream.write_all(&bye);
+                    return String::from_utf8(p.payload.to_vec())
+                        .map_err(|_| runtime!("the daemon's status is not UTF-8"));
+                }
+                Inbound::Disconnect { reason, .. } => {
+                    return Err(runtime!(
+                        "the daemon closed the connection: {} (0x{reason:02X})",
+                        codec::reason_words(reason)
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::NotConfirmed(format!(
+                "no status from the daemon within {} s",
+                flags.timeout
+            )));
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(runtime!(
+                    "the daemon closed the connection without a status"
+                ));
+            }
+            Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
+            Err(e) if crate::sys::would_block(&e) || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) if crate::sys::interrupted(&e) => {}
+            Err(e) => return Err(runtime!("cannot read from {}: {e}", socket.display())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_ages_are_shown_in_words() {
+        assert_eq!(date(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(date(1_709_164_800), "2024-02-29 00:00:00 UTC");
+        assert_eq!(date(1_796_489_826), "2026-12-05 16:57:06 UTC");
+        assert_eq!(
+            show("since", &Value::Num("100".into()), 160),
+            "1970-01-01 00:01:40 UTC (60 s ago)"
+        );
+        assert_eq!(show("last_puback_age", &Value::Null, 0), "none yet");
+        assert_eq!(show("reconnects", &Value::Num("2".into()), 0), "2");
+    }
+}
