@@ -21,8 +21,11 @@
 //!                        OK/ERR/QUEUED
 //!   recv.rs              recv: listen on the delivery socket, print messages
 //!   spool.rs             spool: what waits in a spool directory
+//!   status.rs            status: the running daemon's state, asked over its
+//!                        local MQTT endpoint ($iotbox/status)
 //! cli.rs                 every applet's flags (argh), SDK spellings normalized
 //! error.rs               the applets' error type and the exit code scheme
+//! json.rs                flat JSON objects, written and read (the status)
 //! output.rs              stdout and log lines: say, the loggers, the daemon's
 //!                        never-blocking Sink, the log Throttle, the UTC date
 //! message.rs             the `topic\npayload` format: parse, validate, encode;
@@ -39,6 +42,10 @@
 //!   event_loop/local.rs  its decisions for the local MQTT endpoint: local
 //!                        publishes into the spool, subscriptions through
 //!                        the routing table, messages out to local clients
+//!   event_loop/status.rs the daemon's own topic $iotbox/status, and the
+//!                        certificate's expiry warning
+//!   notify.rs            systemd's sd_notify: READY, STATUS, STOPPING,
+//!                        the watchdog pinged from the loop
 //!   codec/               the only user of rumqttc's codec
 //!     mod.rs             the client side (to the broker); works around its
 //!                        known bugs (each has a regression test); the
