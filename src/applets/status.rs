@@ -17,7 +17,7 @@ use crate::cli::{self, StatusArgs};
 use crate::daemon::codec::{self, Inbound, QoS};
 use crate::error::{Error, runtime};
 use crate::json::{Value, parse_flat};
-use crate::output::say;
+use crate::output::{say, utc_date};
 use bytes::BytesMut;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -69,34 +69,13 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
 fn show(key: &str, value: &Value, now: u64) -> String {
     match (key, value) {
         ("since", Value::Num(n)) => match n.parse::<u64>() {
-            Ok(t) => format!("{} ({} s ago)", date(t), now.saturating_sub(t)),
+            Ok(t) => format!("{} ({} s ago)", utc_date(t), now.saturating_sub(t)),
             Err(_) => n.clone(),
         },
         ("last_puback_age", Value::Num(n)) => format!("{n} s ago"),
         ("last_puback_age", Value::Null) => "none yet".into(),
         _ => value.to_string(),
     }
-}
-
-/// `YYYY-MM-DD hh:mm:ss UTC` for Unix seconds.
-fn date(t: u64) -> String {
-    let (days, secs) = (t / 86_400, t % 86_400);
-    // Civil from days (Howard Hinnant's algorithm), for 1970 onwards.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 /// Connects, subscribes to the status topic, returns the message.
@@ -174,9 +153,9 @@ mod tests {
 
     #[test]
     fn dates_and_ages_are_shown_in_words() {
-        assert_eq!(date(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(date(1_709_164_800), "2024-02-29 00:00:00 UTC");
-        assert_eq!(date(1_796_489_826), "2026-12-05 16:57:06 UTC");
+        assert_eq!(utc_date(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_date(1_709_164_800), "2024-02-29 00:00:00 UTC");
+        assert_eq!(utc_date(1_796_489_826), "2026-12-05 16:57:06 UTC");
         assert_eq!(
             show("since", &Value::Num("100".into()), 160),
             "1970-01-01 00:01:40 UTC (60 s ago)"
