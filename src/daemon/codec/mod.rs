@@ -215,11 +215,12 @@ impl DecodeError {
     }
 }
 
-/// DISCONNECT reason codes the client sends (MQTT 5, 3.14.2.1).
-pub const DISCONNECT_MALFORMED: u8 = 0x81;
-pub const DISCONNECT_PROTOCOL_ERROR: u8 = 0x82;
-pub const DISCONNECT_RECEIVE_MAXIMUM: u8 = 0x93;
-pub const DISCONNECT_PACKET_TOO_LARGE: u8 = 0x95;
+/// DISCONNECT reason codes the client sends (MQTT 5, 3.14.2.1): the same
+/// table as the server side's.
+pub const DISCONNECT_MALFORMED: u8 = server::reason::MALFORMED;
+pub const DISCONNECT_PROTOCOL_ERROR: u8 = server::reason::PROTOCOL_ERROR;
+pub const DISCONNECT_RECEIVE_MAXIMUM: u8 = server::reason::RECEIVE_MAXIMUM_EXCEEDED;
+pub const DISCONNECT_PACKET_TOO_LARGE: u8 = server::reason::PACKET_TOO_LARGE;
 
 /// What rumqttc's decoder found wrong, in words a user understands
 /// (its own texts, such as "Promised boundary crossed", are not).
@@ -499,16 +500,7 @@ pub fn encode_unsubscribe(
     // Packet id, property length 0, then each filter with its length.
     let remaining = 3 + filters.iter().map(|f| 2 + f.len()).sum::<usize>();
     out.put_u8(0xA2);
-    let mut len = remaining;
-    loop {
-        let byte = (len % 128) as u8;
-        len /= 128;
-        if len == 0 {
-            out.put_u8(byte);
-            break;
-        }
-        out.put_u8(byte | 0x80);
-    }
+    put_varint(out, remaining);
     out.put_u16(pkid);
     out.put_u8(0);
     for f in filters {
@@ -516,6 +508,20 @@ pub fn encode_unsubscribe(
         out.put_slice(f.as_bytes());
     }
     Ok(())
+}
+
+/// Appends a variable byte integer (MQTT 1.5.5), such as a remaining
+/// length; every one written here is far below its limit of 268,435,455.
+fn put_varint(out: &mut BytesMut, mut n: usize) {
+    loop {
+        let byte = (n % 128) as u8;
+        n /= 128;
+        if n == 0 {
+            out.put_u8(byte);
+            return;
+        }
+        out.put_u8(byte | 0x80);
+    }
 }
 
 /// Appends PUBACK (success) for an inbound QoS 1 publish.
@@ -635,19 +641,20 @@ pub fn suback_refusal(code: &SubscribeReasonCode) -> Option<&'static str> {
 /// (rumqttc's enum has lost the byte).
 pub fn suback_code(code: &SubscribeReasonCode) -> u8 {
     use SubscribeReasonCode::*;
+    use server::reason;
     match code {
-        Success(QoS::AtMostOnce) => 0x00,
-        Success(QoS::AtLeastOnce) => 0x01,
-        Success(QoS::ExactlyOnce) => 0x02,
-        Failure | Unspecified => 0x80,
-        ImplementationSpecific => 0x83,
-        NotAuthorized => 0x87,
-        TopicFilterInvalid => 0x8F,
-        PkidInUse => 0x91,
-        QuotaExceeded => 0x97,
-        SharedSubscriptionsNotSupported => 0x9E,
-        SubscriptionIdNotSupported => 0xA1,
-        WildcardSubscriptionsNotSupported => 0xA2,
+        Success(QoS::AtMostOnce) => reason::SUCCESS,
+        Success(QoS::AtLeastOnce) => reason::GRANTED_QOS_1,
+        Success(QoS::ExactlyOnce) => reason::GRANTED_QOS_2,
+        Failure | Unspecified => reason::UNSPECIFIED,
+        ImplementationSpecific => reason::IMPLEMENTATION_SPECIFIC,
+        NotAuthorized => reason::NOT_AUTHORIZED,
+        TopicFilterInvalid => reason::TOPIC_FILTER_INVALID,
+        PkidInUse => reason::PACKET_ID_IN_USE,
+        QuotaExceeded => reason::QUOTA_EXCEEDED,
+        SharedSubscriptionsNotSupported => reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+        SubscriptionIdNotSupported => reason::SUBSCRIPTION_IDS_NOT_SUPPORTED,
+        WildcardSubscriptionsNotSupported => reason::WILDCARDS_NOT_SUPPORTED,
     }
 }
 

@@ -48,7 +48,7 @@
 //! without NUL, else the packet is malformed, as MQTT says; a topic or
 //! filter that is text but not a valid name or filter has its own code.
 
-use super::{Attributes, QoS};
+use super::{Attributes, QoS, put_varint};
 use bytes::{BufMut, Bytes, BytesMut};
 use rumqttc::mqttbytes::QoS as V4QoS;
 use rumqttc::mqttbytes::v4;
@@ -162,6 +162,7 @@ pub struct Refusal {
 pub mod reason {
     pub const SUCCESS: u8 = 0x00;
     pub const GRANTED_QOS_1: u8 = 0x01;
+    pub const GRANTED_QOS_2: u8 = 0x02;
     pub const UNSPECIFIED: u8 = 0x80;
     pub const MALFORMED: u8 = 0x81;
     pub const PROTOCOL_ERROR: u8 = 0x82;
@@ -827,20 +828,6 @@ fn put_packet(out: &mut BytesMut, byte1: u8, body: &[u8]) {
     out.put_u8(byte1);
     put_varint(out, body.len());
     out.put_slice(body);
-}
-
-/// Appends a variable byte integer (MQTT 1.5.5); every length written here
-/// is far below its limit of 268,435,455.
-fn put_varint(out: &mut BytesMut, mut n: usize) {
-    loop {
-        let byte = (n % 128) as u8;
-        n /= 128;
-        if n == 0 {
-            out.put_u8(byte);
-            return;
-        }
-        out.put_u8(byte | 0x80);
-    }
 }
 
 /// Appends a UTF-8 string field; longer than 65,535 bytes, it is cut, at
