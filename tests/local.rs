@@ -291,25 +291,17 @@ fn local_pub(link: &Link, ver: Ver, id: &str, args: &[&str]) -> Output {
 
 /// `mosquitto_sub`/`mosquitto_pub` (`tool`) talking to the broker itself
 /// with the test's client certificate, MQTT 5 and client id `id`.
-fn upstream_client(env: &Env, broker: &Broker, tool: &str, id: &str) -> Command {
-    let pki = env.pki();
+fn upstream_client(broker: &Broker, tool: &str, id: &str) -> Command {
     let var = tool.to_ascii_uppercase();
     let mut cmd = Command::new(find_tool(tool, &var));
-    cmd.args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
-        .arg("--cafile")
-        .arg(&pki.ca)
-        .arg("--cert")
-        .arg(&pki.client_cert)
-        .arg("--key")
-        .arg(&pki.client_key)
-        .args(["-V", "mqttv5", "-i", id]);
+    broker.client_args(&mut cmd, id);
     cmd
 }
 
 /// An upstream `mosquitto_sub -q 1 -t FILTER -F FORMAT EXTRA`, subscribed
 /// (the broker's SUBACK) when returned.
-fn upstream_sub(env: &Env, broker: &Broker, id: &str, filter: &str, format: &str) -> Proc {
-    let mut cmd = upstream_client(env, broker, "mosquitto_sub", id);
+fn upstream_sub(broker: &Broker, id: &str, filter: &str, format: &str) -> Proc {
+    let mut cmd = upstream_client(broker, "mosquitto_sub", id);
     cmd.args(["-q", "1", "-t", filter, "-F", format]);
     let p = Proc::spawn(&format!("upstream mosquitto_sub {id}"), cmd);
     broker.wait_suback(id, deadline());
@@ -888,7 +880,7 @@ fn properties_and_retain_pass_through_both_ways() {
     };
 
     // Local to upstream.
-    let mut up = upstream_sub(&env, &broker, "up-props", "props/up", FORMAT);
+    let mut up = upstream_sub(&broker, "up-props", "props/up", FORMAT);
     let mut args: Vec<&str> = props.to_vec();
     args.extend(["-t", "props/up", "-m", "hello up"]);
     local_pub(&daemon.unix(), Ver::V5, "props-pub", &args).expect_code(0);
@@ -905,7 +897,7 @@ fn properties_and_retain_pass_through_both_ways() {
         FORMAT,
         &[],
     );
-    let mut cmd = upstream_client(&env, &broker, "mosquitto_pub", "up-props-pub");
+    let mut cmd = upstream_client(&broker, "mosquitto_pub", "up-props-pub");
     cmd.args(props)
         .args(["-t", "props/down", "-m", "hello down"]);
     run("upstream mosquitto_pub", cmd, None).expect_code(0);
@@ -927,14 +919,14 @@ fn properties_and_retain_pass_through_both_ways() {
         &["-q", "1", "-r", "-t", "props/kept", "-m", "kept"],
     )
     .expect_code(0);
-    let mut cmd = upstream_client(&env, &broker, "mosquitto_sub", "up-retained");
+    let mut cmd = upstream_client(&broker, "mosquitto_sub", "up-retained");
     cmd.args(["-q", "1", "-t", "props/kept", "-F", "%t|%p|%r", "-C", "1"]);
     let out = run("upstream mosquitto_sub (retained)", cmd, None);
     out.expect_code(0).expect_stdout("props/kept|kept|1\n");
 
     // Retain, upstream to local: a new local subscriber gets the broker's
     // retained message, flagged.
-    let mut cmd = upstream_client(&env, &broker, "mosquitto_pub", "up-retain-pub");
+    let mut cmd = upstream_client(&broker, "mosquitto_pub", "up-retain-pub");
     cmd.args(["-q", "1", "-r", "-t", "props/old", "-m", "old news"]);
     run("upstream mosquitto_pub -r", cmd, None).expect_code(0);
     let mut late = LocalSub::start(

@@ -1157,7 +1157,9 @@ impl Broker {
     }
 
     /// `-h 127.0.0.1 -p PORT --cafile CA --cert CERT --key KEY -V mqttv5 -i ID`
-    fn client_args(&self, cmd: &mut Command, id: &str) {
+    /// A mosquitto client's arguments for this broker: 127.0.0.1, its port,
+    /// the test's CA and client certificate, MQTT 5, client id `id`.
+    pub fn client_args(&self, cmd: &mut Command, id: &str) {
         cmd.arg("-h")
             .arg("127.0.0.1")
             .arg("-p")

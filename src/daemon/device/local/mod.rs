@@ -359,11 +359,6 @@ impl LocalServer {
         }
     }
 
-    /// Whether some connection has actions or output waiting.
-    pub fn is_busy(&self) -> bool {
-        !self.dirty.is_empty() || !self.to_write.is_empty()
-    }
-
     /// Runs the machines' expired deadlines.
     pub fn handle_timeout(&mut self, now: Instant) {
         for (number, c) in &mut self.connections {

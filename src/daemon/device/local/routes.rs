@@ -213,10 +213,11 @@ impl Routes {
         self.fixed.iter().any(|f| f == filter) || contains_sorted(&self.current, filter)
     }
 
-    /// The upstream filters other than the fixed ones, to subscribe again
-    /// on a new connection.
-    pub fn upstream(&self) -> Vec<String> {
-        self.current.clone()
+    /// The upstream filters other than the fixed ones, as of the last
+    /// [`Routes::sync`]. (The session keeps what it subscribed itself, and
+    /// subscribes it again on a new connection.)
+    pub fn upstream(&self) -> &[String] {
+        &self.current
     }
 
     /// The local clients a message on `topic` goes to, each once.
@@ -689,14 +690,14 @@ mod tests {
     /// served twice, and the budget holds.
     fn check_upstream(routes: &Routes, model: &BTreeMap<(ClientKey, String), Options>) {
         let dynamic = routes.upstream();
-        let all: Vec<&String> = routes.fixed.iter().chain(&dynamic).collect();
+        let all: Vec<&String> = routes.fixed.iter().chain(dynamic).collect();
         for (_, filter) in model.keys() {
             assert!(
                 all.iter().any(|u| covers(u, filter)),
                 "{filter:?} not covered by {all:?}"
             );
         }
-        for d in &dynamic {
+        for d in dynamic {
             assert!(!routes.fixed.contains(d), "fixed {d:?} is dynamic too");
             for u in &all {
                 assert!(*u == d || !covers(u, d), "{u:?} covers {d:?}");
@@ -760,7 +761,7 @@ mod tests {
                         let upstream = routes.upstream();
                         let filter = match upstream.is_empty() || rng.below(4) == 0 {
                             true => rng.pick(&filters).clone(),
-                            false => rng.pick(&upstream).clone(),
+                            false => rng.pick(upstream).clone(),
                         };
                         let expected: Vec<ClientKey> = model
                             .keys()
