@@ -249,17 +249,10 @@ CARGO=$CARGO "$ROOT/scripts/pki.sh" "$T" client || fail "scripts/pki.sh could no
 
 # --- 2. the broker ------------------------------------------------------------
 
-step "2. mosquitto with mutual TLS on 127.0.0.1"
-BLOG=$T/broker.log
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-BROKER=""
-for _ in 1 2 3 4 5; do
-    PORT=$("$LG" freeport) || fail "loadgen freeport failed"
-    # Log levels without per-packet debug lines (they would cost the broker
-    # more than the clients); 'subscribe' and the connection messages are
-    # what the readiness waits look for.
-    cat >"$T/mosquitto.conf" <<EOF
-# written by scripts/bench.sh
+# mosquitto_common_conf: the settings of every mosquitto the bench starts
+# (the broker and the bridge), so that the two log and queue alike.
+mosquitto_common_conf() {
+    cat <<EOF
 # As root, mosquitto would switch to the user 'mosquitto', which cannot read
 # these files; 'root' keeps it (no effect otherwise).
 user root
@@ -276,6 +269,22 @@ connection_messages true
 set_tcp_nodelay true
 # QoS 0/1 messages for a slow subscriber are queued, not dropped (default 1000).
 max_queued_messages 1000000
+EOF
+}
+
+step "2. mosquitto with mutual TLS on 127.0.0.1"
+BLOG=$T/broker.log
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+BROKER=""
+for _ in 1 2 3 4 5; do
+    PORT=$("$LG" freeport) || fail "loadgen freeport failed"
+    # Log levels without per-packet debug lines (they would cost the broker
+    # more than the clients); 'subscribe' and the connection messages are
+    # what the readiness waits look for.
+    {
+        echo "# written by scripts/bench.sh"
+        mosquitto_common_conf
+        cat <<EOF
 listener $PORT 127.0.0.1
 cafile $T/ca.pem
 certfile $T/server.pem
@@ -283,6 +292,7 @@ keyfile $T/server.key
 require_certificate true
 use_identity_as_username false
 EOF
+    } >"$T/mosquitto.conf"
     : >"$BLOG"
     "$MOSQUITTO" -c "$T/mosquitto.conf" 2>>"$BLOG" >/dev/null &
     BROKER=$!
@@ -822,22 +832,11 @@ start_bridge() {
         # messages upstream; try_private false: else a CONNECT with protocol
         # level 0x84; the default max_queued_messages (1000) would drop
         # under mosquitto_pub -l.
-        cat >"$T/$name.conf" <<EOF
-# written by scripts/bench.sh: a mosquitto bridge, what the local MQTT
-# endpoint replaces
-user root
-per_listener_settings false
-allow_anonymous true
-persistence false
-log_dest stderr
-log_type error
-log_type warning
-log_type notice
-log_type information
-log_type subscribe
-connection_messages true
-set_tcp_nodelay true
-max_queued_messages 1000000
+        {
+            echo "# written by scripts/bench.sh: a mosquitto bridge, what the local MQTT"
+            echo "# endpoint replaces"
+            mosquitto_common_conf
+            cat <<EOF
 max_inflight_messages 100
 listener $LPORT 127.0.0.1
 listener 0 $T/$name.mqtt
@@ -856,6 +855,7 @@ bridge_keyfile $T/client.key
 topic bench/local/# out 1
 topic bench/idle/# in 1
 EOF
+        } >"$T/$name.conf"
         : >"$T/$name.log"
         "$MOSQUITTO" -c "$T/$name.conf" 2>>"$T/$name.log" >/dev/null &
         pid=$!
