@@ -1,18 +1,28 @@
-//! The little JSON the daemon speaks without a JSON crate: writing flat
-//! objects (`$iotbox/status`) and reading them back (`iotbox status`).
-//! Flat means one object whose values are strings, numbers, booleans or
-//! null: no nesting, which is all the status needs.
+//! The little JSON iotbox speaks without a JSON crate: writing flat objects
+//! (`$iotbox/status`, [`Object`]), and reading any document ([`parse`]) for
+//! the device applets, which look into AWS's answers (a shadow's version, a
+//! job's document) and write some back ([`Value::to_json`]).
+//!
+//! Numbers are kept as the text they were written in: nothing here does
+//! arithmetic on them, and a shadow's numbers must come back unchanged.
 
 use std::fmt::Write as _;
 
-/// A flat JSON value.
+/// How deep arrays and objects may nest: the parser recurses, and no
+/// document AWS sends comes near this (a shadow allows 8 levels of state).
+const MAX_DEPTH: usize = 64;
+
+/// A JSON value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Str(String),
-    /// Kept as written: the reader only shows numbers.
+    /// Kept as written.
     Num(String),
     Bool(bool),
     Null,
+    Array(Vec<Value>),
+    /// Fields in the order written.
+    Object(Vec<(String, Value)>),
 }
 
 impl Value {
@@ -22,14 +32,70 @@ impl Value {
             _ => None,
         }
     }
+
+    /// The field `key` of an object.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Object(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// A number's value as an integer, if it is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Num(n) => n.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Compact JSON text, one line.
+    pub fn to_json(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        out
+    }
+
+    fn write(&self, out: &mut String) {
+        match self {
+            Value::Str(s) => quote(out, s),
+            Value::Num(n) => out.push_str(n),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Null => out.push_str("null"),
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    item.write(out);
+                }
+                out.push(']');
+            }
+            Value::Object(fields) => {
+                out.push('{');
+                for (i, (key, value)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    quote(out, key);
+                    out.push(':');
+                    value.write(out);
+                }
+                out.push('}');
+            }
+        }
+    }
 }
 
+/// A value in words: strings without quotes, null as "unknown", the rest as
+/// JSON.
 impl std::fmt::Display for Value {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Value::Str(s) | Value::Num(s) => f.write_str(s),
-            Value::Bool(b) => write!(f, "{b}"),
             Value::Null => f.write_str("unknown"),
+            other => f.write_str(&other.to_json()),
         }
     }
 }
@@ -90,33 +156,28 @@ pub fn quote(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Reads a flat object: its fields in order, or `None` if it is not one.
-pub fn parse_flat(text: &str) -> Option<Vec<(String, Value)>> {
+/// Reads one JSON document (RFC 8259), or `None` if it is not one.
+pub fn parse(text: &str) -> Option<Value> {
     let mut p = Parser {
         s: text.as_bytes(),
         at: 0,
     };
     p.ws();
-    p.eat(b'{')?;
-    let mut fields = Vec::new();
-    p.ws();
-    if p.eat(b'}').is_some() {
-        return p.end().map(|()| fields);
-    }
-    loop {
-        p.ws();
-        let key = p.string()?;
-        p.ws();
-        p.eat(b':')?;
-        p.ws();
-        let value = p.value()?;
-        fields.push((key, value));
-        p.ws();
-        if p.eat(b',').is_some() {
-            continue;
+    let value = p.value(0)?;
+    p.end().map(|()| value)
+}
+
+/// Reads a flat object: its fields in order, or `None` if it is not one.
+pub fn parse_flat(text: &str) -> Option<Vec<(String, Value)>> {
+    match parse(text)? {
+        Value::Object(fields)
+            if fields
+                .iter()
+                .all(|(_, v)| !matches!(v, Value::Object(_) | Value::Array(_))) =>
+        {
+            Some(fields)
         }
-        p.eat(b'}')?;
-        return p.end().map(|()| fields);
+        _ => None,
     }
 }
 
@@ -160,12 +221,17 @@ impl Parser<'_> {
                         b'b' => out.push(8),
                         b'f' => out.push(12),
                         b'u' => {
-                            let hex = self.s.get(self.at..self.at + 4)?;
-                            self.at += 4;
-                            let code =
-                                u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
-                            // Surrogates are not needed here: shown as U+FFFD.
-                            let c = char::from_u32(code).unwrap_or('\u{FFFD}');
+                            let mut code = self.hex4()?;
+                            if (0xD800..0xDC00).contains(&code) {
+                                // A high surrogate: a low one must follow.
+                                self.word(b"\\u")?;
+                                let low = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&low) {
+                                    return None;
+                                }
+                                code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
+                            }
+                            let c = char::from_u32(code)?;
                             let mut buf = [0; 4];
                             out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
                         }
@@ -178,8 +244,20 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self) -> Option<Value> {
+    fn hex4(&mut self) -> Option<u32> {
+        let hex = self.s.get(self.at..self.at + 4)?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        self.at += 4;
+        u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    }
+
+    fn value(&mut self, depth: usize) -> Option<Value> {
         match *self.s.get(self.at)? {
+            b'{' | b'[' if depth >= MAX_DEPTH => None,
+            b'{' => self.object(depth + 1).map(Value::Object),
+            b'[' => self.array(depth + 1).map(Value::Array),
             b'"' => self.string().map(Value::Str),
             b't' => self.word(b"true").map(|()| Value::Bool(true)),
             b'f' => self.word(b"false").map(|()| Value::Bool(false)),
@@ -196,6 +274,46 @@ impl Parser<'_> {
                 Some(Value::Num(text.to_owned()))
             }
             _ => None,
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Option<Vec<(String, Value)>> {
+        self.eat(b'{')?;
+        let mut fields = Vec::new();
+        self.ws();
+        if self.eat(b'}').is_some() {
+            return Some(fields);
+        }
+        loop {
+            self.ws();
+            let key = self.string()?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            fields.push((key, self.value(depth)?));
+            self.ws();
+            if self.eat(b',').is_none() {
+                self.eat(b'}')?;
+                return Some(fields);
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Option<Vec<Value>> {
+        self.eat(b'[')?;
+        let mut items = Vec::new();
+        self.ws();
+        if self.eat(b']').is_some() {
+            return Some(items);
+        }
+        loop {
+            self.ws();
+            items.push(self.value(depth)?);
+            self.ws();
+            if self.eat(b',').is_none() {
+                self.eat(b']')?;
+                return Some(items);
+            }
         }
     }
 
@@ -244,8 +362,59 @@ mod tests {
             "{\"a\":\"\\q\"}",
             "{\"a\":--}",
             "{a:1}",
+            "{\"a\":[1]}",
         ] {
             assert_eq!(parse_flat(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn documents_round_trip_compact() {
+        let text = r#" { "state" : { "desired" : { "color" : "red", "n" : [1, 2.5e3, -0, true, null, {}, []] } },
+            "version" : 7, "clientToken" : "t\u00e9\ud83d\ude00" } "#;
+        let v = parse(text).unwrap();
+        assert_eq!(v.get("version").and_then(Value::as_i64), Some(7));
+        assert_eq!(v.get("clientToken").and_then(Value::as_str), Some("té😀"));
+        assert_eq!(
+            v.get("state")
+                .and_then(|s| s.get("desired"))
+                .and_then(|d| d.get("color")),
+            Some(&Value::Str("red".into()))
+        );
+        let compact = v.to_json();
+        assert_eq!(
+            compact,
+            r#"{"state":{"desired":{"color":"red","n":[1,2.5e3,-0,true,null,{},[]]}},"version":7,"clientToken":"té😀"}"#
+        );
+        assert_eq!(parse(&compact), Some(v));
+        assert_eq!(parse("\"x\""), Some(Value::Str("x".into())));
+    }
+
+    #[test]
+    fn what_is_not_json_is_none() {
+        for bad in [
+            "",
+            "[",
+            "]",
+            "[1,]",
+            "[1 2]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "\"\\ud800\"",
+            "\"\\ud800\\u0041\"",
+            "\"\\u12\"",
+            "\"\\u+123\"",
+            "1 2",
+            "nul",
+            "{}}",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+        // Nesting is bounded: no stack overflow on hostile input.
+        let deep = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(parse(&deep).is_some());
+        let deeper = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert_eq!(parse(&deeper), None);
+        assert_eq!(parse(&"[".repeat(100_000)), None);
     }
 }
