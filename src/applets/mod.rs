@@ -7,6 +7,7 @@
 //! Every applet has the same face: `main(name, args) -> Result<(), Error>`;
 //! [`crate::error`] turns the error into one line and an exit code.
 
+pub mod mqtt;
 pub mod recv;
 pub mod send;
 pub mod spool;

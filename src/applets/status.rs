@@ -13,20 +13,14 @@
 //! daemon is connected to the broker, 1 when it is not (or cannot be
 //! reached), 3 when it did not answer within `--timeout`.
 
+use super::mqtt;
 use crate::cli::{self, StatusArgs};
-use crate::daemon::codec::{self, Inbound, QoS};
 use crate::error::{Error, runtime};
 use crate::json::{Value, parse_flat};
 use crate::output::{say, utc_date};
-use bytes::BytesMut;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "$iotbox/status";
-
-/// The largest packet taken from the daemon: a status is small.
-const MAX_PACKET: usize = 64 * 1024;
 
 pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
     let Some(flags) = cli::parse::<StatusArgs>(command, args)? else {
@@ -80,71 +74,20 @@ fn show(key: &str, value: &Value, now: u64) -> String {
 
 /// Connects, subscribes to the status topic, returns the message.
 fn ask(flags: &StatusArgs) -> Result<String, Error> {
-    let socket = &flags.socket;
-    let mut stream = UnixStream::connect(socket).map_err(|e| {
-        runtime!(
-            "cannot connect to {}: {e} (is iotbox pubsub running, with its --local_socket there?)",
-            socket.display()
-        )
-    })?;
     let deadline = Instant::now() + Duration::from_secs(flags.timeout);
-    let mut out = BytesMut::new();
-    let id = format!("iotbox-status-{}", std::process::id());
-    codec::encode_connect(&mut out, &id, 0, true, 0, MAX_PACKET as u32, 10);
-    codec::encode_subscribe(&mut out, 1, &[TOPIC.to_owned()], QoS::AtMostOnce)
-        .map_err(|e| runtime!("{}", e.0))?;
-    stream
-        .write_all(&out)
-        .map_err(|e| runtime!("cannot write to {}: {e}", socket.display()))?;
-    let mut inbuf = BytesMut::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(packet) = codec::decode(&mut inbuf, MAX_PACKET)
-            .map_err(|e| runtime!("the daemon's answer: {e}"))?
-        {
-            match packet {
-                Inbound::ConnAck(ack) if ack.code != codec::ConnectReturnCode::Success => {
-                    return Err(runtime!(
-                        "the daemon refused the connection: {}",
-                        codec::connack_words(&ack.code)
-                    ));
-                }
-                Inbound::Publish(p) if p.topic == TOPIC.as_bytes() => {
-                    let mut bye = BytesMut::new();
-                    codec::encode_disconnect(&mut bye);
-                    let _ = stream.write_all(&bye);
-                    return String::from_utf8(p.payload.to_vec())
-                        .map_err(|_| runtime!("the daemon's status is not UTF-8"));
-                }
-                Inbound::Disconnect { reason, .. } => {
-                    return Err(runtime!(
-                        "the daemon closed the connection: {} (0x{reason:02X})",
-                        codec::reason_words(reason)
-                    ));
-                }
-                _ => {}
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Error::NotConfirmed(format!(
-                "no status from the daemon within {} s",
-                flags.timeout
-            )));
-        }
-        let _ = stream.set_read_timeout(Some(left));
-        match stream.read(&mut chunk) {
-            Ok(0) => {
-                return Err(runtime!(
-                    "the daemon closed the connection without a status"
-                ));
-            }
-            Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
-            Err(e) if crate::sys::would_block(&e) || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(e) if crate::sys::interrupted(&e) => {}
-            Err(e) => return Err(runtime!("cannot read from {}: {e}", socket.display())),
+    let mut client = mqtt::connect_local(&flags.socket, "status", deadline)?;
+    client.subscribe(&[TOPIC.to_owned()], deadline)?;
+    while let Some(message) = client.next_message(Some(deadline))? {
+        if message.topic == TOPIC {
+            let text = message.text()?.to_owned();
+            client.disconnect();
+            return Ok(text);
         }
     }
+    Err(Error::NotConfirmed(format!(
+        "no status from the daemon within {} s",
+        flags.timeout
+    )))
 }
 
 #[cfg(test)]
