@@ -125,7 +125,8 @@ pub struct PubsubArgs {
     #[argh(option, long = "local-listen")]
     pub local_listen: Option<String>,
     /// topic filter local MQTT clients may publish and subscribe to;
-    /// repeatable (default: #, every topic but $-topics such as $aws/...)
+    /// repeatable (default: #, every topic but $-topics, and this thing's
+    /// $aws/things/THING/shadow/# and $aws/things/THING/jobs/#)
     #[argh(option, long = "local-topics")]
     pub local_topics: Vec<String>,
     /// write topic\npayload to the delivery socket instead of the payload only

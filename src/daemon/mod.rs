@@ -246,14 +246,16 @@ impl Config {
         }
 
         let spool = spool_config(&flags)?;
-        let local = local_config(&flags)?;
         let thing_name = match flags.thing_name.clone() {
-            Some(name) if name.is_empty() || name.len() > MAX_CLIENT_ID => {
-                return Err(usage!("--thing_name must be 1 to {MAX_CLIENT_ID} bytes"));
+            Some(name) if !is_thing_name(&name) => {
+                return Err(usage!(
+                    "--thing_name {name:?}: an AWS IoT thing name is 1 to 128 of a-z A-Z 0-9 : _ -"
+                ));
             }
             Some(name) => name,
             None => client_id.clone(),
         };
+        let local = local_config(&flags, &thing_name)?;
         Ok(Config {
             thing_name,
             spool,
@@ -288,8 +290,19 @@ impl Config {
     }
 }
 
-/// `--local_socket`, `--local_listen`, `--local_topics`.
-fn local_config(flags: &PubsubArgs) -> Result<device::local::Config, Error> {
+/// Whether `name` can be an AWS IoT thing's name (and so a topic level).
+fn is_thing_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
+}
+
+/// `--local_socket`, `--local_listen`, `--local_topics`. By default local
+/// clients may use every topic but `$`-topics, and this thing's own shadow
+/// and jobs topics, which the device applets (`iotbox shadow`, `iotbox
+/// jobs`) need.
+fn local_config(flags: &PubsubArgs, thing_name: &str) -> Result<device::local::Config, Error> {
     use device::local::{Config, DEFAULT_SOCKET, MAX_CLIENTS};
     let socket = match flags.local_socket.as_deref() {
         None => Some(PathBuf::from(DEFAULT_SOCKET)),
@@ -312,7 +325,13 @@ fn local_config(flags: &PubsubArgs) -> Result<device::local::Config, Error> {
         }
     };
     let topics = if flags.local_topics.is_empty() {
-        vec!["#".to_owned()]
+        let mut topics = vec!["#".to_owned()];
+        // A client id that is no thing name has no thing topics to allow.
+        if is_thing_name(thing_name) {
+            topics.push(format!("$aws/things/{thing_name}/shadow/#"));
+            topics.push(format!("$aws/things/{thing_name}/jobs/#"));
+        }
+        topics
     } else {
         flags.local_topics.clone()
     };
@@ -493,11 +512,23 @@ mod tests {
             args.extend_from_slice(extra);
             Config::from_flags(flags(&args))
         };
-        let c = with(&[]).unwrap();
+        let c = with(&["--client_id", "raspi2"]).unwrap();
         assert_eq!(c.local.socket, Some(PathBuf::from("/tmp/iotbox_mqtt")));
         assert!(c.local.socket_is_default);
         assert_eq!(c.local.listen, None);
+        assert_eq!(
+            c.local.topics,
+            [
+                "#",
+                "$aws/things/raspi2/shadow/#",
+                "$aws/things/raspi2/jobs/#"
+            ]
+        );
+        let c = with(&["--client_id", "a/b"]).unwrap();
+        assert_eq!(c.thing_name, "a/b");
         assert_eq!(c.local.topics, ["#"]);
+        let c = with(&["--client_id", "a/b", "--thing_name", "pi-7"]).unwrap();
+        assert_eq!(c.local.topics[1], "$aws/things/pi-7/shadow/#");
         let c = with(&["--local_socket", "none", "--local_listen", "[::1]:1883"]).unwrap();
         assert_eq!(c.local.socket, None);
         assert_eq!(c.local.listen, Some("[::1]:1883".parse().unwrap()));
@@ -510,6 +541,8 @@ mod tests {
             (&["--local_listen", "1883"][..], "ADDR:PORT"),
             (&["--local_topics", "a/#/b"][..], "--local_topics"),
             (&["--local_socket", ""][..], "empty"),
+            (&["--thing_name", "a/b"][..], "thing name"),
+            (&["--thing_name", ""][..], "thing name"),
         ] {
             let err = with(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");
