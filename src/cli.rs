@@ -173,6 +173,30 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `iotbox shadow get|update|delete|watch`: this thing's device shadow,
+/// through the daemon.
+#[derive(FromArgs, Debug)]
+pub struct ShadowArgs {
+    /// a named shadow (default: the classic, unnamed one)
+    #[argh(option)]
+    pub name: Option<String>,
+    /// the thing (default: the daemon's --thing_name, asked over the socket)
+    #[argh(option, long = "thing-name")]
+    pub thing_name: Option<String>,
+    /// the daemon's --local_socket (default /tmp/iotbox_mqtt)
+    #[argh(option, default = "PathBuf::from(\"/tmp/iotbox_mqtt\")")]
+    pub socket: PathBuf,
+    /// seconds to wait for each answer (default 10; exit 3 without one)
+    #[argh(option, default = "10")]
+    pub timeout: u64,
+    /// get, update, delete or watch
+    #[argh(positional)]
+    pub action: String,
+    /// update: the JSON document, or - to read it from stdin
+    #[argh(positional)]
+    pub document: Option<String>,
+}
+
 /// `iotbox recv SOCKET COUNT`: listen on SOCKET and print COUNT messages.
 #[derive(FromArgs, Debug)]
 pub struct RecvArgs {

@@ -10,6 +10,7 @@
 pub mod mqtt;
 pub mod recv;
 pub mod send;
+pub mod shadow;
 pub mod spool;
 pub mod status;
 
@@ -69,6 +70,12 @@ const APPLETS: &[Applet] = &[
         aliases: &[],
         run: status::main,
         help: help_of::<cli::StatusArgs>,
+    },
+    Applet {
+        name: "shadow",
+        aliases: &[],
+        run: shadow::main,
+        help: help_of::<cli::ShadowArgs>,
     },
 ];
 

@@ -18,6 +18,7 @@ use crate::cli::{self, StatusArgs};
 use crate::error::{Error, runtime};
 use crate::json::{Value, parse_flat};
 use crate::output::{say, utc_date};
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "$iotbox/status";
@@ -76,18 +77,36 @@ fn show(key: &str, value: &Value, now: u64) -> String {
 fn ask(flags: &StatusArgs) -> Result<String, Error> {
     let deadline = Instant::now() + Duration::from_secs(flags.timeout);
     let mut client = mqtt::connect_local(&flags.socket, "status", deadline)?;
+    let text = status_of(&mut client, deadline)?;
+    client.disconnect();
+    Ok(text)
+}
+
+/// The daemon's status, asked on a connection to its local endpoint.
+fn status_of(client: &mut mqtt::Client<UnixStream>, deadline: Instant) -> Result<String, Error> {
     client.subscribe(&[TOPIC.to_owned()], deadline)?;
     while let Some(message) = client.next_message(Some(deadline))? {
         if message.topic == TOPIC {
-            let text = message.text()?.to_owned();
-            client.disconnect();
-            return Ok(text);
+            return Ok(message.text()?.to_owned());
         }
     }
-    Err(Error::NotConfirmed(format!(
-        "no status from the daemon within {} s",
-        flags.timeout
-    )))
+    Err(client.no_answer(TOPIC))
+}
+
+/// The thing the daemon is (its `--thing_name`), for the device applets.
+pub fn thing_name(
+    client: &mut mqtt::Client<UnixStream>,
+    deadline: Instant,
+) -> Result<String, Error> {
+    let text = status_of(client, deadline)?;
+    parse_flat(&text)
+        .and_then(|fields| {
+            fields
+                .into_iter()
+                .find(|(k, _)| k == "thing_name")
+                .and_then(|(_, v)| v.as_str().map(str::to_owned))
+        })
+        .ok_or_else(|| runtime!("the daemon's status names no thing: {text} (give --thing_name)"))
 }
 
 #[cfg(test)]

@@ -384,7 +384,7 @@ fn spool_config(flags: &PubsubArgs) -> Result<store::Config, Error> {
 }
 
 /// Random bits from the system (through ring, already linked for TLS).
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     if crypto::fill_random(&mut bytes).is_err() {
         // No entropy source: fall back to the clock, good enough for an id
