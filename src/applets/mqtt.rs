@@ -10,6 +10,7 @@
 
 use crate::daemon::codec::{self, Inbound, QoS};
 use crate::error::{Error, runtime};
+use crate::json::{self, Value};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -50,6 +51,14 @@ impl Message {
     }
 }
 
+/// A service's answer to [`Client::request`].
+#[derive(Debug)]
+pub enum Answer {
+    Accepted(Value),
+    /// The error document, such as `{"code":404,"message":"..."}`.
+    Rejected(Value),
+}
+
 pub struct Client<S: Stream> {
     stream: S,
     /// Who we talk to, for messages: "the daemon at /tmp/iotbox_mqtt".
@@ -60,6 +69,8 @@ pub struct Client<S: Stream> {
     /// PINGREQ when nothing was sent for this long (half the keep-alive).
     ping_every: Option<Duration>,
     last_sent: Instant,
+    /// The connection failed or was closed: nothing more will come.
+    broken: bool,
 }
 
 /// Connects to the daemon's local endpoint at `socket`.
@@ -98,6 +109,7 @@ impl<S: Stream> Client<S> {
             next_pkid: 0,
             ping_every: (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive)) / 2),
             last_sent: Instant::now(),
+            broken: false,
         };
         let mut out = BytesMut::new();
         codec::encode_connect(
@@ -214,6 +226,76 @@ impl<S: Stream> Client<S> {
         }
     }
 
+    /// Whether the connection is gone (closed, or a read or write failed):
+    /// a caller that keeps running connects again.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Sends PINGREQ if the keep-alive asks for one now, without reading:
+    /// for a caller busy elsewhere (a job's handler running). What arrives
+    /// meanwhile waits in the socket.
+    pub fn keep_alive(&mut self) -> Result<(), Error> {
+        if self
+            .ping_every
+            .is_some_and(|every| self.last_sent.elapsed() >= every)
+        {
+            let mut out = BytesMut::new();
+            codec::encode_pingreq(&mut out);
+            self.send(&out)?;
+        }
+        Ok(())
+    }
+
+    /// The longest a caller busy elsewhere may wait between calls to
+    /// [`Client::keep_alive`].
+    pub fn ping_every(&self) -> Option<Duration> {
+        self.ping_every
+    }
+
+    /// One request to an AWS service's MQTT API: publishes `payload` (which
+    /// carries `"clientToken": token`) to `topic` and waits for the answer
+    /// on `topic/accepted` or `topic/rejected` with the same token. The
+    /// caller subscribed to those first. Other messages that arrive
+    /// meanwhile stay queued for [`Client::next_message`]; answers to other
+    /// requests (the topics are shared) are skipped.
+    pub fn request(
+        &mut self,
+        topic: &str,
+        payload: &str,
+        token: &str,
+        deadline: Instant,
+    ) -> Result<Answer, Error> {
+        let accepted = format!("{topic}/accepted");
+        let rejected = format!("{topic}/rejected");
+        self.publish(topic, payload.as_bytes(), deadline)?;
+        let mut others = Vec::new();
+        let answer = loop {
+            let Some(message) = self.next_message(Some(deadline))? else {
+                break None;
+            };
+            if message.topic != accepted && message.topic != rejected {
+                others.push(message);
+                continue;
+            }
+            let Some(value) = message.text().ok().and_then(json::parse) else {
+                continue;
+            };
+            if value.get("clientToken").and_then(Value::as_str) != Some(token) {
+                continue;
+            }
+            break Some(if message.topic == accepted {
+                Answer::Accepted(value)
+            } else {
+                Answer::Rejected(value)
+            });
+        };
+        for message in others.into_iter().rev() {
+            self.queue.push_front(message);
+        }
+        answer.ok_or_else(|| self.no_answer(&format!("{topic} (on {accepted} or {rejected})")))
+    }
+
     /// Says goodbye (DISCONNECT, normal: no will, nothing kept).
     pub fn disconnect(mut self) {
         let mut out = BytesMut::new();
@@ -232,12 +314,22 @@ impl<S: Stream> Client<S> {
     }
 
     fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.stream
+        if let Err(e) = self
+            .stream
             .write_all(bytes)
             .and_then(|()| self.stream.flush())
-            .map_err(|e| runtime!("cannot write to {}: {e}", self.peer))?;
+        {
+            self.broken = true;
+            return Err(runtime!("cannot write to {}: {e}", self.peer));
+        }
         self.last_sent = Instant::now();
         Ok(())
+    }
+
+    /// The connection ended: `why` for the message.
+    fn gone(&mut self, why: String) -> Error {
+        self.broken = true;
+        runtime!("{why}")
     }
 
     /// Reads until one packet is decoded (a PUBLISH is queued and
@@ -246,8 +338,10 @@ impl<S: Stream> Client<S> {
     fn next_packet(&mut self, deadline: Instant) -> Result<Option<Inbound>, Error> {
         let mut chunk = [0u8; 8192];
         loop {
-            let packet = codec::decode(&mut self.inbuf, MAX_PACKET)
-                .map_err(|e| runtime!("{}: {e}", self.peer))?;
+            let packet = match codec::decode(&mut self.inbuf, MAX_PACKET) {
+                Ok(packet) => packet,
+                Err(e) => return Err(self.gone(format!("{}: {e}", self.peer))),
+            };
             match packet {
                 Some(Inbound::Publish(p)) => {
                     if p.qos == QoS::AtLeastOnce {
@@ -263,12 +357,13 @@ impl<S: Stream> Client<S> {
                     return Ok(Some(Inbound::Publish(p)));
                 }
                 Some(Inbound::Disconnect { reason, text }) => {
-                    return Err(runtime!(
+                    let why = format!(
                         "{} closed the connection: {} (0x{reason:02X}){}",
                         self.peer,
                         codec::reason_words(reason),
                         text.map(|t| format!(": {t}")).unwrap_or_default()
-                    ));
+                    );
+                    return Err(self.gone(why));
                 }
                 Some(packet) => return Ok(Some(packet)),
                 None => {}
@@ -293,14 +388,18 @@ impl<S: Stream> Client<S> {
                 .set_read_timeout(Some(wait.max(Duration::from_millis(1))));
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
-                    return Err(runtime!("{} closed the connection", self.peer));
+                    let why = format!("{} closed the connection", self.peer);
+                    return Err(self.gone(why));
                 }
                 Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
                 Err(e)
                     if crate::sys::would_block(&e)
                         || e.kind() == io::ErrorKind::TimedOut
                         || crate::sys::interrupted(&e) => {}
-                Err(e) => return Err(runtime!("cannot read from {}: {e}", self.peer)),
+                Err(e) => {
+                    let why = format!("cannot read from {}: {e}", self.peer);
+                    return Err(self.gone(why));
+                }
             }
         }
     }

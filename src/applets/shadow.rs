@@ -12,13 +12,14 @@
 //! (`$aws/things/THING/shadow[/name/NAME]/OP`) with a client token, and take
 //! the answer on `OP/accepted` or `OP/rejected` that carries the same token,
 //! so several requests at once each get their own. Accepted: the document
-//! is printed as AWS sent it, exit 0. Rejected: its code and message on
+//! is printed as one line of JSON, exit 0. Rejected: its code and message on
 //! stderr, exit 1. No answer within `--timeout`: exit 3.
 //!
 //! watch prints the delta pending now (from a get), then each message on
 //! `update/delta` as it comes, until the daemon goes away (exit 1).
 
-use super::{mqtt, status};
+use super::mqtt::{self, Answer};
+use super::status;
 use crate::cli::{self, ShadowArgs};
 use crate::error::{Error, runtime, usage};
 use crate::json::{self, Value};
@@ -91,24 +92,16 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
         Action::Get => request(&mut client, &prefix, "get", &token, None, deadline),
         Action::Update => request(&mut client, &prefix, "update", &token, document, deadline),
         Action::Delete => request(&mut client, &prefix, "delete", &token, None, deadline),
-        Action::Watch => watch(&mut client, &prefix, &token, deadline).map(Answer::Accepted),
+        Action::Watch => watch(&mut client, &prefix, &token, deadline),
     };
     client.disconnect();
     match result? {
-        Answer::Accepted(text) => {
-            say(&text);
+        Answer::Accepted(document) => {
+            say(&document.to_json());
             Ok(())
         }
         Answer::Rejected(error) => Err(rejection(&format!("shadow {}", flags.action), &error)),
     }
-}
-
-/// What the service answered.
-enum Answer {
-    /// The document, as AWS sent it.
-    Accepted(String),
-    /// The error document, `{"code":404,"message":"..."}`.
-    Rejected(Value),
 }
 
 /// AWS's rule for shadow names.
@@ -183,29 +176,12 @@ fn request(
     deadline: Instant,
 ) -> Result<Answer, Error> {
     let topic = format!("{prefix}/{op}");
-    let accepted = format!("{topic}/accepted");
-    let rejected = format!("{topic}/rejected");
-    client.subscribe(&[accepted.clone(), rejected.clone()], deadline)?;
+    client.subscribe(
+        &[format!("{topic}/accepted"), format!("{topic}/rejected")],
+        deadline,
+    )?;
     let (payload, token) = with_token(document, token);
-    client.publish(&topic, payload.as_bytes(), deadline)?;
-    while let Some(message) = client.next_message(Some(deadline))? {
-        if message.topic != accepted && message.topic != rejected {
-            continue;
-        }
-        let text = message.text()?;
-        let Some(answer) = json::parse(text) else {
-            continue;
-        };
-        // Another request's answer (they share the topics).
-        if answer.get("clientToken").and_then(Value::as_str) != Some(token.as_str()) {
-            continue;
-        }
-        if message.topic == accepted {
-            return Ok(Answer::Accepted(text.to_owned()));
-        }
-        return Ok(Answer::Rejected(answer));
-    }
-    Err(client.no_answer(&format!("{topic} (on {accepted} or {rejected})")))
+    client.request(&topic, &payload, &token, deadline)
 }
 
 /// The service's error document `{"code":404,"message":"..."}` in one line.
@@ -226,14 +202,14 @@ fn watch(
     prefix: &str,
     token: &str,
     deadline: Instant,
-) -> Result<String, Error> {
+) -> Result<Answer, Error> {
     let delta = format!("{prefix}/update/delta");
     // Subscribed before the get, so no change falls between the two.
     client.subscribe(std::slice::from_ref(&delta), deadline)?;
     match request(client, prefix, "get", token, None, deadline)? {
-        Answer::Accepted(text) => {
-            if let Some(pending) = pending_delta(&text) {
-                say(&pending);
+        Answer::Accepted(document) => {
+            if let Some(pending) = pending_delta(&document) {
+                say(&pending.to_json());
             }
         }
         // No shadow yet (404): no delta either.
@@ -257,8 +233,7 @@ fn watch(
 
 /// The delta in a get's document, in the shape of an `update/delta` message:
 /// `{"version":..,"timestamp":..,"state":{...}}`; `None` when in sync.
-fn pending_delta(document: &str) -> Option<String> {
-    let doc = json::parse(document)?;
+fn pending_delta(doc: &Value) -> Option<Value> {
     let delta = doc.get("state")?.get("delta")?.clone();
     let mut fields = Vec::new();
     for key in ["version", "timestamp"] {
@@ -267,7 +242,7 @@ fn pending_delta(document: &str) -> Option<String> {
         }
     }
     fields.push(("state".to_owned(), delta));
-    Some(Value::Object(fields).to_json())
+    Some(Value::Object(fields))
 }
 
 #[cfg(test)]
@@ -298,11 +273,11 @@ mod tests {
     fn the_pending_delta_has_the_delta_messages_shape() {
         let get = r#"{"state":{"desired":{"c":"red"},"reported":{"c":"blue"},"delta":{"c":"red"}},"metadata":{},"version":4,"timestamp":1700000000}"#;
         assert_eq!(
-            pending_delta(get).as_deref(),
-            Some(r#"{"version":4,"timestamp":1700000000,"state":{"c":"red"}}"#)
+            pending_delta(&json::parse(get).unwrap()).map(|d| d.to_json()),
+            Some(r#"{"version":4,"timestamp":1700000000,"state":{"c":"red"}}"#.to_owned())
         );
         let in_sync = r#"{"state":{"desired":{"c":"red"},"reported":{"c":"red"}},"version":5}"#;
-        assert_eq!(pending_delta(in_sync), None);
+        assert_eq!(pending_delta(&json::parse(in_sync).unwrap()), None);
     }
 
     #[test]
