@@ -197,6 +197,26 @@ pub struct ShadowArgs {
     pub document: Option<String>,
 }
 
+/// `iotbox jobs --exec HANDLER`: run this thing's AWS IoT jobs, one at a
+/// time, through the daemon.
+#[derive(FromArgs, Debug)]
+pub struct JobsArgs {
+    /// the handler, run by /bin/sh -c with the job document on stdin and
+    /// IOTBOX_JOB_ID, IOTBOX_THING_NAME set; exit 0 means SUCCEEDED
+    #[argh(option)]
+    pub exec: String,
+    /// seconds a handler may run before its process group is killed and
+    /// the job FAILED, 0 for no limit (default 3600)
+    #[argh(option, default = "3600")]
+    pub timeout: u64,
+    /// the thing (default: the daemon's --thing_name, asked over the socket)
+    #[argh(option, long = "thing-name")]
+    pub thing_name: Option<String>,
+    /// the daemon's --local_socket (default /tmp/iotbox_mqtt)
+    #[argh(option, default = "PathBuf::from(\"/tmp/iotbox_mqtt\")")]
+    pub socket: PathBuf,
+}
+
 /// `iotbox recv SOCKET COUNT`: listen on SOCKET and print COUNT messages.
 #[derive(FromArgs, Debug)]
 pub struct RecvArgs {

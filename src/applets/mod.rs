@@ -7,6 +7,7 @@
 //! Every applet has the same face: `main(name, args) -> Result<(), Error>`;
 //! [`crate::error`] turns the error into one line and an exit code.
 
+pub mod jobs;
 pub mod mqtt;
 pub mod recv;
 pub mod send;
@@ -76,6 +77,12 @@ const APPLETS: &[Applet] = &[
         aliases: &[],
         run: shadow::main,
         help: help_of::<cli::ShadowArgs>,
+    },
+    Applet {
+        name: "jobs",
+        aliases: &[],
+        run: jobs::main,
+        help: help_of::<cli::JobsArgs>,
     },
 ];
 
