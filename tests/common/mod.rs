@@ -16,6 +16,8 @@
 //!   everything seen so far. Killed by PID on drop.
 //! - [`DeliveryListener`] and [`raw_send`]: the two socket protocols spoken
 //!   directly, without the binary.
+//! - [`Emulator`]: AWS IoT Core's Device Shadow, Jobs and fleet provisioning
+//!   MQTT services, emulated on the test broker (tests/common/emulator.rs).
 //!
 //! Which binary: `IOTBOX_BIN` if set, else the one cargo built. `IOTBOX_RUNNER`
 //! (for example `qemu-arm-static`) prefixes every invocation of it, so the
@@ -32,7 +34,12 @@
 // Every test file includes this module and each uses only part of it.
 #![allow(dead_code)]
 
+pub mod emulator;
 pub mod rogue;
+
+// Not every test file that includes this module uses the emulator.
+#[allow(unused_imports)]
+pub use emulator::{Emulator, EmulatorOptions, json_str, json_string_field};
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
