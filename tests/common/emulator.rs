@@ -17,7 +17,8 @@
 //!   `shadow_deleted`, `job_status` (`thingName`, `jobId`, `status`,
 //!   `statusDetails`, `versionNumber`), `certificate_signed`
 //!   (`certificateId`, `certificatePem`), `provisioned` (`thingName`,
-//!   `certificateId`, `parameters`), `control`. Keys come in a fixed order
+//!   `certificateId`, `parameters`), `control`, `disconnected` and
+//!   `resubscribed` (back after a broker restart). Keys come in a fixed order
 //!   and without spaces (`"status":"SUCCEEDED"`), so tests can match
 //!   substrings.
 //!

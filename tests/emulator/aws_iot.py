@@ -28,7 +28,9 @@ Every observable event is one compact JSON line appended (and flushed) to
 --events: requests and responses with topic and payload, shadow changes,
 job execution status changes, certificates signed, things provisioned, and
 `{"event": "control", "id": N, "ok": true|false, ...}` once a command took
-effect (its messages already handed to the MQTT client). `ready` is
+effect (its messages already handed to the MQTT client); besides,
+`ready`, `disconnected` and `resubscribed` (after a reconnection),
+`csr_refused` (openssl's complaint) and `internal_error`. `ready` is also
 printed on stdout once every subscription is acknowledged.
 
 Certificates are signed by the `openssl` command with --ca-cert and
@@ -265,6 +267,8 @@ class Emulator:
         self.client.tls_set(
             ca_certs=args.cafile, certfile=args.cert, keyfile=args.key
         )
+        # Back soon after a broker restart; every connection subscribes anew.
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         self.client.on_connect = self.on_connect
         self.client.on_subscribe = self.on_subscribe
         self.client.on_message = self.on_message
