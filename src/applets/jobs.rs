@@ -54,6 +54,10 @@ const TAIL_LINES: usize = 10;
 /// AWS's limit on a statusDetails value, in characters.
 const MAX_DETAIL: usize = 1024;
 
+/// How long the handler's output may take to reach its end after the
+/// handler exited.
+const READ_REST: Duration = Duration::from_secs(1);
+
 /// The longest wait between connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -261,11 +265,15 @@ impl Runner {
                 let _ = stdin.write_all(&document);
             });
         }
+        let (eof, ended) = mpsc::channel();
+        let mut streams = 0;
         if let Some(out) = child.stdout.take() {
-            collect(out, job, Arc::clone(&tail));
+            collect(out, job, Arc::clone(&tail), eof.clone());
+            streams += 1;
         }
         if let Some(err) = child.stderr.take() {
-            collect(err, job, Arc::clone(&tail));
+            collect(err, job, Arc::clone(&tail), eof);
+            streams += 1;
         }
         let pid = child.id();
         let (done, finished) = mpsc::channel();
@@ -298,8 +306,16 @@ impl Runner {
                 }
             }
         };
-        // What the readers have by now; a background process the handler
-        // left holding the pipes does not hold up the report.
+        // The readers' last lines: each stream to its end, but a background
+        // process the handler left holding the pipes holds up the report
+        // for a second at most.
+        let give_up = Instant::now() + READ_REST;
+        for _ in 0..streams {
+            let left = give_up.saturating_duration_since(Instant::now());
+            if ended.recv_timeout(left).is_err() {
+                break;
+            }
+        }
         let lines = tail
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -382,8 +398,13 @@ struct Tail {
 }
 
 /// Reads a handler's stream line by line: prints each line with the job id
-/// and keeps the last ones.
-fn collect(stream: impl Read + Send + 'static, job: &str, tail: Arc<Mutex<Tail>>) {
+/// and keeps the last ones; says on `eof` when the stream ended.
+fn collect(
+    stream: impl Read + Send + 'static,
+    job: &str,
+    tail: Arc<Mutex<Tail>>,
+    eof: mpsc::Sender<()>,
+) {
     let job = job.to_owned();
     thread::spawn(move || {
         let mut reader = BufReader::new(stream);
@@ -402,6 +423,7 @@ fn collect(stream: impl Read + Send + 'static, job: &str, tail: Arc<Mutex<Tail>>
             }
             tail.lines.push_back(text);
         }
+        let _ = eof.send(());
     });
 }
 

@@ -41,7 +41,15 @@ enum Action {
 }
 
 pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
-    let Some(flags) = cli::parse::<ShadowArgs>(command, args)? else {
+    // argh takes a lone "-" for a flag: it goes last, as a positional.
+    let mut args: Vec<&str> = args.to_vec();
+    if let Some(at) = args.iter().position(|a| *a == "-") {
+        if !args[..at].contains(&"--") {
+            args.remove(at);
+            args.extend(["--", "-"]);
+        }
+    }
+    let Some(flags) = cli::parse::<ShadowArgs>(command, &args)? else {
         return Ok(());
     };
     crate::output::init_tool_logging();
