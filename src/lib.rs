@@ -22,10 +22,18 @@
 //!   recv.rs              recv: listen on the delivery socket, print messages
 //!   spool.rs             spool: what waits in a spool directory
 //!   status.rs            status: the running daemon's state, asked over its
-//!                        local MQTT endpoint ($iotbox/status)
+//!                        local MQTT endpoint ($iotbox/status); the thing name
+//!                        the device applets use
+//!   mqtt.rs              the applets' blocking MQTT 5 client: deadlines,
+//!                        requests answered by client token, keep-alive
+//!   shadow.rs            shadow: get, update, delete, watch the thing's
+//!                        device shadow (classic or named)
+//!   jobs.rs              jobs: the AWS IoT Jobs runner (start-next, the
+//!                        handler in its own process group, the report)
 //! cli.rs                 every applet's flags (argh), SDK spellings normalized
 //! error.rs               the applets' error type and the exit code scheme
-//! json.rs                flat JSON objects, written and read (the status)
+//! json.rs                JSON: flat objects written (the status), any
+//!                        document read and written back compact
 //! output.rs              stdout and log lines: say, the loggers, the daemon's
 //!                        never-blocking Sink, the log Throttle, the UTC date
 //! message.rs             the `topic\npayload` format: parse, validate, encode;
