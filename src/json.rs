@@ -325,6 +325,7 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::store::sim::Rng;
 
     #[test]
     fn a_flat_object_round_trips() {
@@ -416,5 +417,61 @@ mod tests {
         let deeper = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
         assert_eq!(parse(&deeper), None);
         assert_eq!(parse(&"[".repeat(100_000)), None);
+    }
+
+    /// A random value, nested up to `depth`.
+    fn random_value(rng: &mut Rng, depth: usize) -> Value {
+        const TEXTS: [&str; 6] = ["", "a", "temp", "é\"\\/\n\u{1}", "😀 x", "\u{7f}\t"];
+        const NUMBERS: [&str; 6] = ["0", "-1", "21.5", "1e9", "-0.25E-3", "12345678901234567890"];
+        match rng.below(if depth == 0 { 4 } else { 6 }) {
+            0 => Value::Str(TEXTS[rng.index(TEXTS.len())].to_owned()),
+            1 => Value::Num(NUMBERS[rng.index(NUMBERS.len())].to_owned()),
+            2 => Value::Bool(rng.one_in(2)),
+            3 => Value::Null,
+            4 => Value::Array(
+                (0..rng.below(4))
+                    .map(|_| random_value(rng, depth - 1))
+                    .collect(),
+            ),
+            _ => Value::Object(
+                (0..rng.below(4))
+                    .map(|i| (format!("k{i}"), random_value(rng, depth - 1)))
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn random_documents_round_trip_and_mutations_never_panic() {
+        let mut rng = Rng::new(10);
+        for _ in 0..3000 {
+            let value = random_value(&mut rng, 5);
+            let text = value.to_json();
+            assert_eq!(parse(&text).as_ref(), Some(&value), "{text}");
+            // Damage it: a parse that succeeds must give a document that
+            // writes and reads back the same.
+            let mut bytes = text.into_bytes();
+            for _ in 0..1 + rng.below(3) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = rng.index(bytes.len());
+                match rng.below(3) {
+                    0 => bytes[at] = rng.next_u64() as u8,
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => {
+                        let syntax = b"{}[],:\"\\-0e";
+                        bytes.insert(at, syntax[rng.index(syntax.len())]);
+                    }
+                }
+            }
+            if let Ok(damaged) = std::str::from_utf8(&bytes) {
+                if let Some(v) = parse(damaged) {
+                    assert_eq!(parse(&v.to_json()), Some(v), "{damaged}");
+                }
+            }
+        }
     }
 }

@@ -22,7 +22,7 @@ pub mod disk;
 pub mod log;
 pub mod record;
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 mod syncer;
 
 use self::disk::{DirDisk, Disk, MemDisk};
