@@ -8,6 +8,7 @@
 //! [`crate::error`] turns the error into one line and an exit code.
 
 pub mod mqtt;
+pub mod provision;
 pub mod recv;
 pub mod send;
 pub mod spool;
@@ -69,6 +70,12 @@ const APPLETS: &[Applet] = &[
         aliases: &[],
         run: status::main,
         help: help_of::<cli::StatusArgs>,
+    },
+    Applet {
+        name: "provision",
+        aliases: &[],
+        run: provision::main,
+        help: help_of::<cli::ProvisionArgs>,
     },
 ];
 
