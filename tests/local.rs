@@ -25,7 +25,6 @@ mod common;
 
 use common::*;
 use std::ffi::OsString;
-use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -499,104 +498,7 @@ impl RawClient {
 }
 
 // ---------------------------------------------------------------------------
-// paho-mqtt and mqtt.js, installed once per target directory
-
-/// An executable on `PATH` (or `$env_var`); panics saying how to install
-/// it, never skips.
-fn need_tool(name: &str, env_var: &str, install: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env_var) {
-        return PathBuf::from(p);
-    }
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{name} not found on PATH (or set {env_var}); the local endpoint tests need it: {install} (scripts/deps.sh test does it)")
-        })
-}
-
-/// `CARGO_TARGET_TMPDIR/name`, made by `build` the first time any test
-/// (of this process or another) asks. A directory `name.lock` beside it is
-/// the lock (mkdir is atomic); `name/.ready` says the build finished. A lock
-/// left by a killed run is taken over after ten minutes.
-fn cached_dir(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    fs::create_dir_all(root).expect("create CARGO_TARGET_TMPDIR");
-    let dir = root.join(name);
-    let ready = dir.join(".ready");
-    let lock = root.join(format!("{name}.lock"));
-    let give_up = Instant::now() + Duration::from_secs(600);
-    let mut build = Some(build);
-    loop {
-        if ready.exists() {
-            return dir;
-        }
-        match fs::create_dir(&lock) {
-            Ok(()) => {
-                let _ = fs::remove_dir_all(&dir);
-                fs::create_dir_all(&dir).expect("create the cache dir");
-                let f = build.take().expect("built once");
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&dir)));
-                if result.is_ok() {
-                    fs::write(&ready, b"").expect("mark the cache ready");
-                }
-                let _ = fs::remove_dir(&lock);
-                if let Err(p) = result {
-                    std::panic::resume_unwind(p);
-                }
-                return dir;
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let stale = fs::metadata(&lock)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > Duration::from_secs(600));
-                if stale {
-                    let _ = fs::remove_dir(&lock);
-                    continue;
-                }
-                if Instant::now() >= give_up {
-                    panic!(
-                        "{} stayed locked: another test is building it, or a killed one left the lock (remove it)",
-                        lock.display()
-                    );
-                }
-                // Another test is building it; nothing to wait on but the
-                // ready file appearing.
-                thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("create {}: {e}", lock.display()),
-        }
-    }
-}
-
-/// Runs an install step with a long deadline (a download); panics with its
-/// output unless it exits 0.
-fn install_step(name: &str, cmd: Command) {
-    let mut p = Proc::spawn(name, cmd);
-    let status = p.wait_exit(Instant::now() + Duration::from_secs(300));
-    if !status.success() {
-        p.fail("the install step failed");
-    }
-}
-
-/// The venv's python, with paho-mqtt installed.
-fn paho_python() -> PathBuf {
-    let dir = cached_dir("test-venv", |dir| {
-        let python = need_tool("python3", "PYTHON3", "apt-get install python3 python3-venv");
-        let mut venv = Command::new(python);
-        venv.arg("-m").arg("venv").arg(dir.join("venv"));
-        install_step("python3 -m venv", venv);
-        let mut pip = Command::new(dir.join("venv/bin/pip"));
-        pip.args(["install", "--quiet", "paho-mqtt>=2,<3"]);
-        install_step("pip install paho-mqtt", pip);
-    });
-    dir.join("venv/bin/python")
-}
+// mqtt.js, installed once per target directory (paho-mqtt: common::paho_python)
 
 /// `node_modules` with mqtt.js 5.
 fn mqttjs_modules() -> PathBuf {

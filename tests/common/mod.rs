@@ -16,6 +16,8 @@
 //!   everything seen so far. Killed by PID on drop.
 //! - [`DeliveryListener`] and [`raw_send`]: the two socket protocols spoken
 //!   directly, without the binary.
+//! - [`Emulator`]: AWS IoT Core's Device Shadow, Jobs and fleet provisioning
+//!   MQTT services, emulated on the test broker (tests/common/emulator.rs).
 //!
 //! Which binary: `IOTBOX_BIN` if set, else the one cargo built. `IOTBOX_RUNNER`
 //! (for example `qemu-arm-static`) prefixes every invocation of it, so the
@@ -32,7 +34,12 @@
 // Every test file includes this module and each uses only part of it.
 #![allow(dead_code)]
 
+pub mod emulator;
 pub mod rogue;
+
+// Not every test file that includes this module uses the emulator.
+#[allow(unused_imports)]
+pub use emulator::{Emulator, EmulatorOptions, json_str, json_string_field};
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -692,7 +699,9 @@ pub fn run(name: &str, cmd: Command, stdin: Option<&[u8]>) -> Output {
 /// PEM files of a throw-away PKI, generated for each test by [`pki`] (the
 /// generator the scripts use too), with ECDSA P-256 keys (quick to make):
 ///
-/// - `ca`: the CA both sides trust;
+/// - `ca`: the CA both sides trust, and `ca_key` its private key (0600),
+///   with which the AWS IoT emulator signs the certificates it issues
+///   (tests/common/emulator.rs), so they connect to the test broker;
 /// - `server_cert`/`server_key`: mosquitto's, for `localhost` and IP
 ///   127.0.0.1, signed by `ca`;
 /// - `client_cert`/`client_key`: the device's (CN `raspi2-test`), signed by
@@ -701,6 +710,7 @@ pub fn run(name: &str, cmd: Command, stdin: Option<&[u8]>) -> Output {
 ///   certificate it signed (CN `raspi2-rogue`), which the broker refuses.
 pub struct Pki {
     pub ca: PathBuf,
+    pub ca_key: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
@@ -731,6 +741,7 @@ impl Pki {
 
         let pki = Pki {
             ca: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
             server_cert: dir.join("server.crt"),
             server_key: dir.join("server.key"),
             client_cert: dir.join("raspi2-test.cert.pem"),
@@ -740,6 +751,7 @@ impl Pki {
             rogue_key: dir.join("rogue.private.key"),
         };
         write_file(&pki.ca, ca.cert_pem.as_bytes(), 0o644);
+        write_file(&pki.ca_key, ca.key_pem.as_bytes(), 0o600);
         write_file(&pki.server_cert, server_cert.as_bytes(), 0o644);
         write_file(&pki.server_key, server_key.as_bytes(), 0o600);
         write_file(&pki.client_cert, client_cert.as_bytes(), 0o644);
@@ -986,6 +998,107 @@ impl Env {
 /// Wait for `Subscription Success.` on the daemon's stdout.
 pub fn wait_subscribed(daemon: &mut Proc) {
     daemon.wait_for_line("Subscription Success.", deadline());
+}
+
+// ---------------------------------------------------------------------------
+// Tools installed once per target directory (paho-mqtt here; tests/local.rs
+// adds mqtt.js with the same helpers)
+
+/// An executable on `PATH` (or `$env_var`); panics saying how to install
+/// it, never skips.
+pub fn need_tool(name: &str, env_var: &str, install: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_var) {
+        return PathBuf::from(p);
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} not found on PATH (or set {env_var}); the tests need it: {install} (scripts/deps.sh test does it)")
+        })
+}
+
+/// `CARGO_TARGET_TMPDIR/name`, made by `build` the first time any test
+/// (of this process or another) asks. A directory `name.lock` beside it is
+/// the lock (mkdir is atomic); `name/.ready` says the build finished. A lock
+/// left by a killed run is taken over after ten minutes.
+pub fn cached_dir(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    fs::create_dir_all(root).expect("create CARGO_TARGET_TMPDIR");
+    let dir = root.join(name);
+    let ready = dir.join(".ready");
+    let lock = root.join(format!("{name}.lock"));
+    let give_up = Instant::now() + Duration::from_secs(600);
+    let mut build = Some(build);
+    loop {
+        if ready.exists() {
+            return dir;
+        }
+        match fs::create_dir(&lock) {
+            Ok(()) => {
+                let _ = fs::remove_dir_all(&dir);
+                fs::create_dir_all(&dir).expect("create the cache dir");
+                let f = build.take().expect("built once");
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&dir)));
+                if result.is_ok() {
+                    fs::write(&ready, b"").expect("mark the cache ready");
+                }
+                let _ = fs::remove_dir(&lock);
+                if let Err(p) = result {
+                    std::panic::resume_unwind(p);
+                }
+                return dir;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let stale = fs::metadata(&lock)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(600));
+                if stale {
+                    let _ = fs::remove_dir(&lock);
+                    continue;
+                }
+                if Instant::now() >= give_up {
+                    panic!(
+                        "{} stayed locked: another test is building it, or a killed one left the lock (remove it)",
+                        lock.display()
+                    );
+                }
+                // Another test is building it; nothing to wait on but the
+                // ready file appearing.
+                thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("create {}: {e}", lock.display()),
+        }
+    }
+}
+
+/// Runs an install step with a long deadline (a download); panics with its
+/// output unless it exits 0.
+pub fn install_step(name: &str, cmd: Command) {
+    let mut p = Proc::spawn(name, cmd);
+    let status = p.wait_exit(Instant::now() + Duration::from_secs(300));
+    if !status.success() {
+        p.fail("the install step failed");
+    }
+}
+
+/// The venv's python, with paho-mqtt installed.
+pub fn paho_python() -> PathBuf {
+    let dir = cached_dir("test-venv", |dir| {
+        let python = need_tool("python3", "PYTHON3", "apt-get install python3 python3-venv");
+        let mut venv = Command::new(python);
+        venv.arg("-m").arg("venv").arg(dir.join("venv"));
+        install_step("python3 -m venv", venv);
+        let mut pip = Command::new(dir.join("venv/bin/pip"));
+        pip.args(["install", "--quiet", "paho-mqtt>=2,<3"]);
+        install_step("pip install paho-mqtt", pip);
+    });
+    dir.join("venv/bin/python")
 }
 
 // ---------------------------------------------------------------------------
