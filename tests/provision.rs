@@ -39,6 +39,22 @@ fn start_emulator(env: &Env, broker: &Broker) -> Emulator {
 /// test client certificate as the claim, into `out_dir`, plus `extra`.
 fn provision(env: &Env, port: u16, out_dir: &Path, extra: &[&str]) -> Output {
     let pki = env.pki();
+    let claim = Claim {
+        ca: &pki.ca,
+        cert: &pki.client_cert,
+        key: &pki.client_key,
+    };
+    provision_with(env, port, out_dir, &claim, extra)
+}
+
+/// The trust anchors and the claim certificate and key.
+struct Claim<'a> {
+    ca: &'a Path,
+    cert: &'a Path,
+    key: &'a Path,
+}
+
+fn provision_with(env: &Env, port: u16, out_dir: &Path, claim: &Claim, extra: &[&str]) -> Output {
     let mut args: Vec<OsString> = vec![
         "provision".into(),
         "--endpoint".into(),
@@ -46,11 +62,11 @@ fn provision(env: &Env, port: u16, out_dir: &Path, extra: &[&str]) -> Output {
         "--port".into(),
         port.to_string().into(),
         "--ca_file".into(),
-        pki.ca.clone().into(),
+        claim.ca.into(),
         "--claim_cert".into(),
-        pki.client_cert.clone().into(),
+        claim.cert.into(),
         "--claim_key".into(),
-        pki.client_key.clone().into(),
+        claim.key.into(),
         "--out_dir".into(),
         out_dir.into(),
     ];
@@ -320,4 +336,72 @@ fn bad_claim_files_and_flags_fail_before_connecting() {
         "{}",
         out.stderr_text()
     );
+}
+
+/// Through an HTTP CONNECT proxy, as `pubsub` does; and TLS failures in
+/// words: a broker certificate the CA file does not vouch for, a claim
+/// certificate the broker refuses.
+#[test]
+fn through_a_proxy_and_tls_failures_explained() {
+    let env = Env::new("provproxy");
+    let broker = env.broker();
+    let _emu = start_emulator(&env, &broker);
+    let proxy = ConnectProxy::start();
+    let out_dir = env.path("out");
+    let port = proxy.port.to_string();
+    let out = provision(
+        &env,
+        broker.port,
+        &out_dir,
+        &[
+            "--template",
+            TEMPLATE,
+            "--param",
+            "SerialNumber=9",
+            "--proxy_host",
+            "127.0.0.1",
+            "--proxy_port",
+            &port,
+        ],
+    );
+    out.expect_code(0).expect_stdout("pump-9\n");
+    assert_eq!(
+        proxy.requests(),
+        vec![format!("CONNECT localhost:{} HTTP/1.1", broker.port)]
+    );
+
+    let pki = env.pki();
+    let wrong_ca = Claim {
+        ca: &pki.rogue_ca,
+        cert: &pki.client_cert,
+        key: &pki.client_key,
+    };
+    let elsewhere = env.path("elsewhere");
+    let out = provision_with(
+        &env,
+        broker.port,
+        &elsewhere,
+        &wrong_ca,
+        &["--template", TEMPLATE],
+    );
+    out.expect_code(1);
+    let line = out.expect_one_stderr_line();
+    assert!(line.contains("not signed by a CA in"), "{line}");
+
+    let rogue_claim = Claim {
+        ca: &pki.ca,
+        cert: &pki.rogue_cert,
+        key: &pki.rogue_key,
+    };
+    let out = provision_with(
+        &env,
+        broker.port,
+        &elsewhere,
+        &rogue_claim,
+        &["--template", TEMPLATE],
+    );
+    out.expect_code(1);
+    let line = out.expect_one_stderr_line();
+    assert!(line.contains("claim certificate"), "{line}");
+    assert!(!elsewhere.exists());
 }
