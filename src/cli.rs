@@ -358,3 +358,53 @@ mod tests {
         assert_eq!(parsed.sub_socket, PathBuf::from("/tmp/aws_socket_rmsg"));
     }
 }
+
+/// `iotbox provision`: fleet provisioning by claim. A new key and CSR made
+/// here, a certificate and a thing from AWS IoT, written to --out_dir.
+#[derive(FromArgs, Debug)]
+pub struct ProvisionArgs {
+    /// broker host name (AWS: xxxx-ats.iot.REGION.amazonaws.com)
+    #[argh(option)]
+    pub endpoint: Option<String>,
+    /// the claim certificate, PEM (from the provisioning template's setup)
+    #[argh(option, long = "claim-cert")]
+    pub claim_cert: Option<PathBuf>,
+    /// the claim certificate's private key, PEM
+    #[argh(option, long = "claim-key")]
+    pub claim_key: Option<PathBuf>,
+    /// the provisioning template's name
+    #[argh(option)]
+    pub template: Option<String>,
+    /// a template parameter, KEY=VALUE; repeatable (ThingName=... also
+    /// names the certificate request)
+    #[argh(option)]
+    pub param: Vec<String>,
+    /// where the new identity goes: device.cert.pem, device.private.key,
+    /// thing_name (default /etc/iotbox)
+    #[argh(option, long = "out-dir", default = "PathBuf::from(\"/etc/iotbox\")")]
+    pub out_dir: PathBuf,
+    /// replace an identity already in --out_dir
+    #[argh(switch)]
+    pub force: bool,
+    /// trust anchors, PEM (default: /etc/ssl/certs/ca-certificates.crt if it
+    /// exists, else the built-in Amazon Root CA 1 and 3)
+    #[argh(option, long = "ca-file")]
+    pub ca_file: Option<PathBuf>,
+    /// MQTT client id for the claim's connection (default: provision- and
+    /// 16 random hex digits)
+    #[argh(option, long = "client-id")]
+    pub client_id: Option<String>,
+    /// broker port (alias --port_override; default 443, with ALPN
+    /// x-amzn-mqtt-ca; 8883 is classic MQTT over TLS)
+    #[argh(option)]
+    pub port: Option<u16>,
+    /// HTTP CONNECT proxy to connect through
+    #[argh(option, long = "proxy-host")]
+    pub proxy_host: Option<String>,
+    /// port of the HTTP CONNECT proxy (default 8080)
+    #[argh(option, long = "proxy-port")]
+    pub proxy_port: Option<u16>,
+    /// seconds to wait for each answer (default 10; exit 3 without one)
+    #[argh(option, default = "10")]
+    pub timeout: u64,
+}

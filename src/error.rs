@@ -8,7 +8,7 @@
 //! | 0 | success |
 //! | 1 | runtime failure: a file, socket, certificate or the broker said no |
 //! | 2 | usage: a flag or argument is wrong; nothing was attempted |
-//! | 3 | `send`: the daemon accepted the message but the broker has not confirmed it yet; `status`: no answer in time |
+//! | 3 | `send`: the daemon accepted the message but the broker has not confirmed it yet; `status`, `provision`: no answer in time |
 
 use std::fmt;
 

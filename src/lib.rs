@@ -21,6 +21,10 @@
 //!                        OK/ERR/QUEUED
 //!   recv.rs              recv: listen on the delivery socket, print messages
 //!   spool.rs             spool: what waits in a spool directory
+//!   provision/           provision: fleet provisioning by claim over a TLS
+//!                        connection of its own (mod.rs), the new key and its
+//!                        PKCS#10 request (csr.rs), the identity's files
+//!                        written atomically, key first (identity.rs)
 //!   status.rs            status: the running daemon's state, asked over its
 //!                        local MQTT endpoint ($iotbox/status); the thing name
 //!                        the device applets use

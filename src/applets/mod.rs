@@ -9,6 +9,7 @@
 
 pub mod jobs;
 pub mod mqtt;
+pub mod provision;
 pub mod recv;
 pub mod send;
 pub mod shadow;
@@ -83,6 +84,12 @@ const APPLETS: &[Applet] = &[
         aliases: &[],
         run: jobs::main,
         help: help_of::<cli::JobsArgs>,
+    },
+    Applet {
+        name: "provision",
+        aliases: &[],
+        run: provision::main,
+        help: help_of::<cli::ProvisionArgs>,
     },
 ];
 

@@ -24,13 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// AWS IoT Core's limit on client id length.
-const MAX_CLIENT_ID: usize = 128;
+pub(crate) const MAX_CLIENT_ID: usize = 128;
 
 /// No MQTT packet is larger than 256 MiB, so no payload either.
 const MAX_MQTT_PAYLOAD: usize = 268_435_455;
 
 /// The SDK sample's default proxy port.
-const DEFAULT_PROXY_PORT: u16 = 8080;
+pub(crate) const DEFAULT_PROXY_PORT: u16 = 8080;
 
 /// AWS IoT Core's publish rate limit per connection, the default of
 /// `--max_rate` for `*.amazonaws.com` endpoints.
