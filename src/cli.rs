@@ -275,9 +275,13 @@ pub fn normalize(args: &[String]) -> Vec<String> {
 pub fn sample_spelling(usage: &str) -> String {
     usage
         .split_inclusive(char::is_whitespace)
-        .map(|word| match word.strip_prefix("--") {
-            Some(rest) => format!("--{}", rest.replace('-', "_")),
-            None => word.to_owned(),
+        .map(|word| {
+            // The usage line brackets its flags: "[--client-id <client-id>]".
+            let open = word.len() - word.trim_start_matches('[').len();
+            match word[open..].strip_prefix("--") {
+                Some(rest) => format!("{}--{}", &word[..open], rest.replace('-', "_")),
+                None => word.to_owned(),
+            }
         })
         .collect()
 }
@@ -332,6 +336,10 @@ mod tests {
         assert_eq!(
             sample_spelling("  --client-id   MQTT id\n  --ca-file x"),
             "  --client_id   MQTT id\n  --ca_file x"
+        );
+        assert_eq!(
+            sample_spelling("Usage: p [--ca-file <ca-file>] [--deliver-topic] <socket-path>"),
+            "Usage: p [--ca_file <ca-file>] [--deliver_topic] <socket-path>"
         );
     }
 
