@@ -286,6 +286,15 @@ pub fn sample_spelling(usage: &str) -> String {
         .collect()
 }
 
+/// [`parse`] after [`normalize`]: for the applets whose flags have
+/// underscores in their names (`--client_id`, `--thing_name`).
+pub fn parse_normalized<T: FromArgs>(command: &str, args: &[&str]) -> Result<Option<T>, Error> {
+    let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let normalized = normalize(&owned);
+    let refs: Vec<&str> = normalized.iter().map(String::as_str).collect();
+    parse(command, &refs)
+}
+
 /// Parses an applet's arguments with argh.
 ///
 /// # Returns

@@ -64,7 +64,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 type Client = mqtt::Client<UnixStream>;
 
 pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
-    let Some(flags) = cli::parse::<JobsArgs>(command, args)? else {
+    let Some(flags) = cli::parse_normalized::<JobsArgs>(command, args)? else {
         return Ok(());
     };
     crate::output::init_tool_logging();

@@ -49,7 +49,7 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
             args.extend(["--", "-"]);
         }
     }
-    let Some(flags) = cli::parse::<ShadowArgs>(command, &args)? else {
+    let Some(flags) = cli::parse_normalized::<ShadowArgs>(command, &args)? else {
         return Ok(());
     };
     crate::output::init_tool_logging();

@@ -81,10 +81,7 @@ pub struct Tls {
 }
 
 pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
-    let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let normalized = cli::normalize(&owned);
-    let refs: Vec<&str> = normalized.iter().map(String::as_str).collect();
-    let Some(flags) = cli::parse::<PubsubArgs>(command, &refs)? else {
+    let Some(flags) = cli::parse_normalized::<PubsubArgs>(command, args)? else {
         return Ok(());
     };
     let log = start_logging(&flags)?;

@@ -57,10 +57,7 @@ struct Plan {
 }
 
 pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
-    let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let normalized = cli::normalize(&owned);
-    let refs: Vec<&str> = normalized.iter().map(String::as_str).collect();
-    let Some(flags) = cli::parse::<ProvisionArgs>(command, &refs)? else {
+    let Some(flags) = cli::parse_normalized::<ProvisionArgs>(command, args)? else {
         return Ok(());
     };
     crate::output::init_tool_logging();
