@@ -119,9 +119,19 @@ for ((i = 1; i <= N; i++)); do IDS+=("$(printf 'dev-%0*d' "$width" "$i")"); done
 
 # --- the broker ------------------------------------------------------------------
 
-PORT=$((20000 + RANDOM % 40000))
-while port_open "$PORT"; do PORT=$((20000 + RANDOM % 40000)); done
-cat >"$T/mosquitto.conf" <<EOF
+# A port below the range the kernel hands out to outgoing connections (the
+# daemons' among them), so that no client socket holds it when the broker
+# starts again; mosquitto says when one is taken anyway, and another is tried.
+eph_low=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+port_span=$((eph_low - 20000))
+[ "$port_span" -ge 1000 ] || port_span=40000
+pick_port() {
+    PORT=$((20000 + RANDOM % port_span))
+    while port_open "$PORT"; do PORT=$((20000 + RANDOM % port_span)); done
+}
+# write_conf: the broker's configuration, for $PORT.
+write_conf() {
+    cat >"$T/mosquitto.conf" <<EOF
 # written by scripts/fleet-sim.sh
 # As root, mosquitto would switch to the user 'mosquitto'; this keeps it.
 user $(id -un)
@@ -139,6 +149,7 @@ connection_messages true
 listener $PORT 127.0.0.1
 max_connections -1
 EOF
+}
 
 # stamp: every line of stdin with the time it came (epoch seconds to the
 # microsecond) in front.
@@ -146,7 +157,8 @@ stamp() { while IFS= read -r line; do printf '%s %s\n' "$EPOCHREALTIME" "$line";
 
 broker_pid="" stamp_pid="" BLOG=""
 # start_broker K: mosquitto on $PORT, its log through stamp into
-# broker-K.log. Sets T_LISTEN (when the port was open).
+# broker-K.log. Sets T_LISTEN (when the port was open). Returns 2 when the
+# port was taken.
 start_broker() {
     BLOG=$T/broker-$1.log
     rm -f "$T/broker.fifo"
@@ -159,7 +171,14 @@ start_broker() {
     pids+=("$broker_pid")
     local end=$(($(now_ms) + 10000))
     until port_open "$PORT"; do
-        running "$broker_pid" || fail "mosquitto exited (see $BLOG)"
+        if ! running "$broker_pid"; then
+            wait "$broker_pid" 2>/dev/null || true
+            forget "$broker_pid"
+            wait "$stamp_pid" 2>/dev/null || true
+            forget "$stamp_pid"
+            grep -q "Address already in use" "$BLOG" && return 2
+            fail "mosquitto exited (see $BLOG)"
+        fi
         [ "$(now_ms)" -lt "$end" ] || fail "mosquitto did not listen within 10 s"
         sleep 0.01
     done
@@ -278,7 +297,18 @@ broker_rss() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$broker_pid/status" 2>/d
 
 # --- 1. the fleet comes up ------------------------------------------------------------
 
-start_broker 1
+tries=0
+while :; do
+    pick_port
+    write_conf
+    rm -f "$T/broker-1.log"
+    rc=0
+    start_broker 1 || rc=$?
+    [ "$rc" = 2 ] || break
+    tries=$((tries + 1))
+    [ "$tries" -lt 5 ] || fail "mosquitto found its port taken 5 times (see $BLOG)"
+    say "port $PORT was taken meanwhile; another one"
+done
 say "mosquitto $MOSQ_VERSION on 127.0.0.1:$PORT (pid $broker_pid); $N daemons of $BIN"
 T_START=$(now)
 for id in "${IDS[@]}"; do
@@ -311,7 +341,7 @@ say "restarting the broker (down ${DOWN} s)"
 T_KILL=$(now)
 stop_broker
 sleep "$DOWN"
-start_broker 2
+start_broker 2 || fail "port $PORT was taken while the broker was down (see $BLOG)"
 DOWN_SECS=$(secs "$T_KILL" "$T_LISTEN")
 back=1
 wait_ready "$BLOG" || back=0
