@@ -240,6 +240,16 @@ missing() {
         }
         !(($0 in c) && ($0 in a) && ($0 in o)) { printf "%s ", $0 }'
 }
+# not_ready LOG: the client ids not ready in LOG, comma-separated, each
+# that is no longer running marked so.
+not_ready() {
+    local id out=""
+    for id in $(missing "$1"); do
+        out+="${out:+, }$id"
+        running "${DAEMONS[10#${id#dev-} - 1]}" || out+=" (exited)"
+    done
+    echo "$out"
+}
 # alive: how many daemons are running.
 DAEMONS=()
 alive() {
@@ -247,8 +257,18 @@ alive() {
     for p in "${DAEMONS[@]}"; do running "$p" && n=$((n + 1)); done
     echo "$n"
 }
-# wait_ready LOG: until all N are ready in LOG, a daemon exits or TIMEOUT;
-# READY_N and READY_AT (the stamp of the last one) say how far it got.
+# pending LOG: how many of the daemons not ready in LOG are still running
+# (the others will never be).
+pending() {
+    local id n=0
+    for id in $(missing "$1"); do
+        running "${DAEMONS[10#${id#dev-} - 1]}" && n=$((n + 1))
+    done
+    echo "$n"
+}
+# wait_ready LOG: until all N are ready in LOG, TIMEOUT, or only daemons
+# that exited are missing; READY_N and READY_AT (the stamp of the last one)
+# say how far it got.
 wait_ready() {
     local end r
     end=$(($(now_ms) + TIMEOUT * 1000))
@@ -257,21 +277,31 @@ wait_ready() {
         READY_N=${r% *} READY_AT=${r#* }
         [ "$READY_N" -lt "$N" ] || return 0
         [ "$(now_ms)" -lt "$end" ] || return 1
-        [ "$(alive)" -eq "$N" ] || return 1
+        [ "$(pending "$1")" -gt 0 ] || return 1
         sleep 0.2
     done
 }
-# received TEXT: how many daemons printed "Publish received on topic TEXT".
-received() {
-    grep -lF -- "Publish received on topic $1" "$T"/out/*.out 2>/dev/null | wc -l
+# got TEXT I: daemon I printed "Publish received on topic TEXT", ID in TEXT
+# standing for its client id.
+got() {
+    local id=${IDS[$2]}
+    grep -qxF -- "Publish received on topic ${1//ID/$id}" "$T/out/$id.out"
 }
-# wait_received TEXT: until all N did or TIMEOUT.
+# received TEXT: how many daemons got TEXT.
+received() {
+    local i n=0
+    for i in "${!IDS[@]}"; do got "$1" "$i" && n=$((n + 1)); done
+    echo "$n"
+}
+# wait_received TEXT: until every running daemon got TEXT, or TIMEOUT.
 wait_received() {
-    local end
+    local end i
     end=$(($(now_ms) + TIMEOUT * 1000))
-    until [ "$(received "$1")" -ge "$N" ]; do
-        [ "$(now_ms)" -lt "$end" ] || return 1
-        sleep 0.2
+    for i in "${!IDS[@]}"; do
+        until got "$1" "$i" || ! running "${DAEMONS[i]}"; do
+            [ "$(now_ms)" -lt "$end" ] || return 1
+            sleep 0.2
+        done
     done
 }
 
@@ -329,7 +359,7 @@ for id in "${IDS[@]}"; do
     DAEMONS+=("$!")
 done
 T_SPAWNED=$(now)
-wait_ready "$BLOG" || fail "$READY_N of $N daemons connected and subscribed, $(alive) running (not ready: $(missing "$BLOG"))"
+wait_ready "$BLOG" || fail "$READY_N of $N daemons connected and subscribed within ${TIMEOUT}s (not: $(not_ready "$BLOG"))"
 START_SECS=$(secs "$T_START" "$READY_AT")
 say "all $N connected and subscribed $START_SECS s after the first was started (spawning took $(secs "$T_START" "$T_SPAWNED") s)"
 
@@ -358,8 +388,8 @@ NOT_BACK=""
 if [ "$back" = 1 ]; then
     say "all $N reconnected and resubscribed $RESTART_SECS s after the broker was running again"
 else
-    NOT_BACK=$(missing "$BLOG")
-    say "only $BACK_N of $N reconnected and resubscribed within ${TIMEOUT}s; not: $NOT_BACK"
+    NOT_BACK=$(not_ready "$BLOG")
+    say "only $BACK_N of $N reconnected and resubscribed; not: $NOT_BACK"
 fi
 
 # Delivery after the restart: the shared topic, then each device's own.
@@ -370,17 +400,9 @@ for id in "${IDS[@]}"; do
         fail "mosquitto_pub to fleet/$id/in failed"
 done
 wait_received "fleet/all:after-restart" || true
+wait_received "fleet/ID/in:for-ID" || true
 GOT_ALL=$(received "fleet/all:after-restart")
-end=$(($(now_ms) + TIMEOUT * 1000))
-own_received() {
-    local id n=0
-    for id in "${IDS[@]}"; do
-        grep -qF -- "Publish received on topic fleet/$id/in:for-$id" "$T/out/$id.out" && n=$((n + 1))
-    done
-    echo "$n"
-}
-until [ "$(own_received)" -ge "$N" ] || [ "$(now_ms)" -ge "$end" ]; do sleep 0.2; done
-GOT_OWN=$(own_received)
+GOT_OWN=$(received "fleet/ID/in:for-ID")
 read -r RSS2_MED RSS2_MAX PSS2_MED PSS2_MAX PSS2_SUM _ <<<"$(mem_row)"
 BROKER_RSS_2=$(broker_rss)
 ALIVE=$(alive)
@@ -394,7 +416,7 @@ CLEAN_EXITS=0
 for p in "${DAEMONS[@]}"; do
     running "$p" && continue
     rc=0
-    wait "$p" || rc=$?
+    wait "$p" 2>/dev/null || rc=$?
     forget "$p"
     [ "$rc" != 0 ] || CLEAN_EXITS=$((CLEAN_EXITS + 1))
 done
@@ -476,7 +498,7 @@ md=$T/fleet-sim.md
     echo "| broker down (SIGTERM → running again) | $DOWN_SECS s |"
     echo "| connection attempts that failed meanwhile (daemons' logs) | $FAILED_ATTEMPTS |"
     echo "| first wait drawn after the loss: median (max) | $WAIT_MED s ($WAIT_MAX s) |"
-    echo "| broker running → all reconnected and resubscribed | $([ "$back" = 1 ] && echo "$RESTART_SECS s" || echo "**$BACK_N of $N within ${TIMEOUT} s; not: $NOT_BACK**") |"
+    echo "| broker running → all reconnected and resubscribed | $([ "$back" = 1 ] && echo "$RESTART_SECS s" || echo "**$BACK_N of $N; not: $NOT_BACK**") |"
     echo "| CONNECTs after the restart | $CONNECTS |"
     echo "| broker running → first CONNECT | $first_after s |"
     echo "| spread, first → last CONNECT | $spread s |"
