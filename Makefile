@@ -15,6 +15,9 @@
 #                     (target/bench.md)
 #   make soak         an hour (SOAK_SECS) of mixed load with broker restarts;
 #                     RSS, descriptors and CPU once a minute
+#   make fleet-sim    200 daemons (FLEET_N) against one local mosquitto, the
+#                     broker restarted: reconnects, CONNECTs per second,
+#                     memory per daemon (target/fleet-sim.md)
 #   make fuzz         cargo-fuzz on the decoders, the MQTT session, the local
 #                     endpoint and the spool's recovery, FUZZ_SECS=60 per
 #                     target (installs nightly, cargo-fuzz)
@@ -57,7 +60,7 @@ DEFAULT_SRC  := $(RECIPE_FILES)/iotbox.default
 SERVICE_SRC  := $(RECIPE_FILES)/iotbox.service
 
 .PHONY: all build static test demo install uninstall clean \
-	pi-arm64 pi-armv7 pi-armv6 cross-check bench soak fuzz \
+	pi-arm64 pi-armv7 pi-armv6 cross-check bench soak fleet-sim fuzz \
 	recipe-crates check-recipe test-initd test-install
 
 all: build
@@ -176,6 +179,13 @@ bench:
 # or nothing flowed.
 soak:
 	CARGO="$(CARGO)" scripts/soak.sh
+
+# Nor this: a fleet of daemons on this machine, the broker restarted under
+# them; prints a table and writes target/fleet-sim.md. Fails only if the
+# fleet did not come up, a daemon did not come back or a message was lost.
+fleet-sim:
+	CARGO="$(CARGO)" scripts/fleet-sim.sh
+
 # libFuzzer on the broker-facing decoders, the message format, the MQTT
 # session, the local endpoint's codec and client machine and the spool's
 # recovery from any directory (fuzz/, a nightly crate of its own;
