@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by demo.sh, bench.sh and soak.sh: the processes a script started and its
+# Sourced by demo.sh, bench.sh, soak.sh and fleet-sim.sh: the processes a script started and its
 # temp dir, cleaned up on exit. Kills only PIDs in `pids`, never by name.
 
 pids=()   # started and not yet reaped
