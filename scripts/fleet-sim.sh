@@ -14,6 +14,8 @@
 #   FLEET_OUT=FILE     where the table goes too (default target/fleet-sim.md)
 #   IOTBOX_BIN=path    the binary (default: the release build, built here;
 #                      CARGO_TARGET_DIR is where it is looked for)
+#   FLEET_ARGS="..."   more pubsub flags for every daemon, split on blanks
+#                      (e.g. "--reconnect_min 10")
 #   KEEP=1             keep the work directory (it is kept on failure anyway)
 #
 # Each daemon has its own client id, its own topic fleet/dev-NNN/in plus the
@@ -36,6 +38,7 @@ N=${FLEET_N:-200}
 DOWN=${FLEET_DOWN:-0}
 TIMEOUT=${FLEET_TIMEOUT:-180}
 OUT=${FLEET_OUT:-target/fleet-sim.md}
+read -r -a EXTRA <<<"${FLEET_ARGS:-}"
 export LC_ALL=C
 
 # shellcheck source=scripts/lib.sh
@@ -353,7 +356,7 @@ for id in "${IDS[@]}"; do
     "$BIN" pubsub --plaintext --endpoint 127.0.0.1 --port "$PORT" --client_id "$id" \
         --topic "fleet/$id/in" --topic fleet/all \
         --pub_socket "$T/sock/$id.smsg" --sub_socket "$T/sock/$id.rmsg" \
-        --spool_dir "$T/spool/$id" --local_socket none \
+        --spool_dir "$T/spool/$id" --local_socket none ${EXTRA[@]+"${EXTRA[@]}"} \
         </dev/null >"$T/out/$id.out" 2>"$T/out/$id.log" &
     pids+=("$!")
     DAEMONS+=("$!")
@@ -526,7 +529,7 @@ md=$T/fleet-sim.md
     echo "## How"
     echo
     echo "- One mosquitto, \`persistence false\`, \`max_connections -1\`, logging connects (\`connection_messages true\`) and subscribes with \`log_timestamp true\` (epoch seconds); its stderr goes through a reader that puts the time each line came, to the microsecond, in front. The broker's seconds give the per-second counts; the microsecond stamps the spread, the 1 s window and the gaps between one client id's CONNECTs. A CONNECT is the broker's \`New client connected ... as dev-NNN\` line (accepted); attempts that found the port closed are counted from the daemons' logs (\`cannot connect to\`)."
-    echo "- Each daemon: \`iotbox pubsub --plaintext --client_id dev-NNN --topic fleet/dev-NNN/in --topic fleet/all --spool_dir DIR --local_socket none\`, its own publish and delivery socket paths, the default \`--reconnect_max\` and \`--keep_alive\`. Connected and subscribed: the broker logged the client's CONNECT and, after it, both its filters."
+    echo "- Each daemon: \`iotbox pubsub --plaintext --client_id dev-NNN --topic fleet/dev-NNN/in --topic fleet/all --spool_dir DIR --local_socket none\`, its own publish and delivery socket paths, the default \`--reconnect_max\` and \`--keep_alive\`; FLEET_ARGS: \`${FLEET_ARGS:-none}\`. Connected and subscribed: the broker logged the client's CONNECT and, after it, both its filters."
     echo "- Memory: 2 s after a message on fleet/all reached every daemon. VmRSS from /proc/PID/status; Pss, Private_Clean and Private_Dirty from /proc/PID/smaps_rollup. VmRSS counts the binary's pages (and the C library's, for a dynamic build) in full in every daemon, although all daemons share them; Pss divides each shared page among the processes that map it, so Pss is what one more daemon costs, and the sum of Pss is what the fleet costs."
     echo "- Restart: SIGTERM to the broker's PID, wait for it to exit, FLEET_DOWN seconds, the same command and configuration on the same port, its log in a new file. Each daemon's connection was its first one, so its backoff is at the lowest step: the first wait after the loss is drawn between 0 and 1 s (full jitter), and no CONNECT comes sooner than 1 s after the last one (src/daemon/backoff.rs, src/daemon/broker/link.rs). That first wait is read from each daemon's log (\`next connection attempt in X s\`)."
     echo "- Delivery after the restart: one QoS 1 message to fleet/all and one to each fleet/dev-NNN/in (mosquitto_pub), counted in the daemons' stdout (\`Publish received on topic ...\`)."

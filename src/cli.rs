@@ -91,9 +91,15 @@ pub struct PubsubArgs {
     #[argh(option, long = "max-rate")]
     pub max_rate: Option<u32>,
     /// longest wait in seconds between reconnect attempts (default 120);
-    /// each wait is random up to a ceiling that doubles from 1 s to this
+    /// each wait is random up to a ceiling that doubles from
+    /// --reconnect_min to this
     #[argh(option, long = "reconnect-max", default = "120")]
     pub reconnect_max: u64,
+    /// the ceiling in seconds of the first wait after the connection is
+    /// lost (default 1); a large fleet spreads its reconnects over a longer
+    /// first window with a larger one
+    #[argh(option, long = "reconnect-min", default = "1")]
+    pub reconnect_min: u64,
     /// largest payload accepted from the publish socket (default 131072)
     #[argh(option, long = "max-payload", default = "131072")]
     pub max_payload: usize,

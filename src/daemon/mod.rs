@@ -241,6 +241,13 @@ impl Config {
                 "--reconnect_max 0: give the longest wait between reconnect attempts in seconds (default 120)"
             ));
         }
+        if flags.reconnect_min == 0 || flags.reconnect_min > flags.reconnect_max {
+            return Err(usage!(
+                "--reconnect_min {}: give 1 to --reconnect_max ({}) seconds, the ceiling of the first wait (default 1)",
+                flags.reconnect_min,
+                flags.reconnect_max
+            ));
+        }
 
         let spool = spool_config(&flags)?;
         let thing_name = match flags.thing_name.clone() {
@@ -260,6 +267,7 @@ impl Config {
             link: link::Config {
                 target: format!("{endpoint}:{port}"),
                 count: flags.count,
+                reconnect_min: Duration::from_secs(flags.reconnect_min),
                 reconnect_max: Duration::from_secs(flags.reconnect_max),
                 seed: random_u64(),
             },
@@ -499,6 +507,26 @@ mod tests {
         assert!(c.session.client_id.starts_with("test-"));
         assert_eq!(c.session.client_id.len(), 5 + 16);
         assert_eq!(c.socket_mode, 0o660);
+    }
+
+    #[test]
+    fn the_first_reconnect_window_is_one_second_unless_widened() {
+        let with = |extra: &[&str]| {
+            let mut args = vec!["--endpoint", "h", "--plaintext"];
+            args.extend_from_slice(extra);
+            Config::from_flags(flags(&args))
+        };
+        assert_eq!(
+            with(&[]).unwrap().link.reconnect_min,
+            Duration::from_secs(1)
+        );
+        let c = with(&["--reconnect_min", "10"]).unwrap();
+        assert_eq!(c.link.reconnect_min, Duration::from_secs(10));
+        for bad in [&["--reconnect_min", "0"][..], &["--reconnect_min", "200"]] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+            assert!(err.to_string().contains("--reconnect_min"), "{err}");
+        }
     }
 
     #[test]

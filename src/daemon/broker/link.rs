@@ -19,7 +19,7 @@
 //! - Every address the name resolves to is tried in turn, each for
 //!   [`TCP_CONNECT_TIMEOUT`]; when none works, the attempt failed.
 //! - A failed attempt or a lost connection waits a [`Backoff`] delay (full
-//!   jitter, 1 s doubling to `--reconnect_max`); a connection that stayed up
+//!   jitter, `--reconnect_min` doubling to `--reconnect_max`); a connection that stayed up
 //!   for [`STABLE_AFTER`] resets it. SIGHUP cuts a pending wait short: it is
 //!   what a user sends after fixing a certificate.
 //! - Until the first subscription succeeded, a refusal (the certificate, the
@@ -30,7 +30,7 @@
 //!   at once, lets what is in flight finish for [`SHUTDOWN_GRACE`], then
 //!   closes; a second signal closes at once.
 
-use crate::daemon::backoff::{Backoff, RECONNECT_FIRST, STABLE_AFTER};
+use crate::daemon::backoff::{Backoff, STABLE_AFTER};
 use crate::error::Error;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -49,6 +49,9 @@ pub struct Config {
     pub target: String,
     /// Stop after this many confirmed publishes; 0 = never.
     pub count: u64,
+    /// The bottom of the backoff ladder (`--reconnect_min`): the ceiling of
+    /// the first wait after a connection is lost.
+    pub reconnect_min: Duration,
     /// The top of the backoff ladder (`--reconnect_max`).
     pub reconnect_max: Duration,
     /// Random bits for the backoff jitter.
@@ -121,7 +124,7 @@ pub const CONNECT_GAP: Duration = Duration::from_secs(1);
 
 impl Link {
     pub fn new(config: Config) -> Link {
-        let backoff = Backoff::new(config.seed, RECONNECT_FIRST, config.reconnect_max);
+        let backoff = Backoff::new(config.seed, config.reconnect_min, config.reconnect_max);
         Link {
             config,
             state: State::New,
@@ -419,7 +422,7 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::backoff::RECONNECT_MAX;
+    use crate::daemon::backoff::{RECONNECT_FIRST, RECONNECT_MAX};
 
     const SEED: u64 = 99;
 
@@ -427,6 +430,7 @@ mod tests {
         Link::new(Config {
             target: "broker:8883".into(),
             count,
+            reconnect_min: RECONNECT_FIRST,
             reconnect_max: RECONNECT_MAX,
             seed: SEED,
         })
@@ -609,6 +613,7 @@ mod tests {
             let mut l = Link::new(Config {
                 target: "broker:8883".into(),
                 count: 0,
+                reconnect_min: RECONNECT_FIRST,
                 reconnect_max: RECONNECT_MAX,
                 seed,
             });
