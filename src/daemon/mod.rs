@@ -295,8 +295,10 @@ impl Config {
     }
 }
 
-/// Whether `name` can be an AWS IoT thing's name (and so a topic level).
-fn is_thing_name(name: &str) -> bool {
+/// Whether `name` can be an AWS IoT thing's name: 1 to 128 of
+/// `[a-zA-Z0-9:_-]` (so also a topic level, a line in a file and a client
+/// id).
+pub(crate) fn is_thing_name(name: &str) -> bool {
     (1..=128).contains(&name.len())
         && name
             .bytes()

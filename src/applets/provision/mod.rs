@@ -24,7 +24,7 @@ mod identity;
 use super::mqtt::{self, Client};
 use crate::cli::{self, ProvisionArgs};
 use crate::daemon::broker::{crypto, proxy, tls};
-use crate::daemon::{DEFAULT_PROXY_PORT, MAX_CLIENT_ID};
+use crate::daemon::{DEFAULT_PROXY_PORT, MAX_CLIENT_ID, is_thing_name};
 use crate::error::{Error, runtime, usage};
 use crate::json::{self, Value};
 use crate::output::say;
@@ -231,7 +231,7 @@ fn provision(plan: &Plan) -> Result<String, Error> {
     let thing_name = registered
         .get("thingName")
         .and_then(Value::as_str)
-        .filter(|n| valid_thing_name(n))
+        .filter(|n| is_thing_name(n))
         .ok_or_else(|| {
             runtime!(
                 "{what}'s answer has no valid thingName: {}",
@@ -313,15 +313,6 @@ fn rejection(what: &str, answer: &Value) -> Error {
             message.unwrap_or_default()
         ),
     }
-}
-
-/// AWS's pattern for thing names: 1 to 128 of `[a-zA-Z0-9:_-]`. It is
-/// also a line in a file and the daemon's client id.
-fn valid_thing_name(name: &str) -> bool {
-    (1..=MAX_CLIENT_ID).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b":_-".contains(&b))
 }
 
 // --- the connection -------------------------------------------------------
@@ -620,11 +611,11 @@ mod tests {
 
     #[test]
     fn thing_names_follow_aws_pattern() {
-        assert!(valid_thing_name("pump-7:a_b"));
-        assert!(!valid_thing_name(""));
-        assert!(!valid_thing_name("a b"));
-        assert!(!valid_thing_name("a\nb"));
-        assert!(!valid_thing_name(&"x".repeat(129)));
+        assert!(is_thing_name("pump-7:a_b"));
+        assert!(!is_thing_name(""));
+        assert!(!is_thing_name("a b"));
+        assert!(!is_thing_name("a\nb"));
+        assert!(!is_thing_name(&"x".repeat(129)));
     }
 
     #[test]
