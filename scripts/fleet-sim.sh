@@ -487,7 +487,7 @@ md=$T/fleet-sim.md
 {
     echo "# iotbox fleet simulation"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC'); \`FLEET_N=$N FLEET_DOWN=$DOWN${IOTBOX_BIN:+ IOTBOX_BIN=$IOTBOX_BIN} make fleet-sim\`; $(uname -m), $(nproc) CPUs, $(awk '$1 == "MemTotal:" { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r); $IOTBOX_VERSION ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified')), $BIN ($LINKAGE, $(stat -c %s "$BIN") bytes); mosquitto $MOSQ_VERSION on 127.0.0.1, plain TCP; spools on $SPOOL_FS."
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'); \`FLEET_N=$N FLEET_DOWN=$DOWN${FLEET_ARGS:+ FLEET_ARGS=\"$FLEET_ARGS\"}${IOTBOX_BIN:+ IOTBOX_BIN=$IOTBOX_BIN} make fleet-sim\`; $(uname -m), $(nproc) CPUs, $(awk '$1 == "MemTotal:" { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r); $IOTBOX_VERSION ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified')), $BIN ($LINKAGE, $(stat -c %s "$BIN") bytes); mosquitto $MOSQ_VERSION on 127.0.0.1, plain TCP; spools on $SPOOL_FS."
     echo
     echo "| figure | value |"
     echo "|---|---|"
