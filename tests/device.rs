@@ -231,6 +231,9 @@ fn shadow_without_an_answer_is_exit_3() {
 /// The handler the job tests run: what it does depends on the job id.
 /// - `ok-*`: prints its document and succeeds;
 /// - `bad-*`: prints lines with a tab and an escape sequence, exits 7;
+/// - `odd-*`: prints U+0378, a code point Unicode has not assigned, which
+///   AWS refuses in statusDetails (category Cn) and the runner lets
+///   through; succeeds;
 /// - `slow-*`: starts a background sleep in its group (its PID in
 ///   `DIR/slow.pid`) and waits;
 /// - `long-*`: like slow, but the sleep is the handler (`DIR/long.pid`);
@@ -247,6 +250,7 @@ case "$IOTBOX_JOB_ID" in
 ok-*) echo "all fine"; exit 0 ;;
 bad-*) printf 'first line\nsecond\tline\033[31m red\n' >&2; exit 7 ;;
 slow-*) sleep 300 & echo $! > {dir}/slow.pid; wait; exit 0 ;;
+odd-*) printf 'unassigned \315\270 here\n'; exit 0 ;;
 long-*) echo $$ > {dir}/long.pid
         while [ ! -e {dir}/release ]; do sleep 0.1; done
         echo "released"; exit 0 ;;
@@ -345,6 +349,11 @@ fn jobs_succeed_fail_time_out_and_come_by_notification() {
         |l| l == "job ok-4: SUCCEEDED (exit status 0)",
         deadline(),
     );
+
+    // Output AWS refuses: the status still goes, without the output.
+    emulator.create_job(THING, "odd-5", r#"{"operation":"odd"}"#);
+    let odd = emulator.wait_job_status(THING, "odd-5", "SUCCEEDED");
+    assert!(odd.contains(r#""statusDetails":{"exitCode":"0"}"#), "{odd}");
     assert!(!runner.has_exited(), "{}", runner.report());
 }
 

@@ -117,8 +117,8 @@ struct Runner {
     /// Whether the executions left IN_PROGRESS by an earlier run were
     /// reported (once per process).
     recovered: bool,
-    /// A finished job's update not yet accepted: (job id, payload, token).
-    unsent: Option<(String, String, String)>,
+    /// A finished job's update not yet answered.
+    unsent: Option<Report>,
 }
 
 impl Runner {
@@ -146,10 +146,7 @@ impl Runner {
         .map(|t| format!("{prefix}/{t}"))
         .collect();
         c.subscribe(&filters, deadline)?;
-        if let Some((job, payload, token)) = self.unsent.clone() {
-            report(c, &prefix, &job, &payload, &token)?;
-            self.unsent = None;
-        }
+        self.deliver(c, &prefix)?;
         if !self.recovered {
             self.fail_interrupted(c, &prefix)?;
             self.recovered = true;
@@ -182,14 +179,16 @@ impl Runner {
                 log::warn!("skipping a job id AWS would not give: {job:?}");
                 continue;
             }
-            let details = vec![(
-                "reason".to_owned(),
-                "interrupted: the device or iotbox jobs restarted while the handler ran".to_owned(),
-            )];
-            let (payload, token) = update_payload("FAILED", &details);
-            self.unsent = Some((job.to_owned(), payload.clone(), token.clone()));
-            report(c, prefix, job, &payload, &token)?;
-            self.unsent = None;
+            self.unsent = Some(Report {
+                job: job.to_owned(),
+                status: "FAILED",
+                details: vec![(
+                    "reason".to_owned(),
+                    "interrupted: the device or iotbox jobs restarted while the handler ran"
+                        .to_owned(),
+                )],
+            });
+            self.deliver(c, prefix)?;
             say(&format!(
                 "job {job}: FAILED (interrupted before it finished)"
             ));
@@ -228,13 +227,14 @@ impl Runner {
         } else {
             "FAILED"
         };
-        let details = outcome.details();
-        let (payload, token) = update_payload(status, &details);
-        self.unsent = Some((job.to_owned(), payload.clone(), token.clone()));
+        self.unsent = Some(Report {
+            job: job.to_owned(),
+            status,
+            details: outcome.details(),
+        });
         // The handler took its time: the connection may have gone meanwhile
         // (the report then goes first on the next one).
-        report(c, prefix, job, &payload, &token)?;
-        self.unsent = None;
+        self.deliver(c, prefix)?;
         say(&format!("job {job}: {status} ({})", outcome.words()));
         Ok(())
     }
@@ -533,23 +533,49 @@ fn update_payload(status: &str, details: &[(String, String)]) -> (String, String
     (payload.to_json(), token)
 }
 
-/// Sends a job's update; a rejection is logged (it will not change by
-/// sending it again), no answer is an error.
-fn report(
-    c: &mut Client,
-    prefix: &str,
-    job: &str,
-    payload: &str,
-    token: &str,
-) -> Result<(), Error> {
-    let topic = format!("{prefix}/{job}/update");
-    match c.request(&topic, payload, token, deadline())? {
-        Answer::Accepted(_) => {}
-        Answer::Rejected(error) => {
-            log::warn!("{}", rejection(&format!("job {job}: update"), &error));
+/// A job's final update.
+#[derive(Debug, Clone)]
+struct Report {
+    job: String,
+    status: &'static str,
+    details: Vec<(String, String)>,
+}
+
+impl Runner {
+    /// Sends the report waiting in `unsent`, if any; it stays there until
+    /// answered (no answer, a broken connection: the next session sends it
+    /// again). A rejection is logged: sending the same again would not
+    /// change it. But when AWS refuses the details (InvalidRequest: the
+    /// handler's output holds a character it does not take), the status
+    /// goes again without the output, so the job does not stay IN_PROGRESS.
+    fn deliver(&mut self, c: &mut Client, prefix: &str) -> Result<(), Error> {
+        let Some(report) = self.unsent.clone() else {
+            return Ok(());
+        };
+        let topic = format!("{prefix}/{}/update", report.job);
+        let mut details = report.details.clone();
+        loop {
+            let (payload, token) = update_payload(report.status, &details);
+            match c.request(&topic, &payload, &token, deadline())? {
+                Answer::Accepted(_) => break,
+                Answer::Rejected(error) => {
+                    log::warn!(
+                        "{}",
+                        rejection(&format!("job {}: update", report.job), &error)
+                    );
+                    let invalid =
+                        error.get("code").and_then(Value::as_str) == Some("InvalidRequest");
+                    if invalid && details.iter().any(|(k, _)| k == "output") {
+                        details.retain(|(k, _)| k != "output");
+                        continue;
+                    }
+                    break;
+                }
+            }
         }
+        self.unsent = None;
+        Ok(())
     }
-    Ok(())
 }
 
 /// StartNextPendingJobExecution: the execution started, or `None` when
