@@ -22,6 +22,8 @@
 //!    statusDetails say the exit status (or the signal, or the timeout) and
 //!    the handler's last output lines, flattened to what AWS accepts.
 //!    Past `--timeout` the whole process group is killed and the job FAILED.
+//!    Should AWS refuse the details (a character its pattern excludes), the
+//!    status goes again without the output.
 //! 5. Back to 2; with nothing queued, wait for `jobs/notify-next`.
 //!
 //! The runner is a service: when the daemon goes away or an answer does not
