@@ -134,6 +134,8 @@ fn shadow_get_update_delete_classic_and_named() {
         (&["get", "{}"][..], "takes no document"),
         (&["frobnicate"][..], "unknown action"),
         (&["--name", "a/b", "get"][..], "shadow name"),
+        (&["--thing_name", "a/#", "get"][..], "thing name"),
+        (&["--timeout", "0", "get"][..], "--timeout 0"),
     ] {
         let out = shadow(&env, args, None);
         out.expect_code(2);

@@ -34,6 +34,7 @@
 use super::mqtt::{self, Answer};
 use super::status;
 use crate::cli::{self, JobsArgs};
+use crate::daemon::is_thing_name;
 use crate::error::{Error, runtime, usage};
 use crate::json::{self, Value};
 use crate::output::say;
@@ -72,6 +73,11 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
     crate::output::init_tool_logging();
     if flags.exec.trim().is_empty() {
         return Err(usage!("--exec is empty: give the handler's command line"));
+    }
+    if let Some(thing) = flags.thing_name.as_deref().filter(|t| !is_thing_name(t)) {
+        return Err(usage!(
+            "--thing_name {thing:?}: an AWS IoT thing name is 1 to 128 of a-z A-Z 0-9 : _ -"
+        ));
     }
     let mut runner = Runner {
         flags,

@@ -21,6 +21,7 @@
 use super::mqtt::{self, Answer};
 use super::status;
 use crate::cli::{self, ShadowArgs};
+use crate::daemon::is_thing_name;
 use crate::error::{Error, runtime, usage};
 use crate::json::{self, Value};
 use crate::output::say;
@@ -64,6 +65,16 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
             ));
         }
     };
+    if flags.timeout == 0 {
+        return Err(usage!(
+            "--timeout 0: give the seconds to wait for an answer"
+        ));
+    }
+    if let Some(thing) = flags.thing_name.as_deref().filter(|t| !is_thing_name(t)) {
+        return Err(usage!(
+            "--thing_name {thing:?}: an AWS IoT thing name is 1 to 128 of a-z A-Z 0-9 : _ -"
+        ));
+    }
     if let Some(name) = &flags.name {
         if !is_shadow_name(name) {
             return Err(usage!(
