@@ -285,6 +285,17 @@ fn pid_alive(pid: i32) -> bool {
             .contains(") Z ")
 }
 
+/// The process group of `pid`: field 5 of /proc/PID/stat.
+fn process_group_of(pid: i32) -> i32 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("the handler's stat");
+    let after_name = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    after_name
+        .split(' ')
+        .nth(2)
+        .and_then(|f| f.parse().ok())
+        .expect("a process group in stat")
+}
+
 fn read_pid(path: &Path) -> i32 {
     let until = deadline();
     loop {
@@ -387,10 +398,19 @@ fn a_job_outlives_a_daemon_restart_and_an_interrupted_one_fails_on_the_next_star
     let handler_pid = read_pid(&dir.join("long.pid"));
     runner.signal(Signal::KILL);
     runner.wait_exit(deadline());
-    // The handler is in its own process group, which we started through
-    // the runner: end it as a reboot would.
-    if let Some(pid) = rustix::process::Pid::from_raw(handler_pid) {
-        let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+    // The handler is in a process group of its own (the runner's `sh -c`
+    // leads it), which we started through the runner: end it as a reboot
+    // would, and make sure nothing of it is left.
+    let group = process_group_of(handler_pid);
+    let pgid = rustix::process::Pid::from_raw(group).expect("a process group id");
+    rustix::process::kill_process_group(pgid, Signal::KILL).expect("kill the handler's group");
+    let until = deadline();
+    while pid_alive(handler_pid) {
+        assert!(
+            std::time::Instant::now() < until,
+            "the handler {handler_pid} survived"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
     let mut next = spawn_jobs(&env, &exec, &[]);
     let failed = emulator.wait_job_status(THING, "long-2", "FAILED");
