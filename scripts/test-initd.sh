@@ -739,6 +739,35 @@ EOF
     if [ -z "$(ls -A "$d/tmp")" ]; then ok "logger fifos unlinked"; else fail "left in TMPDIR: $(ls -A "$d/tmp")"; fi
 }
 
+# unit_script UNIT KEY: the script of UNIT's "KEY=/bin/sh -c '...'" line as
+# systemd hands it to /bin/sh: "\"-continued lines joined with a space,
+# "$$" turned into "$"; /usr/bin/iotbox replaced by the stand-in in $d.
+unit_script() {
+    local cmd script
+    cmd=$(awk -v key="$2=" 'index($0, key) == 1 { on = 1 }
+        on { line = $0; more = sub(/\\$/, "", line); buf = buf line (more ? " " : "")
+             if (!more) { print buf; exit } }' "$1")
+    cmd=${cmd#"$2="}
+    cmd=${cmd//\$\$/\$}
+    case $cmd in
+        "/bin/sh -c '"*"'") ;;
+        *) fail "unexpected $2 form in ${1##*/}: $cmd"; return 1 ;;
+    esac
+    script=${cmd#"/bin/sh -c '"}
+    script=${script%"'"}
+    echo "${script//\/usr\/bin\/iotbox/$d/iotbox}"
+}
+
+# unit_run DEFAULTS SCRIPT: runs SCRIPT with sh in $d, with the settings of
+# DEFAULTS (none when it is empty) exported as EnvironmentFile does; a file
+# in the cwd checks that "*" is not globbed.
+unit_run() {
+    # shellcheck disable=SC2016 # expanded by the inner sh
+    (cd "$d" && : >"$d/glob-bait" &&
+        env -i PATH=/usr/bin:/bin sh -c 'set -a; [ -z "$1" ] || . "$1"; set +a; exec sh -c "$2"' \
+            sh "$1" "$2")
+}
+
 # The systemd unit builds the same argument list from the same defaults file:
 # run its ExecStart shell (as systemd would hand it to /bin/sh) against a
 # stand-in that prints its arguments, without and with the spool settings.
@@ -752,20 +781,8 @@ unit_part() {
 printf '%s\n' "$@"
 EOF
     chmod +x "$d/iotbox"
-    # systemd joins "\"-continued lines with a space and turns "$$" into "$".
-    local cmd script
-    cmd=$(awk '/^ExecStart=/ { on = 1 }
-        on { line = $0; more = sub(/\\$/, "", line); buf = buf line (more ? " " : "")
-             if (!more) { print buf; exit } }' "$unit")
-    cmd=${cmd#ExecStart=}
-    cmd=${cmd//\$\$/\$}
-    case $cmd in
-        "/bin/sh -c '"*"'") ;;
-        *) fail "unexpected ExecStart form: $cmd"; return ;;
-    esac
-    script=${cmd#"/bin/sh -c '"}
-    script=${script%"'"}
-    script=${script//\/usr\/bin\/iotbox/$d/iotbox}
+    local script
+    script=$(unit_script "$unit" ExecStart) || return
 
     cat >"$d/defaults" <<EOF
 ENDPOINT=broker.example.test
@@ -783,10 +800,7 @@ EOF
     # EnvironmentFile exports the settings; a file in the cwd checks that "*"
     # is not globbed.
     unit_args() {
-        # shellcheck disable=SC2016 # expanded by the inner sh
-        (cd "$d" && : >"$d/glob-bait" &&
-            env -i PATH=/usr/bin:/bin sh -c 'set -a; . "$1"; set +a; exec sh -c "$2"' \
-                sh "$1" "$script")
+        unit_run "$1" "$script"
     }
     local got want
     got=$(unit_args "$d/defaults")
@@ -820,6 +834,51 @@ EOF
     else
         fail "unit ExecStart with SPOOL_DIR=none: '$(echo "$got" | tr '\n' ' ')'"
     fi
+
+    # iotbox-jobs.service: ExecStart builds "jobs --exec ..." from the same
+    # file, and ExecCondition skips the start while JOBS_EXEC is empty.
+    echo "== systemd unit iotbox-jobs.service: ExecStart, ExecCondition"
+    local jobs_unit=$root/recipe/recipes-connectivity/iotbox/files/iotbox-jobs.service
+    local jobs_start jobs_cond
+    jobs_start=$(unit_script "$jobs_unit" ExecStart) || return
+    jobs_cond=$(unit_script "$jobs_unit" ExecCondition) || return
+    { cat "$d/defaults"; cat <<'EOF'; } >"$d/defaults-jobs"
+JOBS_EXEC="'/usr/libexec/iotbox/job handler' --note \"it's a test\""
+JOBS_TIMEOUT=600
+JOBS_ARGS="--socket /run/iotbox/mqtt  --thing_name pi-7"
+EOF
+    got=$(unit_run "$d/defaults-jobs" "$jobs_start")
+    want=$(printf '%s\n' jobs --exec "'/usr/libexec/iotbox/job handler' --note \"it's a test\"" \
+        --timeout 600 --socket /run/iotbox/mqtt --thing_name pi-7)
+    if [ "$got" = "$want" ]; then
+        ok "jobs unit ExecStart builds jobs --exec JOBS_EXEC --timeout JOBS_TIMEOUT JOBS_ARGS"
+    else
+        fail "jobs unit ExecStart arguments: got '$(echo "$got" | tr '\n' ' ')', want '$(echo "$want" | tr '\n' ' ')'"
+    fi
+    { cat "$d/defaults"; printf '%s\n' 'JOBS_EXEC="/usr/libexec/iotbox/job-handler"' JOBS_TIMEOUT= 'JOBS_ARGS="*"'; } >"$d/defaults-jobs-min"
+    got=$(unit_run "$d/defaults-jobs-min" "$jobs_start")
+    want=$(printf '%s\n' jobs --exec /usr/libexec/iotbox/job-handler '*')
+    if [ "$got" = "$want" ]; then
+        ok "jobs unit ExecStart: no --timeout with JOBS_TIMEOUT empty, JOBS_ARGS not globbed"
+    else
+        fail "jobs unit ExecStart with JOBS_TIMEOUT empty: got '$(echo "$got" | tr '\n' ' ')', want '$(echo "$want" | tr '\n' ' ')'"
+    fi
+    if unit_run "$d/defaults-jobs" "$jobs_cond"; then
+        ok "jobs unit ExecCondition passes with JOBS_EXEC set"
+    else
+        fail "jobs unit ExecCondition fails with JOBS_EXEC set (exit $?)"
+    fi
+    local rc_cond f
+    for f in "$d/defaults" "$root/recipe/recipes-connectivity/iotbox/files/iotbox.default" ""; do
+        rc_cond=0
+        unit_run "$f" "$jobs_cond" || rc_cond=$?
+        # 1-254 skips the start; 255 (or a signal) would fail the unit.
+        if [ "$rc_cond" -ge 1 ] && [ "$rc_cond" -le 254 ]; then
+            ok "jobs unit ExecCondition skips the start (exit $rc_cond) with ${f:+${f##*/}, JOBS_EXEC empty or unset}${f:-no defaults file}"
+        else
+            fail "jobs unit ExecCondition with ${f:-no defaults file}: exit $rc_cond, want 1-254"
+        fi
+    done
 }
 
 # ---------------------------------------------------------------- part 2 --
