@@ -873,10 +873,11 @@ EOF
         rc_cond=0
         unit_run "$f" "$jobs_cond" || rc_cond=$?
         # 1-254 skips the start; 255 (or a signal) would fail the unit.
+        f=${f:+${f##*/} without JOBS_EXEC}
         if [ "$rc_cond" -ge 1 ] && [ "$rc_cond" -le 254 ]; then
-            ok "jobs unit ExecCondition skips the start (exit $rc_cond) with ${f:+${f##*/}, JOBS_EXEC empty or unset}${f:-no defaults file}"
+            ok "jobs unit ExecCondition skips the start (exit $rc_cond): ${f:-no defaults file}"
         else
-            fail "jobs unit ExecCondition with ${f:-no defaults file}: exit $rc_cond, want 1-254"
+            fail "jobs unit ExecCondition, ${f:-no defaults file}: exit $rc_cond, want 1-254"
         fi
     done
 }
