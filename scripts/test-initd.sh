@@ -5,15 +5,24 @@
 # Part 1 (fake daemon): start/status/reload/restart/stop, stale pidfile, the
 #   arguments built from the defaults file, SIGKILL after STOP_TIMEOUT, the
 #   spool directory (created 0700 by start, SPOOL_DIR and SPOOL_SIZE passed
-#   on, nothing created for SPOOL_DIR=none); with a small sh script standing
-#   in for iotbox. Needs no broker.
+#   on, nothing created for SPOOL_DIR=none); the job runner (JOBS_EXEC: its
+#   arguments, both pids in status, stop ending runner, its running
+#   handler's process group and the daemon, a runner left after JOBS_EXEC
+#   was emptied, a handler that runs restart itself); with a small sh script
+#   standing in for iotbox. Needs no broker.
+# systemd units: the ExecStart lines of iotbox.service and
+#   iotbox-jobs.service, and the latter's ExecCondition, run against
+#   defaults files.
 # Part 2 (real daemon): the real binary (IOTBOX_BIN) against a real mosquitto
 #   with mutual TLS on 127.0.0.1 (free port, certificates from scripts/pki.sh):
 #   start -> status 0 -> "Subscription Success." in the log -> reload ->
 #   "iotbox send" reaches a mosquitto_sub -> a mosquitto_pub reaches
 #   "iotbox recv" on the delivery socket -> stop -> status 3 -> the publish
 #   socket is gone. The spool directory is made in the temp dir (SPOOL_DIR
-#   when the binary has --spool_dir, else DEFAULT_SPOOL_DIR).
+#   when the binary has --spool_dir, else DEFAULT_SPOOL_DIR). With JOBS_EXEC
+#   set (when the binary has "jobs"), the real job runner runs beside it on
+#   the daemon's local socket (in the temp dir): its jobs/get reaches the
+#   broker, it retries when no answer comes, stop ends it first.
 #
 # Both parts run with the system's start-stop-daemon (Debian's) and sh, and,
 # when busybox is installed, again with BusyBox's applet and BusyBox's sh
@@ -946,6 +955,22 @@ EOF
         spool=$d/spool
         echo "SPOOL_DIR=$spool" >>"$d/defaults"
     fi
+    # With a binary that has the job runner: JOBS_EXEC set, the daemon's
+    # local endpoint and the runner's --socket in the temp dir. There is no
+    # AWS Jobs service on the test broker: the runner's requests reach it
+    # through the daemon, get no answer, and the runner asks again later.
+    local jobs=no
+    if "$bin" jobs --help >/dev/null 2>&1 && "$bin" pubsub --help 2>&1 | grep -q -- '--local[_-]socket'; then
+        jobs=yes
+        sed -i "s|^EXTRA_ARGS=.*|EXTRA_ARGS=\"--port $broker_port --local_socket $d/mqtt\"|" "$d/defaults"
+        cat >>"$d/defaults" <<EOF
+JOBS_EXEC="cat >/dev/null; echo 'job handled'"
+JOBS_TIMEOUT=60
+JOBS_ARGS="--socket $d/mqtt"
+EOF
+    else
+        echo "test-initd: $bin has no 'jobs' or no --local_socket: the job runner is not tested with it"
+    fi
     local envf=$d/env
     printf '%s\n' "IOTBOX_DEFAULTS=$d/defaults" "DAEMON=$bin" \
         "PIDFILE=$d/iotbox.pid" "START_STOP_DAEMON=$ssd" "STOP_TIMEOUT=10" \
@@ -975,6 +1000,24 @@ EOF
         else
             fail "SPOOL_DIR $spool is empty while the daemon runs (no lock file)"
         fi
+    fi
+
+    local rpid=
+    if [ $jobs = yes ]; then
+        pidfiles+=("$d/iotbox-jobs.pid")
+        rpid=$(pid_from "$d/iotbox-jobs.pid")
+        initd "$envf" status
+        expect_out "^iotbox jobs is running \\(pid $rpid\\)\$" "status shows the job runner"
+        if [ -n "$rpid" ] && tr '\0' ' ' <"/proc/$rpid/cmdline" 2>/dev/null | grep -qF " jobs --exec "; then
+            ok "the job runner is the real iotbox jobs (pid $rpid)"
+        else
+            fail "pid '$rpid' is not iotbox jobs: $(tr '\0' ' ' <"/proc/$rpid/cmdline" 2>/dev/null)"
+        fi
+        # It asked the daemon for the thing name, subscribed and asked for
+        # its jobs: the daemon passed that on to the broker.
+        wait_for 30 "the runner's jobs/get to reach the broker through the daemon" \
+            grep -qF "'\$aws/things/iotbox-initd-$label-$$/jobs/get'" "$tmp/mosquitto.log" &&
+            ok "the runner's jobs/get reached the broker through the init-started daemon"
     fi
 
     initd "$envf" reload
@@ -1021,10 +1064,24 @@ EOF
         fail "iotbox recv did not get '$payload2': $(tr '\n' '|' <"$d/recv.out")"
     fi
 
+    if [ $jobs = yes ]; then
+        # No answer from the broker (no Jobs service): the runner says so
+        # and connects again, and is still running.
+        wait_for 20 "the runner to give up waiting and connect again" \
+            grep -q 'connecting again in' "$d/iotbox.log" &&
+            ok "the runner logs that no answer came and tries again ($(grep -m1 'connecting again in' "$d/iotbox.log"))"
+        if alive "$rpid"; then ok "the job runner is still running"; else fail "the job runner $rpid exited: $(tail -n 5 "$d/iotbox.log")"; fi
+    fi
+
     local pid
     pid=$(pid_from "$d/iotbox.pid")
     initd "$envf" stop
     expect_rc 0 "stop"
+    if [ $jobs = yes ]; then
+        expect_out '^Stopping iotbox jobs$' "stop stops the job runner"
+        if alive "$rpid"; then fail "job runner $rpid still alive after stop"; else ok "job runner exited"; fi
+        if [ ! -e "$d/iotbox-jobs.pid" ]; then ok "the runner's pidfile removed"; else fail "$d/iotbox-jobs.pid still there"; fi
+    fi
     if grep -q 'SIGKILL' <<<"$out"; then fail "daemon ignored SIGTERM for ${STOP_TIMEOUT:-10}s"; fi
     initd "$envf" status
     expect_rc 3 "status after stop"
