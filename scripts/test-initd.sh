@@ -79,7 +79,7 @@ cleanup() {
     if [ -r "$tmp/handler-ids" ]; then
         while read -r hpid hpgid hchild; do
             if grep -qF "$tmp" "/proc/$hpgid/cmdline" 2>/dev/null; then kill -KILL "-$hpgid" 2>/dev/null || true; fi
-            if [ "$(tr '\0' ' ' <"/proc/$hchild/cmdline" 2>/dev/null)" = "sleep 300 " ]; then kill -KILL "$hchild" 2>/dev/null || true; fi
+            if [ "$(tr '\0' ' ' 2>/dev/null <"/proc/$hchild/cmdline")" = "sleep 300 " ]; then kill -KILL "$hchild" 2>/dev/null || true; fi
         done <"$tmp/handler-ids"
     fi
     for pid in "${started_pids[@]}"; do
@@ -1008,10 +1008,10 @@ EOF
         rpid=$(pid_from "$d/iotbox-jobs.pid")
         initd "$envf" status
         expect_out "^iotbox jobs is running \\(pid $rpid\\)\$" "status shows the job runner"
-        if [ -n "$rpid" ] && tr '\0' ' ' <"/proc/$rpid/cmdline" 2>/dev/null | grep -qF " jobs --exec "; then
+        if [ -n "$rpid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$rpid/cmdline" | grep -qF " jobs --exec "; then
             ok "the job runner is the real iotbox jobs (pid $rpid)"
         else
-            fail "pid '$rpid' is not iotbox jobs: $(tr '\0' ' ' <"/proc/$rpid/cmdline" 2>/dev/null)"
+            fail "pid '$rpid' is not iotbox jobs: $(tr '\0' ' ' 2>/dev/null <"/proc/$rpid/cmdline")"
         fi
         # It asked the daemon for the thing name, subscribed and asked for
         # its jobs: the daemon passed that on to the broker.
