@@ -25,8 +25,9 @@
 #                     Yocto layer and init script checks
 #   make clean
 #
-# The init script and the systemd unit name /usr/bin/iotbox; install rewrites
-# that to $(BINDIR)/iotbox (PREFIX=/usr leaves them as they are).
+# The init script and the systemd units (iotbox.service, iotbox-jobs.service)
+# name /usr/bin/iotbox; install rewrites that to $(BINDIR)/iotbox (PREFIX=/usr
+# leaves them as they are).
 #
 # install also makes the spool directory, /var/lib/iotbox (SPOOLDIR), mode
 # 0700, when it is missing. It is the daemon's built-in default --spool_dir,
@@ -58,6 +59,7 @@ RECIPE_FILES := recipe/recipes-connectivity/iotbox/files
 INIT_SRC     := $(RECIPE_FILES)/iotbox.init
 DEFAULT_SRC  := $(RECIPE_FILES)/iotbox.default
 SERVICE_SRC  := $(RECIPE_FILES)/iotbox.service
+JOBS_SERVICE_SRC := $(RECIPE_FILES)/iotbox-jobs.service
 
 .PHONY: all build static test demo install uninstall clean \
 	pi-arm64 pi-armv7 pi-armv6 cross-check bench soak fleet-sim fuzz \
@@ -112,6 +114,11 @@ ifneq ($(wildcard $(SERVICE_SRC)),)
 	sed 's|/usr/bin/iotbox|$(BINDIR)/iotbox|g' $(SERVICE_SRC) >$(DESTDIR)$(SYSTEMDUNITDIR)/iotbox.service
 	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/iotbox.service
 endif
+ifneq ($(wildcard $(JOBS_SERVICE_SRC)),)
+	$(INSTALL) -d $(DESTDIR)$(SYSTEMDUNITDIR)
+	sed 's|/usr/bin/iotbox|$(BINDIR)/iotbox|g' $(JOBS_SERVICE_SRC) >$(DESTDIR)$(SYSTEMDUNITDIR)/iotbox-jobs.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/iotbox-jobs.service
+endif
 	@# The spool: an existing one, with whatever mode its owner gave it and
 	@# maybe messages in it, is left as it is.
 	@if [ -d $(DESTDIR)$(SPOOLDIR) ]; then \
@@ -142,6 +149,9 @@ ifneq ($(wildcard $(DEFAULT_SRC)),)
 endif
 ifneq ($(wildcard $(SERVICE_SRC)),)
 	rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/iotbox.service
+endif
+ifneq ($(wildcard $(JOBS_SERVICE_SRC)),)
+	rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/iotbox-jobs.service
 endif
 	@d=$(DESTDIR)$(SPOOLDIR); \
 	if [ -d "$$d" ]; then \

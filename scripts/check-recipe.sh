@@ -11,7 +11,8 @@
 #      warnings and infos are printed
 #   4. shellcheck on iotbox.init and the scripts (installed with apt when
 #      missing); sh -n on iotbox.init
-#   5. systemd-analyze verify on iotbox.service, when systemd-analyze exists
+#   5. systemd-analyze verify on iotbox.service and iotbox-jobs.service, when
+#      systemd-analyze exists; the recipe installs and lists both units
 #   6. the spool: iotbox.service has StateDirectory=iotbox (/var/lib/iotbox,
 #      which is also the init script's DEFAULT_SPOOL_DIR and what the recipe
 #      installs) with mode 0700, and its SystemCallFilter=, expanded with
@@ -131,18 +132,31 @@ if command -v busybox >/dev/null; then
 fi
 
 # -- 5 --------------------------------------------------------------------
-step "systemd-analyze verify iotbox.service"
-if command -v systemd-analyze >/dev/null; then
-    # It reports problems on stderr but exits 0 for most of them.
-    if out=$(systemd-analyze verify "$files/iotbox.service" 2>&1) && [ -z "$out" ]; then
-        echo "iotbox.service verified"
-    else
-        printf '%s\n' "$out"
-        bad "systemd-analyze verify iotbox.service"
+step "systemd units: systemd-analyze verify, installed and listed by the recipe"
+units="iotbox.service iotbox-jobs.service"
+for u in $units; do
+    if command -v systemd-analyze >/dev/null; then
+        # It reports problems on stderr but exits 0 for most of them.
+        if out=$(systemd-analyze verify "$files/$u" 2>&1) && [ -z "$out" ]; then
+            echo "$u verified"
+        else
+            printf '%s\n' "$out"
+            bad "systemd-analyze verify $u"
+        fi
     fi
+    # shellcheck disable=SC2016 # a literal ${...} in the recipe
+    if [ -n "${bb:-}" ] && grep -qF "install -m 0644 \${IOTBOX_FILES}/$u \${D}\${systemd_system_unitdir}/$u" "$bb"; then
+        echo "the recipe installs $u"
+    else
+        bad "the recipe does not install $u into \${systemd_system_unitdir}"
+    fi
+done
+if [ -n "${bb:-}" ] && grep -qx "SYSTEMD_SERVICE:\${PN} = \"$units\"" "$bb"; then
+    echo "SYSTEMD_SERVICE:\${PN} = \"$units\""
 else
-    echo "systemd-analyze not installed: skipped"
+    bad "the recipe's SYSTEMD_SERVICE:\${PN} is not \"$units\""
 fi
+command -v systemd-analyze >/dev/null || echo "systemd-analyze not installed: units not verified"
 
 # -- 6 --------------------------------------------------------------------
 step "the spool: its directory in the unit, the init script and the recipe; the calls it needs"

@@ -8,12 +8,14 @@
 #     $tmp/etc/init.d/iotbox                  executable, = files/iotbox.init
 #     $tmp/etc/default/iotbox                 = files/iotbox.default
 #     $tmp/{usr/,}lib/systemd/system/iotbox.service  = files/iotbox.service
+#     $tmp/{usr/,}lib/systemd/system/iotbox-jobs.service
+#                                             = files/iotbox-jobs.service
 #     $tmp/var/lib/iotbox                     the spool: a directory, mode 0700
 #   make uninstall PREFIX=/usr DESTDIR=$tmp
 #     all of the above gone
 #   the spool directory: install leaves an existing one (mode, contents)
 #     alone; uninstall keeps it, and what is in it, when it is not empty
-#   PREFIX=/usr/local: the init script and the unit name the binary there;
+#   PREFIX=/usr/local: the init script and the units name the binary there;
 #     the spool is still var/lib/iotbox (the daemon's default)
 #
 # Environment: IOTBOX_BIN (default target/release/iotbox; built with
@@ -103,21 +105,23 @@ else
     fail "etc/default/iotbox missing"
 fi
 
-unit=
-for u in usr/lib/systemd/system/iotbox.service lib/systemd/system/iotbox.service; do
-    if [ -f "$dest/$u" ]; then unit=$u; break; fi
-done
-if [ -n "$unit" ]; then
-    ok "$unit installed"
-    if cmp -s "$files/iotbox.service" "$dest/$unit"; then
-        ok "$unit is files/iotbox.service"
+for name in iotbox.service iotbox-jobs.service; do
+    unit=
+    for u in usr/lib/systemd/system/$name lib/systemd/system/$name; do
+        if [ -f "$dest/$u" ]; then unit=$u; break; fi
+    done
+    if [ -n "$unit" ]; then
+        ok "$unit installed"
+        if cmp -s "$files/$name" "$dest/$unit"; then
+            ok "$unit is files/$name"
+        else
+            fail "$unit differs from files/$name"
+        fi
+        if [ -x "$dest/$unit" ]; then fail "$unit is executable"; fi
     else
-        fail "$unit differs from files/iotbox.service"
+        fail "$name not in usr/lib/systemd/system or lib/systemd/system"
     fi
-    if [ -x "$dest/$unit" ]; then fail "$unit is executable"; fi
-else
-    fail "iotbox.service not in usr/lib/systemd/system or lib/systemd/system"
-fi
+done
 
 # mode_of PATH: its permission bits in octal (e.g. 700), empty if missing.
 mode_of() {
@@ -137,6 +141,7 @@ if ! make -C "$root" uninstall PREFIX=/usr DESTDIR="$dest"; then
 fi
 for p in usr/bin/iotbox usr/bin/awsapp usr/bin/mqtt5_pubsub etc/init.d/iotbox \
     etc/default/iotbox usr/lib/systemd/system/iotbox.service lib/systemd/system/iotbox.service \
+    usr/lib/systemd/system/iotbox-jobs.service lib/systemd/system/iotbox-jobs.service \
     var/lib/iotbox; do
     if [ -e "$dest/$p" ] || [ -L "$dest/$p" ]; then
         fail "$p still there after uninstall"
@@ -180,7 +185,7 @@ fi
 left=$(cd "$spool_dest" && find . \( -type f -o -type l \) ! -path ./var/lib/iotbox/segment | sort)
 if [ -z "$left" ]; then ok "uninstall removed everything else"; else fail "left besides the spool: $(echo "$left" | tr '\n' ' ')"; fi
 
-# --- PREFIX=/usr/local: the init script and the unit must name the binary
+# --- PREFIX=/usr/local: the init script and the units must name the binary
 # where it was installed.
 local_dest=$tmp/local
 echo "== make install PREFIX=/usr/local DESTDIR=$local_dest"
@@ -203,6 +208,13 @@ if [ -n "$local_unit" ] && grep -q 'exec /usr/local/bin/iotbox pubsub' "$local_u
     ok "PREFIX=/usr/local: unit runs /usr/local/bin/iotbox (${local_unit#"$local_dest"/})"
 else
     fail "PREFIX=/usr/local: unit missing or does not run /usr/local/bin/iotbox"
+fi
+local_jobs_unit=$(find "$local_dest" -name iotbox-jobs.service | head -n 1)
+if [ -n "$local_jobs_unit" ] && grep -q 'exec /usr/local/bin/iotbox jobs' "$local_jobs_unit" &&
+    ! grep -q '/usr/bin/iotbox' "$local_jobs_unit"; then
+    ok "PREFIX=/usr/local: jobs unit runs /usr/local/bin/iotbox (${local_jobs_unit#"$local_dest"/})"
+else
+    fail "PREFIX=/usr/local: jobs unit missing or does not run /usr/local/bin/iotbox"
 fi
 if [ -d "$local_dest/var/lib/iotbox" ] && [ "$(mode_of "$local_dest/var/lib/iotbox")" = 700 ]; then
     ok "PREFIX=/usr/local: the spool is still var/lib/iotbox, mode 0700 (the daemon's default)"

@@ -46,6 +46,7 @@ do_install:append() {
     install -m 0755 ${IOTBOX_FILES}/iotbox.init ${D}${sysconfdir}/init.d/iotbox
     install -m 0644 ${IOTBOX_FILES}/iotbox.default ${D}${sysconfdir}/default/iotbox
     install -m 0644 ${IOTBOX_FILES}/iotbox.service ${D}${systemd_system_unitdir}/iotbox.service
+    install -m 0644 ${IOTBOX_FILES}/iotbox-jobs.service ${D}${systemd_system_unitdir}/iotbox-jobs.service
     install -d -m 0700 ${D}${localstatedir}/lib/iotbox
 }
 
@@ -54,10 +55,12 @@ ALTERNATIVE:${PN} = "awsapp mqtt5_pubsub"
 ALTERNATIVE_TARGET = "${bindir}/iotbox"
 
 # Both init systems are supported: update-rc.d.bbclass and systemd.bbclass
-# drop whichever of /etc/init.d/iotbox and iotbox.service the image's
-# DISTRO_FEATURES do not use.
+# drop whichever of /etc/init.d/iotbox and the units the image's
+# DISTRO_FEATURES do not use. The job runner (iotbox jobs) is started by the
+# init script beside the daemon, or by iotbox-jobs.service, enabled too: both
+# start it only when JOBS_EXEC is set in /etc/default/iotbox.
 INITSCRIPT_NAME = "iotbox"
 INITSCRIPT_PARAMS = "defaults 90 10"
-SYSTEMD_SERVICE:${PN} = "iotbox.service"
+SYSTEMD_SERVICE:${PN} = "iotbox.service iotbox-jobs.service"
 
 CONFFILES:${PN} = "${sysconfdir}/default/iotbox"
