@@ -422,3 +422,48 @@ fn a_job_outlives_a_daemon_restart_and_an_interrupted_one_fails_on_the_next_star
     );
     assert!(!next.has_exited(), "{}", next.report());
 }
+
+#[test]
+fn a_stopped_runner_fails_its_job_at_once_and_leaves_no_handler() {
+    let (env, _broker, emulator, _daemon) = world("jobsstop");
+    let dir = env.dir.path().to_owned();
+    let exec = handler(&dir);
+
+    // SIGTERM while a handler runs: the handler's group is ended, the job
+    // reported FAILED saying so, and the runner exits 0.
+    emulator.create_job(THING, "long-1", r#"{"operation":"wait"}"#);
+    let mut runner = spawn_jobs(&env, &exec, &[]);
+    emulator.wait_job_status(THING, "long-1", "IN_PROGRESS");
+    let handler_pid = read_pid(&dir.join("long.pid"));
+    runner.signal(Signal::TERM);
+    let failed = emulator.wait_job_status(THING, "long-1", "FAILED");
+    assert!(
+        failed.contains("stopped: iotbox jobs got signal 15 while the handler ran"),
+        "{failed}"
+    );
+    runner.expect_exit_code(0, deadline());
+    let until = deadline();
+    while pid_alive(handler_pid) {
+        assert!(
+            std::time::Instant::now() < until,
+            "the handler {handler_pid} survived the stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // SIGTERM between jobs: exit 0 at once.
+    let mark = emulator.mark();
+    let mut idle = spawn_jobs(&env, &exec, &[]);
+    let start_next = format!(
+        "\"topic\":{},",
+        json_str(&format!("$aws/things/{THING}/jobs/start-next"))
+    );
+    emulator.wait_event_since(
+        mark,
+        "the second runner's start-next",
+        |l| l.starts_with("{\"event\":\"request\"") && l.contains(&start_next),
+        deadline(),
+    );
+    idle.signal(Signal::TERM);
+    idle.expect_exit_code(0, deadline());
+}

@@ -26,6 +26,10 @@
 //!    status goes again without the output.
 //! 5. Back to 2; with nothing queued, wait for `jobs/notify-next`.
 //!
+//! SIGTERM or SIGINT between jobs: exit 0 at once. While a handler runs: its
+//! process group gets SIGTERM (SIGKILL after 5 s), the job is reported
+//! FAILED ("stopped"), then exit 0.
+//!
 //! The runner is a service: when the daemon goes away or an answer does not
 //! come within 10 s, it connects again (1 s, doubling to 30 s) and goes on,
 //! a report not yet delivered first. Only what cannot get better by waiting
@@ -38,11 +42,14 @@ use crate::daemon::is_thing_name;
 use crate::error::{Error, runtime, usage};
 use crate::json::{self, Value};
 use crate::output::say;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -79,19 +86,33 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
             "--thing_name {thing:?}: an AWS IoT thing name is 1 to 128 of a-z A-Z 0-9 : _ -"
         ));
     }
+    let stop = Stop::watch().map_err(|e| runtime!("cannot watch SIGTERM and SIGINT: {e}"))?;
     let mut runner = Runner {
         flags,
         thing: None,
         recovered: false,
         unsent: None,
+        stop,
     };
     let mut backoff = Duration::from_secs(1);
     loop {
         let mut client = None;
         let error = match runner.session(&mut client) {
-            Ok(never) => match never {},
+            // Stopped by a signal once the job at hand was reported.
+            Ok(()) => {
+                if let Some(client) = client {
+                    client.disconnect();
+                }
+                return Ok(());
+            }
             Err(e) => e,
         };
+        if runner.stop.requested() {
+            // Stopping, and this connection failed: what was not reported is
+            // reported FAILED ("interrupted") by the next start.
+            log::warn!("{error}; stopping as asked");
+            return Ok(());
+        }
         let again = match (&error, &client) {
             // The daemon is not there (yet), or went away.
             (_, None) => true,
@@ -115,8 +136,76 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
     }
 }
 
-/// An uninhabited type: the session only ever ends in an error.
-enum Never {}
+/// SIGTERM and SIGINT. Between jobs the runner exits at once (0). While a
+/// job is at hand (its handler runs, or its report is on its way) the
+/// signal goes to the job: the handler's process group gets SIGTERM
+/// (SIGKILL after [`STOP_GRACE`]), the job is reported FAILED, then the
+/// runner exits 0. So a stop never leaves a handler behind, and its job is
+/// reported at once rather than at the next start.
+struct Stop {
+    /// The job at hand, if any: where the signal goes.
+    job: Mutex<Option<mpsc::Sender<Event>>>,
+    requested: AtomicBool,
+}
+
+/// How long a stopped handler's group has between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+impl Stop {
+    fn watch() -> std::io::Result<Arc<Stop>> {
+        let stop = Arc::new(Stop {
+            job: Mutex::new(None),
+            requested: AtomicBool::new(false),
+        });
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        let shared = Arc::clone(&stop);
+        thread::spawn(move || {
+            for signal in signals.forever() {
+                let job = shared.job.lock().unwrap_or_else(PoisonError::into_inner);
+                shared.requested.store(true, Ordering::SeqCst);
+                match &*job {
+                    // Nothing at hand; the lock keeps a job from starting
+                    // meanwhile.
+                    None => std::process::exit(0),
+                    Some(to) => {
+                        let _ = to.send(Event::Stop(signal));
+                    }
+                }
+            }
+        });
+        Ok(stop)
+    }
+
+    /// A job is at hand until the returned guard goes: a signal then waits
+    /// for it, on the channel `to`. Guards nest: the inner one's channel
+    /// takes the signal while it lasts, the outer one's again after.
+    fn hold(&self, to: mpsc::Sender<Event>) -> Holding<'_> {
+        let mut job = self.job.lock().unwrap_or_else(PoisonError::into_inner);
+        let outer = job.replace(to);
+        Holding { stop: self, outer }
+    }
+
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+}
+
+struct Holding<'a> {
+    stop: &'a Stop,
+    outer: Option<mpsc::Sender<Event>>,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        *self.stop.job.lock().unwrap_or_else(PoisonError::into_inner) = self.outer.take();
+    }
+}
+
+/// What the runner waits for while a handler runs.
+enum Event {
+    Exited(std::io::Result<ExitStatus>),
+    Stop(i32),
+}
 
 struct Runner {
     flags: JobsArgs,
@@ -127,12 +216,14 @@ struct Runner {
     recovered: bool,
     /// A finished job's update not yet answered.
     unsent: Option<Report>,
+    stop: Arc<Stop>,
 }
 
 impl Runner {
-    /// One connection's work. `client` is left for the caller to judge the
-    /// error by.
-    fn session(&mut self, client: &mut Option<Client>) -> Result<Never, Error> {
+    /// One connection's work, until a signal stops the runner (`Ok`) or
+    /// something fails. `client` is left for the caller to judge the error
+    /// by.
+    fn session(&mut self, client: &mut Option<Client>) -> Result<(), Error> {
         let deadline = Instant::now() + ANSWER_WAIT;
         let c = client.insert(mqtt::connect_local(&self.flags.socket, "jobs", deadline)?);
         let thing = match (&self.flags.thing_name, &self.thing) {
@@ -155,6 +246,9 @@ impl Runner {
         .collect();
         c.subscribe(&filters, deadline)?;
         self.deliver(c, &prefix)?;
+        if self.stop.requested() {
+            return Ok(());
+        }
         if !self.recovered {
             self.fail_interrupted(c, &prefix)?;
             self.recovered = true;
@@ -163,6 +257,9 @@ impl Runner {
             match start_next(c, &prefix, self.flags.timeout)? {
                 Some(execution) => self.run(c, &prefix, &thing, &execution)?,
                 None => wait_for_notify(c, &prefix)?,
+            }
+            if self.stop.requested() {
+                return Ok(());
             }
         }
     }
@@ -229,7 +326,10 @@ impl Runner {
             None => "{}".to_owned(),
         };
         say(&format!("job {job}: started"));
-        let outcome = self.execute(c, job, thing, &document);
+        let (to, events) = mpsc::channel();
+        let stop = Arc::clone(&self.stop);
+        let _holding = stop.hold(to.clone());
+        let outcome = self.execute(c, job, thing, &document, to, &events);
         let status = if outcome.succeeded() {
             "SUCCEEDED"
         } else {
@@ -248,7 +348,16 @@ impl Runner {
     }
 
     /// Runs the handler to its end, keeping the connection alive meanwhile.
-    fn execute(&self, c: &mut Client, job: &str, thing: &str, document: &str) -> Outcome {
+    /// `to` and `events`: the channel its exit, and a stop, come on.
+    fn execute(
+        &self,
+        c: &mut Client,
+        job: &str,
+        thing: &str,
+        document: &str,
+        to: mpsc::Sender<Event>,
+        events: &mpsc::Receiver<Event>,
+    ) -> Outcome {
         let mut command = Command::new("/bin/sh");
         command
             .arg("-c")
@@ -284,27 +393,39 @@ impl Runner {
             streams += 1;
         }
         let pid = child.id();
-        let (done, finished) = mpsc::channel();
         thread::spawn(move || {
-            let _ = done.send(child.wait());
+            let _ = to.send(Event::Exited(child.wait()));
         });
         let limit = (self.flags.timeout > 0)
             .then(|| Instant::now() + Duration::from_secs(self.flags.timeout));
         let ping = c.ping_every().unwrap_or(Duration::from_secs(30));
         let mut timed_out = false;
+        // A signal: when the group gets SIGKILL if still there.
+        let mut stopped: Option<(i32, Instant)> = None;
         let status = loop {
-            let wait = match limit {
-                Some(limit) if !timed_out => {
-                    limit.saturating_duration_since(Instant::now()).min(ping)
+            let mut wait = ping;
+            if let (Some(limit), false) = (limit, timed_out) {
+                wait = wait.min(limit.saturating_duration_since(Instant::now()));
+            }
+            if let Some((_, kill_at)) = stopped {
+                wait = wait.min(kill_at.saturating_duration_since(Instant::now()));
+            }
+            match events.recv_timeout(wait) {
+                Ok(Event::Exited(status)) => break status,
+                Ok(Event::Stop(signal)) => {
+                    if stopped.is_none() {
+                        signal_group(pid, rustix::process::Signal::TERM);
+                        stopped = Some((signal, Instant::now() + STOP_GRACE));
+                    }
                 }
-                _ => ping,
-            };
-            match finished.recv_timeout(wait) {
-                Ok(status) => break status,
                 Err(RecvTimeoutError::Timeout) => {
-                    if limit.is_some_and(|l| Instant::now() >= l) && !timed_out {
+                    let now = Instant::now();
+                    if limit.is_some_and(|l| now >= l) && !timed_out && stopped.is_none() {
                         timed_out = true;
-                        kill_group(pid);
+                        signal_group(pid, rustix::process::Signal::KILL);
+                    }
+                    if stopped.is_some_and(|(_, kill_at)| now >= kill_at) {
+                        signal_group(pid, rustix::process::Signal::KILL);
                     }
                     // A broken connection is found again at the report.
                     let _ = c.keep_alive();
@@ -330,6 +451,7 @@ impl Runner {
             .lines
             .clone();
         match status {
+            _ if stopped.is_some() => Outcome::Stopped(stopped.map_or(0, |(s, _)| s), lines),
             _ if timed_out => Outcome::TimedOut(self.flags.timeout, lines),
             Ok(status) => Outcome::Exited(status, lines),
             Err(e) => Outcome::NotStarted(format!("cannot wait for the handler: {e}")),
@@ -341,6 +463,8 @@ impl Runner {
 enum Outcome {
     Exited(ExitStatus, VecDeque<String>),
     TimedOut(u64, VecDeque<String>),
+    /// The runner got this signal while the handler ran.
+    Stopped(i32, VecDeque<String>),
     NotStarted(String),
 }
 
@@ -359,6 +483,9 @@ impl Outcome {
             Outcome::TimedOut(secs, _) => {
                 format!("timed out after {secs} s: its process group was killed")
             }
+            Outcome::Stopped(signal, _) => {
+                format!("stopped: iotbox jobs got signal {signal} while the handler ran")
+            }
             Outcome::NotStarted(why) => why.clone(),
         }
     }
@@ -375,7 +502,7 @@ impl Outcome {
                 }
                 Some(lines)
             }
-            Outcome::TimedOut(_, lines) => {
+            Outcome::TimedOut(_, lines) | Outcome::Stopped(_, lines) => {
                 details.push(("reason".to_owned(), self.words()));
                 Some(lines)
             }
@@ -435,11 +562,11 @@ fn collect(
     });
 }
 
-/// Kills the handler's whole process group.
-fn kill_group(pid: u32) {
-    use rustix::process::{Pid, Signal, kill_process_group};
+/// Signals the handler's whole process group (it leads it).
+fn signal_group(pid: u32, signal: rustix::process::Signal) {
+    use rustix::process::{Pid, kill_process_group};
     if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
-        let _ = kill_process_group(pid, Signal::KILL);
+        let _ = kill_process_group(pid, signal);
     }
 }
 
@@ -560,6 +687,10 @@ impl Runner {
         let Some(report) = self.unsent.clone() else {
             return Ok(());
         };
+        // A signal now waits until the report is answered.
+        let (to, _ignored) = mpsc::channel();
+        let stop = Arc::clone(&self.stop);
+        let _holding = stop.hold(to);
         let topic = format!("{prefix}/{}/update", report.job);
         let mut details = report.details.clone();
         loop {
