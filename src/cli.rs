@@ -192,7 +192,8 @@ pub struct ShadowArgs {
     /// the daemon's --local_socket (default /tmp/iotbox_mqtt)
     #[argh(option, default = "PathBuf::from(\"/tmp/iotbox_mqtt\")")]
     pub socket: PathBuf,
-    /// seconds to wait for each answer (default 10; exit 3 without one)
+    /// seconds to wait for the answer, from connecting on (default 10;
+    /// exit 3 without one)
     #[argh(option, default = "10")]
     pub timeout: u64,
     /// get, update, delete or watch
