@@ -24,6 +24,7 @@
 mod common;
 
 use common::*;
+use iotbox::daemon::codec::put_varint;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -310,21 +311,6 @@ fn upstream_sub(broker: &Broker, id: &str, filter: &str, format: &str) -> Proc {
 // ---------------------------------------------------------------------------
 // A raw MQTT client, byte by byte
 
-/// Appends MQTT's variable byte integer.
-fn varint(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
 /// Reads a variable byte integer at `*at`, moving past it.
 fn read_varint(b: &[u8], at: &mut usize) -> usize {
     let (mut n, mut shift) = (0usize, 0);
@@ -347,7 +333,7 @@ fn mqtt_str(s: &str, out: &mut Vec<u8>) {
 /// A packet: first byte, remaining length, body.
 fn frame(first: u8, body: &[u8]) -> Vec<u8> {
     let mut p = vec![first];
-    varint(body.len(), &mut p);
+    put_varint(&mut p, body.len());
     p.extend_from_slice(body);
     p
 }

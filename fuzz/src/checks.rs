@@ -513,22 +513,10 @@ impl Op {
 
 // ----- session: broker packets ----------------------------------------------
 
-fn remaining_length(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let byte = (n % 128) as u8;
-        n /= 128;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
 /// Fixed header byte, remaining length, body.
 fn packet(byte1: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![byte1];
-    remaining_length(&mut out, body.len());
+    codec::put_varint(&mut out, body.len());
     out.extend_from_slice(body);
     out
 }
@@ -539,7 +527,7 @@ fn reason_string_property(text: &str) -> Vec<u8> {
     props.extend_from_slice(&(text.len() as u16).to_be_bytes());
     props.extend_from_slice(text.as_bytes());
     let mut block = Vec::new();
-    remaining_length(&mut block, props.len());
+    codec::put_varint(&mut block, props.len());
     block.extend_from_slice(&props);
     block
 }

@@ -524,19 +524,10 @@ fn frame(buf: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// MQTT's variable byte integer.
-pub fn varint(mut n: usize) -> Vec<u8> {
+pub fn varint(n: usize) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            return out;
-        }
-    }
+    iotbox::daemon::codec::put_varint(&mut out, n);
+    out
 }
 
 /// SUBACK for packet id `pkid` granting QoS 1 to `n` filters, no properties.

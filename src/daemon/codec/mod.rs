@@ -512,7 +512,8 @@ pub fn encode_unsubscribe(
 
 /// Appends a variable byte integer (MQTT 1.5.5), such as a remaining
 /// length; every one written here is far below its limit of 268,435,455.
-fn put_varint(out: &mut BytesMut, mut n: usize) {
+/// Public for the tests and fuzz checks that build packets by hand.
+pub fn put_varint(out: &mut impl BufMut, mut n: usize) {
     loop {
         let byte = (n % 128) as u8;
         n /= 128;

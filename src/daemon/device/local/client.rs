@@ -565,23 +565,11 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A remaining length, MQTT's variable-length integer.
-    fn varint(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n % 128) as u8;
-            n /= 128;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
+    use crate::daemon::codec::put_varint;
 
     fn packet(byte1: u8, body: &[u8]) -> Vec<u8> {
         let mut out = vec![byte1];
-        varint(body.len(), &mut out);
+        put_varint(&mut out, body.len());
         out.extend_from_slice(body);
         out
     }
@@ -599,7 +587,7 @@ mod tests {
         body.push(0x02 | if will { 0x04 | 0x08 } else { 0 }); // will QoS 1
         body.extend_from_slice(&keep_alive.to_be_bytes());
         if version == Version::V5 {
-            varint(props.len(), &mut body);
+            put_varint(&mut body, props.len());
             body.extend_from_slice(props);
         }
         string(id.as_bytes(), &mut body);
