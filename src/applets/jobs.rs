@@ -38,7 +38,7 @@
 use super::mqtt::{self, Answer};
 use super::status;
 use crate::cli::{self, JobsArgs};
-use crate::daemon::is_thing_name;
+use crate::daemon::check_thing_name;
 use crate::error::{Error, runtime, usage};
 use crate::json::{self, Value};
 use crate::output::say;
@@ -81,10 +81,8 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
     if flags.exec.trim().is_empty() {
         return Err(usage!("--exec is empty: give the handler's command line"));
     }
-    if let Some(thing) = flags.thing_name.as_deref().filter(|t| !is_thing_name(t)) {
-        return Err(usage!(
-            "--thing_name {thing:?}: an AWS IoT thing name is 1 to 128 of a-z A-Z 0-9 : _ -"
-        ));
+    if let Some(thing) = &flags.thing_name {
+        check_thing_name(thing)?;
     }
     let stop = Stop::watch().map_err(|e| runtime!("cannot watch SIGTERM and SIGINT: {e}"))?;
     let mut runner = Runner {
@@ -266,7 +264,7 @@ impl Runner {
 
     /// Reports FAILED every execution an earlier run left IN_PROGRESS.
     fn fail_interrupted(&mut self, c: &mut Client, prefix: &str) -> Result<(), Error> {
-        let token = client_token();
+        let token = mqtt::client_token("jobs");
         let payload = Value::Object(vec![("clientToken".into(), Value::Str(token.clone()))]);
         let topic = format!("{prefix}/get");
         let in_progress = match c.request(&topic, &payload.to_json(), &token, deadline())? {
@@ -274,7 +272,7 @@ impl Runner {
                 Some(Value::Array(jobs)) => jobs.clone(),
                 _ => Vec::new(),
             },
-            Answer::Rejected(error) => return Err(rejection("jobs get", &error)),
+            Answer::Rejected(error) => return Err(mqtt::rejection("jobs get", &error)),
         };
         for summary in in_progress {
             let Some(job) = summary.get("jobId").and_then(Value::as_str) else {
@@ -641,21 +639,13 @@ fn is_job_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
-fn client_token() -> String {
-    format!(
-        "iotbox-jobs-{}-{:08x}",
-        std::process::id(),
-        crate::daemon::random_u64() as u32
-    )
-}
-
 fn deadline() -> Instant {
     Instant::now() + ANSWER_WAIT
 }
 
 /// An UpdateJobExecution request: its payload and client token.
 fn update_payload(status: &str, details: &[(String, String)]) -> (String, String) {
-    let token = client_token();
+    let token = mqtt::client_token("jobs");
     let details = details
         .iter()
         .map(|(k, v)| (k.clone(), Value::Str(v.clone())))
@@ -700,7 +690,7 @@ impl Runner {
                 Answer::Rejected(error) => {
                     log::warn!(
                         "{}",
-                        rejection(&format!("job {}: update", report.job), &error)
+                        mqtt::rejection(&format!("job {}: update", report.job), &error)
                     );
                     let invalid =
                         error.get("code").and_then(Value::as_str) == Some("InvalidRequest");
@@ -720,7 +710,7 @@ impl Runner {
 /// StartNextPendingJobExecution: the execution started, or `None` when
 /// nothing is queued.
 fn start_next(c: &mut Client, prefix: &str, timeout: u64) -> Result<Option<Value>, Error> {
-    let token = client_token();
+    let token = mqtt::client_token("jobs");
     let mut fields = vec![("clientToken".to_owned(), Value::Str(token.clone()))];
     if timeout > 0 {
         // AWS times the execution out itself if no report comes: the
@@ -735,7 +725,7 @@ fn start_next(c: &mut Client, prefix: &str, timeout: u64) -> Result<Option<Value
     let topic = format!("{prefix}/start-next");
     match c.request(&topic, &Value::Object(fields).to_json(), &token, deadline())? {
         Answer::Accepted(answer) => Ok(answer.get("execution").cloned()),
-        Answer::Rejected(error) => Err(rejection("jobs start-next", &error)),
+        Answer::Rejected(error) => Err(mqtt::rejection("jobs start-next", &error)),
     }
 }
 
@@ -754,18 +744,6 @@ fn wait_for_notify(c: &mut Client, prefix: &str) -> Result<(), Error> {
             return Ok(());
         }
     }
-}
-
-/// The service's error document `{"code":"...","message":"..."}` in one
-/// line.
-fn rejection(what: &str, answer: &Value) -> Error {
-    let code = answer.get("code").map(Value::to_string);
-    let message = answer.get("message").map(Value::to_string);
-    runtime!(
-        "{what} rejected: {} {}",
-        code.as_deref().unwrap_or("(no code)"),
-        message.as_deref().unwrap_or("(no message)")
-    )
 }
 
 #[cfg(test)]

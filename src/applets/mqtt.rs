@@ -59,6 +59,29 @@ pub enum Answer {
     Rejected(Value),
 }
 
+/// The error document of AWS's Device Shadow and Jobs services,
+/// `{"code":404,"message":"..."}`, as one line: "WHAT rejected: CODE
+/// MESSAGE".
+pub fn rejection(what: &str, answer: &Value) -> Error {
+    let code = answer.get("code").map(Value::to_string);
+    let message = answer.get("message").map(Value::to_string);
+    runtime!(
+        "{what} rejected: {} {}",
+        code.as_deref().unwrap_or("(no code)"),
+        message.as_deref().unwrap_or("(no message)")
+    )
+}
+
+/// A client token unique to one request of `applet`: its name, the
+/// process and random bits (AWS allows 64 bytes).
+pub fn client_token(applet: &str) -> String {
+    format!(
+        "iotbox-{applet}-{}-{:08x}",
+        std::process::id(),
+        crate::daemon::random_u64() as u32
+    )
+}
+
 pub struct Client<S: Stream> {
     stream: S,
     /// Who we talk to, for messages: "the daemon at /tmp/iotbox_mqtt".
@@ -402,5 +425,37 @@ impl<S: Stream> Client<S> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_read_as_one_line() {
+        let answer = json::parse(
+            r#"{"code":404,"message":"No shadow exists with name: 'pi'","clientToken":"t"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            rejection("shadow get", &answer).to_string(),
+            "shadow get rejected: 404 No shadow exists with name: 'pi'"
+        );
+        assert_eq!(
+            rejection("shadow get", &Value::Object(vec![])).to_string(),
+            "shadow get rejected: (no code) (no message)"
+        );
+    }
+
+    #[test]
+    fn client_tokens_name_the_applet_and_differ() {
+        let a = client_token("shadow");
+        assert!(
+            a.starts_with(&format!("iotbox-shadow-{}-", std::process::id())),
+            "{a}"
+        );
+        assert!(a.len() <= 64, "{a}");
+        assert_ne!(a, client_token("shadow"));
     }
 }

@@ -21,7 +21,7 @@
 use super::mqtt::{self, Answer};
 use super::status;
 use crate::cli::{self, ShadowArgs};
-use crate::daemon::is_thing_name;
+use crate::daemon::check_thing_name;
 use crate::error::{Error, runtime, usage};
 use crate::json::{self, Value};
 use crate::output::say;
@@ -70,10 +70,8 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
             "--timeout 0: give the seconds to wait for an answer"
         ));
     }
-    if let Some(thing) = flags.thing_name.as_deref().filter(|t| !is_thing_name(t)) {
-        return Err(usage!(
-            "--thing_name {thing:?}: an AWS IoT thing name is 1 to 128 of a-z A-Z 0-9 : _ -"
-        ));
+    if let Some(thing) = &flags.thing_name {
+        check_thing_name(thing)?;
     }
     if let Some(name) = &flags.name {
         if !is_shadow_name(name) {
@@ -106,7 +104,7 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
         None => format!("$aws/things/{thing}/shadow"),
         Some(name) => format!("$aws/things/{thing}/shadow/name/{name}"),
     };
-    let token = client_token();
+    let token = mqtt::client_token("shadow");
     let result = match action {
         Action::Get => request(&mut client, &prefix, "get", &token, None, deadline),
         Action::Update => request(&mut client, &prefix, "update", &token, document, deadline),
@@ -119,7 +117,9 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
             say(&document.to_json());
             Ok(())
         }
-        Answer::Rejected(error) => Err(rejection(&format!("shadow {}", flags.action), &error)),
+        Answer::Rejected(error) => {
+            Err(mqtt::rejection(&format!("shadow {}", flags.action), &error))
+        }
     }
 }
 
@@ -129,15 +129,6 @@ fn is_shadow_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
-}
-
-/// A token unique to this request: the process and random bits.
-fn client_token() -> String {
-    format!(
-        "iotbox-{}-{:08x}",
-        std::process::id(),
-        crate::daemon::random_u64() as u32
-    )
 }
 
 /// The update document from the argument or stdin: a JSON object.
@@ -203,17 +194,6 @@ fn request(
     client.request(&topic, &payload, &token, deadline)
 }
 
-/// The service's error document `{"code":404,"message":"..."}` in one line.
-fn rejection(what: &str, answer: &Value) -> Error {
-    let code = answer.get("code").map(Value::to_string);
-    let message = answer.get("message").map(Value::to_string);
-    runtime!(
-        "{what} rejected: {} {}",
-        code.as_deref().unwrap_or("(no code)"),
-        message.as_deref().unwrap_or("(no message)")
-    )
-}
-
 /// Prints the pending delta, then every delta as it comes; returns only
 /// when the daemon goes away.
 fn watch(
@@ -233,7 +213,7 @@ fn watch(
         }
         // No shadow yet (404): no delta either.
         Answer::Rejected(error) if error.get("code").and_then(Value::as_i64) == Some(404) => {}
-        Answer::Rejected(error) => return Err(rejection("shadow get", &error)),
+        Answer::Rejected(error) => return Err(mqtt::rejection("shadow get", &error)),
     }
     loop {
         let Some(message) = client.next_message(None)? else {
@@ -297,22 +277,6 @@ mod tests {
         );
         let in_sync = r#"{"state":{"desired":{"c":"red"},"reported":{"c":"red"}},"version":5}"#;
         assert_eq!(pending_delta(&json::parse(in_sync).unwrap()), None);
-    }
-
-    #[test]
-    fn rejections_read_as_one_line() {
-        let answer = json::parse(
-            r#"{"code":404,"message":"No shadow exists with name: 'pi'","clientToken":"t"}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            rejection("shadow get", &answer).to_string(),
-            "shadow get rejected: 404 No shadow exists with name: 'pi'"
-        );
-        assert_eq!(
-            rejection("shadow get", &Value::Object(vec![])).to_string(),
-            "shadow get rejected: (no code) (no message)"
-        );
     }
 
     #[test]

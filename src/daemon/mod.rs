@@ -251,12 +251,10 @@ impl Config {
 
         let spool = spool_config(&flags)?;
         let thing_name = match flags.thing_name.clone() {
-            Some(name) if !is_thing_name(&name) => {
-                return Err(usage!(
-                    "--thing_name {name:?}: an AWS IoT thing name is 1 to 128 of a-z A-Z 0-9 : _ -"
-                ));
+            Some(name) => {
+                check_thing_name(&name)?;
+                name
             }
-            Some(name) => name,
             None => client_id.clone(),
         };
         let local = local_config(&flags, &thing_name)?;
@@ -293,6 +291,17 @@ impl Config {
             deliver_topic: flags.deliver_topic,
         })
     }
+}
+
+/// `--thing_name NAME` (the daemon's, and the device applets'): a usage
+/// error unless it is a thing name.
+pub(crate) fn check_thing_name(name: &str) -> Result<(), Error> {
+    if is_thing_name(name) {
+        return Ok(());
+    }
+    Err(usage!(
+        "--thing_name {name:?}: an AWS IoT thing name is 1 to 128 of a-z A-Z 0-9 : _ -"
+    ))
 }
 
 /// Whether `name` can be an AWS IoT thing's name: 1 to 128 of
