@@ -510,12 +510,11 @@ impl Outcome {
             }
         };
         if let Some(lines) = lines {
-            let joined = lines.iter().cloned().collect::<Vec<_>>().join(" | ");
-            let output = flatten(&joined, MAX_DETAIL);
-            if !output.is_empty() {
-                details.push(("output".to_owned(), output));
-            }
+            let joined = lines.iter().map(String::as_str).collect::<Vec<_>>();
+            details.push(("output".to_owned(), joined.join(" | ")));
         }
+        // Each value flattened to what AWS accepts, once; an empty one
+        // (no output) is left out.
         details
             .into_iter()
             .map(|(k, v)| (k, flatten(&v, MAX_DETAIL)))
