@@ -296,6 +296,16 @@ fn process_group_of(pid: i32) -> i32 {
         .expect("a process group in stat")
 }
 
+/// Waits until process `pid` is gone (or a zombie); fails the test with
+/// `what` at the deadline. Nothing to wait on but /proc: polled.
+fn wait_gone(pid: i32, what: &str) {
+    let until = deadline();
+    while pid_alive(pid) {
+        assert!(std::time::Instant::now() < until, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn read_pid(path: &Path) -> i32 {
     let until = deadline();
     loop {
@@ -347,14 +357,7 @@ fn jobs_succeed_fail_time_out_and_come_by_notification() {
     assert!(slow.contains("timed out after 2 s"), "{slow}");
     // The whole process group went, the background sleep too.
     let sleeper = read_pid(&env.dir.path().join("slow.pid"));
-    let until = deadline();
-    while pid_alive(sleeper) {
-        assert!(
-            std::time::Instant::now() < until,
-            "the handler's child {sleeper} survived"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_gone(sleeper, &format!("the handler's child {sleeper} survived"));
 
     // Idle now: a new job comes by notify-next.
     runner.wait_line(
@@ -411,14 +414,7 @@ fn a_job_outlives_a_daemon_restart_and_an_interrupted_one_fails_on_the_next_star
     let group = process_group_of(handler_pid);
     let pgid = rustix::process::Pid::from_raw(group).expect("a process group id");
     rustix::process::kill_process_group(pgid, Signal::KILL).expect("kill the handler's group");
-    let until = deadline();
-    while pid_alive(handler_pid) {
-        assert!(
-            std::time::Instant::now() < until,
-            "the handler {handler_pid} survived"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_gone(handler_pid, &format!("the handler {handler_pid} survived"));
     let mut next = spawn_jobs(&env, &exec, &[]);
     let failed = emulator.wait_job_status(THING, "long-2", "FAILED");
     assert!(failed.contains("interrupted"), "{failed}");
@@ -449,14 +445,10 @@ fn a_stopped_runner_fails_its_job_at_once_and_leaves_no_handler() {
         "{failed}"
     );
     runner.expect_exit_code(0, deadline());
-    let until = deadline();
-    while pid_alive(handler_pid) {
-        assert!(
-            std::time::Instant::now() < until,
-            "the handler {handler_pid} survived the stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_gone(
+        handler_pid,
+        &format!("the handler {handler_pid} survived the stop"),
+    );
 
     // SIGTERM between jobs: exit 0 at once.
     let mark = emulator.mark();
