@@ -280,6 +280,22 @@ impl LocalSub {
     }
 }
 
+/// Publishes `PREFIX/marker` through the daemon and expects it to be the
+/// next message `console` sees: nothing the test did before reached the
+/// broker in between.
+fn marker_comes_next(daemon: &Daemon, console: &mut ConsoleSub, prefix: &str) {
+    let topic = format!("{prefix}/marker");
+    let id = format!("{prefix}-marker");
+    local_pub(
+        &daemon.unix(),
+        Ver::V5,
+        &id,
+        &["-q", "1", "-t", &topic, "-m", "marker"],
+    )
+    .expect_code(0);
+    console.expect_message(&topic, b"marker", deadline());
+}
+
 /// `mosquitto_pub -d -V VER -i ID ARGS` over `link`, run to completion.
 fn local_pub(link: &Link, ver: Ver, id: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(find_tool("mosquitto_pub", "MOSQUITTO_PUB"));
@@ -1196,14 +1212,7 @@ fn qos2_subscription_is_granted_1_and_qos2_publish_is_refused() {
     drop(p311);
 
     // None of them reached the broker: the next message there is this one.
-    local_pub(
-        &daemon.unix(),
-        Ver::V5,
-        "q2-marker",
-        &["-q", "1", "-t", "q2/marker", "-m", "marker"],
-    )
-    .expect_code(0);
-    console.expect_message("q2/marker", b"marker", deadline());
+    marker_comes_next(&daemon, &mut console, "q2");
     daemon.expect_never_disconnected();
 }
 
@@ -1297,14 +1306,7 @@ fn will_goes_upstream_when_a_client_vanishes_not_on_disconnect() {
     polite.proc.expect_exit_code(0, deadline());
     daemon.wait_log("local client will-polite: disconnected (0x00)");
     // A will would have been queued before this message.
-    local_pub(
-        &daemon.unix(),
-        Ver::V5,
-        "will-marker",
-        &["-q", "1", "-t", "w/marker", "-m", "marker"],
-    )
-    .expect_code(0);
-    console.expect_message("w/marker", b"marker", deadline());
+    marker_comes_next(&daemon, &mut console, "w");
     daemon.expect_never_disconnected();
 }
 
