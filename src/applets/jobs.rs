@@ -38,7 +38,7 @@
 use super::mqtt::{self, Answer};
 use super::status;
 use crate::cli::{self, JobsArgs};
-use crate::daemon::check_thing_name;
+use crate::daemon::{check_thing_name, is_aws_name};
 use crate::error::{Error, runtime, usage};
 use crate::json::{self, Value};
 use crate::output::say;
@@ -632,10 +632,7 @@ fn is_other(c: char) -> bool {
 
 /// AWS's rule for job ids: they become a topic level.
 fn is_job_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    is_aws_name(id, 64, b"_-")
 }
 
 fn deadline() -> Instant {

@@ -21,7 +21,7 @@
 use super::mqtt::{self, Answer};
 use super::status;
 use crate::cli::{self, ShadowArgs};
-use crate::daemon::check_thing_name;
+use crate::daemon::{check_thing_name, is_aws_name};
 use crate::error::{Error, runtime, usage};
 use crate::json::{self, Value};
 use crate::output::say;
@@ -125,10 +125,7 @@ pub fn main(command: &str, args: &[&str]) -> Result<(), Error> {
 
 /// AWS's rule for shadow names.
 fn is_shadow_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
+    is_aws_name(name, 64, b":_-")
 }
 
 /// The update document from the argument or stdin: a JSON object.

@@ -308,10 +308,17 @@ pub(crate) fn check_thing_name(name: &str) -> Result<(), Error> {
 /// `[a-zA-Z0-9:_-]` (so also a topic level, a line in a file and a client
 /// id).
 pub(crate) fn is_thing_name(name: &str) -> bool {
-    (1..=128).contains(&name.len())
+    is_aws_name(name, 128, b":_-")
+}
+
+/// AWS IoT's names (things, shadows, job ids, templates): 1 to `max` ASCII
+/// letters, digits and the bytes in `also`. None of them can be a `/`,
+/// `+` or `#`, so such a name is safe as a topic level.
+pub(crate) fn is_aws_name(name: &str, max: usize, also: &[u8]) -> bool {
+    (1..=max).contains(&name.len())
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
+            .all(|b| b.is_ascii_alphanumeric() || also.contains(&b))
 }
 
 /// `--local_socket`, `--local_listen`, `--local_topics`. By default local

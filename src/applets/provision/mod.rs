@@ -24,7 +24,7 @@ mod identity;
 use super::mqtt::{self, Client};
 use crate::cli::{self, ProvisionArgs};
 use crate::daemon::broker::{crypto, proxy, tls};
-use crate::daemon::{DEFAULT_PROXY_PORT, MAX_CLIENT_ID, is_thing_name};
+use crate::daemon::{DEFAULT_PROXY_PORT, MAX_CLIENT_ID, is_aws_name, is_thing_name};
 use crate::error::{Error, runtime, usage};
 use crate::json::{self, Value};
 use crate::output::say;
@@ -84,12 +84,7 @@ impl Plan {
             .template
             .ok_or_else(|| usage!("missing --template NAME (the provisioning template)"))?;
         // AWS's pattern for template names; it also keeps the topic clean.
-        if template.is_empty()
-            || template.len() > 36
-            || !template
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        if !is_aws_name(&template, 36, b"_-") {
             return Err(usage!(
                 "--template {template:?}: 1 to 36 letters, digits, _ or -"
             ));
